@@ -1,0 +1,325 @@
+"""Pydantic models of the desired state (DESIGN §2) and the resolved `DesiredState` the planner reads.
+
+The YAML documents are validated into the `*Document` models; `controller.loader` turns files into
+documents, reports every problem with its file:line:column, and builds a `DesiredState`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "stagectl/v1"
+MAX_BATCH_MEMBERS = 2000  # EXCHANGE-FACTS §1: "a maximum of 2,000 rows"
+MAX_BATCHES = 100  # EXCHANGE-FACTS §1: MaxNumberOfBatches
+MAX_BATCH_NAME = 64
+MIN_TTL, MAX_TTL = 30, 604800
+MAX_LOW_TTL = 3600  # Microsoft: "3,600 seconds (one hour) or less" before the migration (EXCHANGE-FACTS §7)
+
+
+class BatchState(StrEnum):
+    """What the repository asks of a batch; states move forward only (DESIGN §2)."""
+
+    PLANNED = "planned"
+    CREATED = "created"
+    STARTED = "started"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    REMOVED = "removed"
+
+
+class RecordType(StrEnum):
+    MX = "MX"
+    CNAME = "CNAME"
+    TXT = "TXT"
+    A = "A"
+    AAAA = "AAAA"
+    SRV = "SRV"
+
+
+class DriftAction(StrEnum):
+    WARN = "warn"
+    CORRECT = "correct"
+
+
+class Authentication(StrEnum):
+    BASIC = "Basic"
+    NTLM = "NTLM"
+
+
+# --- scalar types ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`48h`, `30m`, `2d`, `1h30m` -> timedelta; anything else is a clear error."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str) or not value or _DURATION.sub("", value) != "":
+        raise ValueError(f"{value!r} is not a duration such as 30m, 48h or 2d")
+    return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(value)))
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["48h", "30m", "2d"]}),
+]
+
+# A dot-atom address: no quoted local parts, no spaces or PowerShell metacharacters such as `;`.
+# The apostrophe stays allowed: o'brien@contoso.com is a real, valid mailbox address.
+_ADDRESS = re.compile(
+    r"^(?=.{3,254}$)(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+
+
+def check_address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(f"{value!r} is not a valid SMTP address")
+    return value
+
+
+Address = Annotated[str, AfterValidator(check_address)]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$")
+
+
+def check_hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a fully qualified host name")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+
+_BATCH_NAME = re.compile(rf"^[A-Za-z0-9-]{{1,{MAX_BATCH_NAME}}}$")
+
+
+def check_batch_name(value: str) -> str:
+    if len(value) > MAX_BATCH_NAME:
+        raise ValueError(f"batch name {value!r} is longer than {MAX_BATCH_NAME} characters")
+    if not _BATCH_NAME.match(value):
+        raise ValueError(f"batch name {value!r} may hold only letters, digits and '-'")
+    return value
+
+
+BatchName = Annotated[str, AfterValidator(check_batch_name)]
+
+SECRET_REF_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\s]+)$"
+SecretRef = Annotated[
+    str,
+    Field(pattern=SECRET_REF_PATTERN, description="env:NAME or file:PATH; never the secret itself"),
+]
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    """YAML-facing model: camelCase keys, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, use_enum_values=False
+    )
+
+
+class Metadata(Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Endpoint(Model):
+    """The Outlook Anywhere migration endpoint (New-MigrationEndpoint -ExchangeOutlookAnywhere)."""
+
+    name: BatchName
+    autodiscover: bool = False
+    exchange_server: Hostname | None = None
+    rpc_proxy_server: Hostname | None = None
+    email_address: Address
+    authentication: Authentication = Authentication.BASIC
+    # The cmdlet reference says the default is 100, the migration articles say 20 (EXCHANGE-FACTS §1);
+    # we always send the value so the default never matters.
+    max_concurrent_migrations: int = Field(default=20, ge=1, le=300)
+    credentials_ref: SecretRef
+
+
+class DriftPolicy(Model):
+    exchange: DriftAction = DriftAction.WARN
+    dns: DriftAction = DriftAction.CORRECT
+
+
+class Policy(Model):
+    low_ttl: int = Field(default=300, ge=MIN_TTL, le=MAX_LOW_TTL)
+    ttl_lead_time: Duration = timedelta(hours=48)
+    remove_after_cutover: Duration = timedelta(hours=72)
+    retry_failed: int = Field(default=3, ge=0, le=20)
+    drift: DriftPolicy = DriftPolicy()
+
+
+class MigrationSpec(Model):
+    endpoint: Endpoint
+    notification_emails: list[Address] = []
+    target_delivery_domain: Hostname | None = None
+    policy: Policy = Policy()
+
+
+class MigrationDocument(Model):
+    api_version: Literal["stagectl/v1"]
+    kind: Literal["Migration"]
+    metadata: Metadata
+    spec: MigrationSpec
+
+
+class BatchSpec(Model):
+    state: BatchState
+    members: list[Address] | None = None
+    members_csv: str | None = Field(default=None, description="CSV with an EmailAddress column, relative to this file")
+    start_after: AwareDatetime | None = None
+    complete_after: AwareDatetime | None = None
+
+
+class BatchDocument(Model):
+    api_version: Literal["stagectl/v1"]
+    kind: Literal["Batch"]
+    metadata: Metadata
+    spec: BatchSpec
+
+
+class RecordSpec(Model):
+    name: str = Field(min_length=1, description='"@" for the zone apex, or a name relative to the zone')
+    type: RecordType
+    ttl: int = Field(ge=MIN_TTL, le=MAX_TTL)
+    values: list[str] = []
+    spf: str | None = Field(default=None, description="the one v=spf1 string of a TXT RRset; other TXT values are kept")
+    cutover: bool = False
+
+
+class DnsZoneSpec(Model):
+    records: list[RecordSpec]
+
+
+class DnsZoneDocument(Model):
+    api_version: Literal["stagectl/v1"]
+    kind: Literal["DnsZone"]
+    metadata: Metadata
+    spec: DnsZoneSpec
+
+
+DOCUMENT_KINDS: dict[str, type[Model]] = {
+    "Migration": MigrationDocument,
+    "Batch": BatchDocument,
+    "DnsZone": DnsZoneDocument,
+}
+
+
+# --- the resolved desired state the planner reads ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A batch member: identity is the lower-cased address, output keeps the spelling of the repo."""
+
+    address: str
+
+    @property
+    def key(self) -> str:
+        return self.address.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an object was declared, for messages: `desired/batches/b1.yaml:3:1`."""
+
+    path: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}" if self.line else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    name: str
+    state: BatchState
+    members: tuple[Member, ...]
+    start_after: datetime | None = None
+    complete_after: datetime | None = None
+    source: Source = Source("")
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A managed RRset: identity (zone, name, type); `name` is relative, "@" for the apex."""
+
+    zone: str
+    name: str
+    type: RecordType
+    ttl: int
+    values: tuple[str, ...] = ()
+    spf: str | None = None
+    cutover: bool = False
+    source: Source = Source("")
+
+    @property
+    def key(self) -> str:
+        return f"{self.zone}/{self.name}/{self.type.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    name: str
+    records: tuple[Record, ...]
+    source: Source = Source("")
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything the repository asks for at one revision, resolved (CSV members read, names checked)."""
+
+    migration: MigrationSpec
+    name: str
+    batches: tuple[Batch, ...]
+    zones: tuple[Zone, ...]
+    revision: str = ""
+    digest: str = ""  # sha256 of the files read, so a plan names exactly what it was made from
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def policy(self) -> Policy:
+        return self.migration.policy
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(record for zone in self.zones for record in zone.records)

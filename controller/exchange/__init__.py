@@ -1,0 +1,1 @@
+"""Exchange Online: the seam (`runner.CmdletRunner`), the client over it, the psrp backend and the simulator."""

@@ -1,0 +1,117 @@
+"""The planner's other input (DESIGN §3): what was observed in Exchange and DNS, plus the controller's memory.
+
+Unknown is never absent: a kind or a zone that could not be read is `None`; an empty list means it was
+read and nothing exists. Exchange objects keep their PowerShell property names.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class Observed(BaseModel):
+    """An object read from Exchange, under its PowerShell property names; unlisted properties are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class ObservedEndpoint(Observed):
+    Identity: str
+    EndpointType: str = "ExchangeOutlookAnywhere"
+    ExchangeServer: str | None = None
+    RpcProxyServer: str | None = None
+    UseAutoDiscover: bool | None = None
+    Authentication: str | None = None
+    EmailAddress: str | None = None
+    MaxConcurrentMigrations: int | None = None
+
+
+class ObservedBatch(Observed):
+    Identity: str
+    Status: str  # kept as text: a status this controller does not know is reported, never guessed
+    TotalCount: int = 0
+    SyncedCount: int = 0
+    FailedCount: int = 0
+    NotificationEmails: list[str] | None = None
+    StartAfterUTC: AwareDatetime | None = None
+    CompleteAfterUTC: AwareDatetime | None = None
+    LastSyncedDateTime: AwareDatetime | None = None
+
+
+class ObservedUser(Observed):
+    Identity: str  # the EmailAddress of the CSV row
+    BatchId: str
+    Status: str
+    ErrorSummary: str = ""
+
+
+class ExchangeObserved(BaseModel):
+    """One bulk read per kind; `None` where the read failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoints: list[ObservedEndpoint] | None = None
+    batches: list[ObservedBatch] | None = None
+    users: list[ObservedUser] | None = None
+    mailUsers: list[str] | None = Field(  # noqa: N815 - snapshot JSON names
+        default=None, description="addresses that exist in Exchange Online as a mail user or mailbox"
+    )
+
+
+class RRset(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # relative to the zone, "@" for the apex
+    type: str
+    ttl: int
+    values: list[str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name.lower(), self.type)
+
+
+class RetryCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    revision: str
+    count: int
+
+
+class Memory(BaseModel):
+    """What the controller remembers between passes; the planner returns the updated copy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lowTtlSince: dict[str, AwareDatetime] = {}  # noqa: N815 - "zone/name/TYPE" -> first seen low
+    cutoverAt: AwareDatetime | None = None  # noqa: N815 - when MX was first observed at its desired value
+    retries: dict[str, RetryCount] = {}  # batch key -> Start-MigrationBatch retries for one revision
+    completionUnsupported: list[str] = []  # noqa: N815 - batches whose Complete-MigrationBatch was refused
+
+
+class Snapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    observedAt: AwareDatetime  # noqa: N815
+    exchange: ExchangeObserved = ExchangeObserved()
+    dns: dict[str, list[RRset] | None] = {}
+    memory: Memory = Memory()
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        return cls.model_validate_json(text)
+
+    def canonical(self) -> str:
+        """Sorted, compact JSON: the bytes the plan checksum is taken over."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def at(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, the one spelling of time in snapshots, plans and the audit log."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
