@@ -101,6 +101,9 @@ _ADDRESS = re.compile(
 )
 
 
+ADDRESS_PATTERN = _ADDRESS  # for bulk checks (CSV members) without a model per address
+
+
 def check_address(value: str) -> str:
     if not _ADDRESS.match(value):
         raise ValueError(f"{value!r} is not a valid SMTP address")
@@ -134,9 +137,26 @@ def check_batch_name(value: str) -> str:
 BatchName = Annotated[str, AfterValidator(check_batch_name)]
 
 SECRET_REF_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\s]+)$"
+_SECRET_REF = re.compile(SECRET_REF_PATTERN)
+
+
+def check_secret_ref(value: str) -> str:
+    if not _SECRET_REF.match(value):
+        # The value is not echoed: it may be the very secret that was meant to stay out of git.
+        raise ValueError("not a reference: write env:NAME or file:PATH; secrets never belong in git")
+    return value
+
+
 SecretRef = Annotated[
     str,
-    Field(pattern=SECRET_REF_PATTERN, description="env:NAME or file:PATH; never the secret itself"),
+    AfterValidator(check_secret_ref),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": SECRET_REF_PATTERN,
+            "description": "env:NAME or file:PATH; never the secret",
+        }
+    ),
 ]
 
 
@@ -153,6 +173,16 @@ class Model(BaseModel):
 
 class Metadata(Model):
     name: str = Field(min_length=1, max_length=253)
+
+
+class BatchMetadata(Model):
+    name: BatchName = Field(description="the migration batch name: at most 64 letters, digits and '-'")
+
+
+class ZoneMetadata(Model):
+    name: Hostname = Field(
+        description="the zone, e.g. contoso.com (normalised to lower case, no trailing dot)"
+    )
 
 
 class Endpoint(Model):
@@ -200,7 +230,9 @@ class MigrationDocument(Model):
 class BatchSpec(Model):
     state: BatchState
     members: list[Address] | None = None
-    members_csv: str | None = Field(default=None, description="CSV with an EmailAddress column, relative to this file")
+    members_csv: str | None = Field(
+        default=None, description="CSV with an EmailAddress column, relative to this file"
+    )
     start_after: AwareDatetime | None = None
     complete_after: AwareDatetime | None = None
 
@@ -208,7 +240,7 @@ class BatchSpec(Model):
 class BatchDocument(Model):
     api_version: Literal["stagectl/v1"]
     kind: Literal["Batch"]
-    metadata: Metadata
+    metadata: BatchMetadata
     spec: BatchSpec
 
 
@@ -217,7 +249,9 @@ class RecordSpec(Model):
     type: RecordType
     ttl: int = Field(ge=MIN_TTL, le=MAX_TTL)
     values: list[str] = []
-    spf: str | None = Field(default=None, description="the one v=spf1 string of a TXT RRset; other TXT values are kept")
+    spf: str | None = Field(
+        default=None, description="the one v=spf1 string of a TXT RRset; other TXT values are kept"
+    )
     cutover: bool = False
 
 
@@ -228,7 +262,7 @@ class DnsZoneSpec(Model):
 class DnsZoneDocument(Model):
     api_version: Literal["stagectl/v1"]
     kind: Literal["DnsZone"]
-    metadata: Metadata
+    metadata: ZoneMetadata
     spec: DnsZoneSpec
 
 

@@ -1,0 +1,1 @@
+"""Pieces of the desired-state loader (`controller.loader`): CSV member lists and DNS record checks."""
