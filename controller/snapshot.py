@@ -56,7 +56,7 @@ class ExchangeObserved(BaseModel):
     endpoints: list[ObservedEndpoint] | None = None
     batches: list[ObservedBatch] | None = None
     users: list[ObservedUser] | None = None
-    mailUsers: list[str] | None = Field(  # noqa: N815 - snapshot JSON names
+    mailUsers: list[str] | None = Field(  # snapshot JSON names
         default=None, description="addresses that exist in Exchange Online as a mail user or mailbox"
     )
 
@@ -86,16 +86,17 @@ class Memory(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    lowTtlSince: dict[str, AwareDatetime] = {}  # noqa: N815 - "zone/name/TYPE" -> first seen low
-    cutoverAt: AwareDatetime | None = None  # noqa: N815 - when MX was first observed at its desired value
+    lowTtlSince: dict[str, AwareDatetime] = {}  # "zone/name/TYPE" -> first seen low
+    ttlBeforeLowering: dict[str, int] = {}  # the TTL a cutover record had before we lowered it
+    cutoverAt: AwareDatetime | None = None  # when MX was first observed at its desired value
     retries: dict[str, RetryCount] = {}  # batch key -> Start-MigrationBatch retries for one revision
-    completionUnsupported: list[str] = []  # noqa: N815 - batches whose Complete-MigrationBatch was refused
+    completionUnsupported: list[str] = []  # batches whose Complete-MigrationBatch was refused
 
 
 class Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    observedAt: AwareDatetime  # noqa: N815
+    observedAt: AwareDatetime
     exchange: ExchangeObserved = ExchangeObserved()
     dns: dict[str, list[RRset] | None] = {}
     memory: Memory = Memory()
