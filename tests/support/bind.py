@@ -46,7 +46,9 @@ def named_binary() -> str:
     """The `named` executable (Debian puts it in /usr/sbin, often not on a user's PATH)."""
     found = shutil.which("named") or ("/usr/sbin/named" if os.access("/usr/sbin/named", os.X_OK) else None)
     if found is None:
-        raise RuntimeError("BIND's named is not installed: run `make bind` (apt-get install bind9 bind9-utils)")
+        raise RuntimeError(
+            "BIND's named is not installed: run `make bind` (apt-get install bind9 bind9-utils)"
+        )
     return found
 
 
