@@ -49,7 +49,7 @@ class Rfc2136ZoneSettings(BaseModel):
     servers: list[str] = Field(
         min_length=1, description="host:port of each authoritative server, primary first"
     )
-    keyRef: str | None = Field(  # noqa: N815 - configuration spelling
+    keyRef: str | None = Field(
         default=None, description="file:/path/to/bind.key[#keyname] or env:NAME (name:algorithm:base64secret)"
     )
     timeout: float = Field(default=3.0, gt=0, le=60, description="seconds per DNS message")
@@ -96,7 +96,7 @@ def _prerequisite_failed(rcode: int) -> bool:
 
 
 class Rfc2136Backend:
-    """DnsBackend over dnspython. `messages` counts what was sent; `serials` holds the primary's SOA serial."""
+    """DnsBackend over dnspython. `messages` counts what was sent; `serials`: each primary's SOA serial."""
 
     def __init__(self, settings: Rfc2136Settings) -> None:
         self.settings = settings
@@ -245,7 +245,7 @@ class Rfc2136Backend:
         except _Unanswered as error:
             raise DnsTransientError(
                 f"{action.object}: the update was sent but could not be verified ({error})"
-            )
+            ) from None
         now = served[(action.name.lower(), action.type.upper())]
         if not action.values and now is None:
             return

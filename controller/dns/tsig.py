@@ -1,4 +1,4 @@
-"""TSIG keys by reference (`file:` a BIND key file, `env:` NAME:ALGORITHM:SECRET); never a secret in a message."""
+"""TSIG keys by reference (a BIND key file or an environment variable); no secret in any message."""
 
 from __future__ import annotations
 
