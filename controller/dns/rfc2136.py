@@ -158,21 +158,20 @@ class Rfc2136Backend:
         found = soa.get_rrset(soa.answer, origin, dns.rdataclass.IN, dns.rdatatype.SOA)
         if soa.rcode() != dns.rcode.NOERROR or found is None:
             raise _Unanswered(f"no SOA for {zone}: {dns.rcode.to_text(soa.rcode())}")
-        rrsets: dict[tuple[str, str], RRset | None] = {}
-        for name, rdtype in keys:
-            qname = absolute(zone, name)
-            response = self._ask(server, qname, rdtype, timeout=timeout)
-            if response.rcode() == dns.rcode.NXDOMAIN:
-                rrsets[(name, rdtype)] = None
-                continue
-            if response.rcode() != dns.rcode.NOERROR:
-                raise _Unanswered(f"{name} {rdtype}: {dns.rcode.to_text(response.rcode())}")
-            # Only the RRset asked for: at a CNAME the answer holds the CNAME, which is not an A or TXT.
-            match = response.get_rrset(
-                response.answer, qname, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
-            )
-            rrsets[(name, rdtype)] = None if match is None else rrset_from(zone, match)
+        rrsets = {key: self._read_rrset(zone, server, key, timeout=timeout) for key in keys}
         return int(found[0].serial), rrsets
+
+    def _read_rrset(self, zone: str, server: Server, key: tuple[str, str], *, timeout: float) -> RRset | None:
+        name, rdtype = key
+        qname = absolute(zone, name)
+        response = self._ask(server, qname, rdtype, timeout=timeout)
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return None
+        if response.rcode() != dns.rcode.NOERROR:
+            raise _Unanswered(f"{name} {rdtype}: {dns.rcode.to_text(response.rcode())}")
+        # Only the RRset asked for: at a CNAME the answer holds the CNAME, which is not an A or TXT.
+        match = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        return None if match is None else rrset_from(zone, match)
 
     def _ask(
         self, server: Server, qname: dns.name.Name, rdtype: str, *, timeout: float
@@ -239,14 +238,13 @@ class Rfc2136Backend:
     def _verify(self, action: DnsAction, primary: Server, *, timeout: float) -> None:
         """Read the RRset back: BIND answers NOERROR yet ignores data added beside a CNAME."""
         try:
-            _, served = self._read(
-                action.zone, primary, [(action.name.lower(), action.type.upper())], timeout=timeout
+            now = self._read_rrset(
+                action.zone, primary, (action.name.lower(), action.type.upper()), timeout=timeout
             )
         except _Unanswered as error:
             raise DnsTransientError(
                 f"{action.object}: the update was sent but could not be verified ({error})"
             ) from None
-        now = served[(action.name.lower(), action.type.upper())]
         if not action.values and now is None:
             return
         if now is None or now.ttl != action.ttl or not same_data(action.type, now.values, action.values):
@@ -284,10 +282,11 @@ def _map_send_error(error: Exception, *, action: DnsAction, key: TsigKey, primar
 def _map_rcode(rcode: int, *, action: DnsAction, primary: Server) -> DnsError:
     name = dns.rcode.to_text(rcode)
     if _prerequisite_failed(rcode):
-        return DnsTransientError(f"{action.object}: the RRset changed meanwhile ({name}); observe again")
+        return DnsTransientError(f"{action.object}: the RRset changed meanwhile; observe again ({name})")
     if rcode == dns.rcode.REFUSED:
         return DnsPermanentError(
-            f"{action.object}: the server {primary} refused the update (is allow-update set for this key?)"
+            f"{action.object}: the server {primary} refused the update (is allow-update set for this key?"
+            " BIND also refuses an MX or SRV target inside the zone that has no address record)"
         )
     if rcode in (dns.rcode.NOTAUTH, dns.rcode.NOTZONE):
         return DnsPermanentError(

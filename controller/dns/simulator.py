@@ -151,7 +151,7 @@ class DnsSimBackend:
                 )
             if changed:
                 raise DnsTransientError(
-                    f"{action.object}: the RRset changed meanwhile ({describe(current)}); observe again"
+                    f"{action.object}: the RRset changed meanwhile; observe again (now {describe(current)})"
                 )
             # As BIND does: data beside a CNAME is not added (the RFC 2136 backend's verify reports it).
             others = {
