@@ -58,6 +58,7 @@ class _Loader:
         self.root = root.rstrip("/") or "."
         self.problems: list[Problem] = []
         self.read: dict[str, bytes] = {}
+        self.migration_documents = 0  # valid or not, so that a broken one is not also "missing"
 
     # --- problems ----------------------------------------------------------------------------
 
@@ -104,6 +105,8 @@ class _Loader:
         if not isinstance(data, dict):
             self.add(path, document.start, "a document must be a mapping with apiVersion and kind")
             return None
+        if data.get("kind") == "Migration":
+            self.migration_documents += 1
         model_class = self.kind(path, document, data)
         if model_class is None:
             return None
@@ -148,7 +151,7 @@ class _Loader:
         for item in migrations[1:]:
             first = self.source(migrations[0].path, migrations[0].document, ())
             self.add(item.path, item.document.start, f"a second Migration document (the first is at {first})")
-        if not migrations:
+        if not self.migration_documents:
             self.problems.append(Problem(self.root, 0, 0, "no Migration document (kind: Migration) found"))
         for item in migrations:
             self.check_endpoint(item)
@@ -344,6 +347,12 @@ def _dotted(at: tuple[str | int, ...]) -> str:
     return text or "document"
 
 
+def _short(value: object) -> object:
+    """A value for a message, cut so that a pasted blob cannot flood the output."""
+    text = repr(value)
+    return value if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _describe(item: dict, document: yamlsafe.Document) -> tuple[tuple[int, int], str]:
     """Position and message of one pydantic error, in the words of the YAML file."""
     at = tuple(item["loc"])
@@ -354,7 +363,7 @@ def _describe(item: dict, document: yamlsafe.Document) -> tuple[tuple[int, int],
     if kind == "extra_forbidden":
         return document.position(at, key=True), f"{_dotted(at)}: unknown field {at[-1]!r}"
     if kind in ("enum", "literal_error"):
-        value = item.get("input")
+        value = _short(item.get("input"))
         expected = item.get("ctx", {}).get("expected", "")
         noun = {"type": "record type", "state": "state"}.get(str(at[-1]), "value")
         if at[-1] == "type" and "records" in at:

@@ -29,6 +29,8 @@ _MAP_TAG, _SEQ_TAG = f"{_TAG}map", f"{_TAG}seq"
 _ALLOWED_TAGS = {yaml.ScalarNode: _SCALAR_TAGS, yaml.SequenceNode: {_SEQ_TAG}, yaml.MappingNode: {_MAP_TAG}}
 _CONSTRUCTORS = SafeConstructor.yaml_constructors
 
+_ALIAS_REFUSED = "YAML aliases (*name) are not allowed: write the value out in full"
+
 Path = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column
 
@@ -73,6 +75,8 @@ def load_documents(text: bytes) -> Iterator[Document]:
     if len(text) > MAX_YAML_BYTES:
         raise YamlError(1, 1, f"file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
     try:
+        if b"*" in text:
+            _refuse_aliases(text)
         loader = _LOADER(text)
         try:
             while loader.check_node():
@@ -94,6 +98,13 @@ def load_documents(text: bytes) -> Iterator[Document]:
         raise YamlError(1, 1, f"not readable as YAML: {_one_line(str(error))}") from None
 
 
+def _refuse_aliases(text: bytes) -> None:
+    """Stop at the first alias, named where it is written (the composed node only knows its anchor)."""
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlError(*_position(event.start_mark), _ALIAS_REFUSED)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
@@ -108,7 +119,7 @@ class _Builder:
         position = _position(node.start_mark)
         # The composer hands out the anchored node again for each alias: a node met twice is an alias.
         if id(node) in self.seen:
-            raise YamlError(*position, "YAML aliases (*name) are not allowed: write the value out in full")
+            raise YamlError(*position, _ALIAS_REFUSED)
         self.seen.add(id(node))
         if depth > MAX_DEPTH:
             raise YamlError(*position, f"nested deeper than {MAX_DEPTH} levels")
