@@ -1,0 +1,138 @@
+"""Open the Exchange and DNS backends and the clock named on the command line or in the configuration.
+
+`--exchange sim:FILE` / `--exchange psrp://HOST:PORT` and `--dns sim:FILE`; anything richer (auth,
+TSIG keys, CA bundles) comes from the configuration file. Imports are lazy so that `stagectl validate`
+never loads pypsrp or dnspython.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from controller import errors
+from controller.config import ControllerConfig
+from controller.dns.base import DnsBackend
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    exchange: Any  # controller.exchange.client.ExchangeClient
+    dns: DnsBackend
+    clock: Callable[[], datetime]
+    exchange_sim: Path | None = None  # the simulator's state file, when Exchange is simulated
+
+    def close(self) -> None:
+        self.exchange.close()
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def sim_clock(path: Path) -> Callable[[], datetime]:
+    """The simulator's virtual time: `make demo` runs weeks of migration in a minute."""
+    from controller.exchange.simulator import SimStore
+
+    store = SimStore(path)
+
+    def now() -> datetime:
+        with store.transaction() as simulator:
+            return simulator.now()
+
+    return now
+
+
+def open_exchange(spec: str | None, config: ControllerConfig | None) -> tuple[Any, Path | None]:
+    from controller.exchange.client import ExchangeClient
+
+    if spec is not None and spec.startswith("sim:"):
+        return _sim_client(Path(spec.removeprefix("sim:"))), Path(spec.removeprefix("sim:"))
+    if spec is not None and spec.startswith("psrp://"):
+        parts = urlsplit(spec)
+        overrides = {"host": parts.hostname, **({"port": parts.port} if parts.port else {})}
+        settings = dict(config.exchange.psrp or {}) if config is not None else {}
+        return ExchangeClient(_psrp_runner({**settings, **overrides})), None
+    if spec is not None:
+        raise errors.InvalidInput(f"--exchange {spec}: expected sim:FILE or psrp://HOST:PORT")
+    if config is None:
+        raise errors.InvalidInput(
+            "name the Exchange backend: --exchange sim:FILE | psrp://HOST:PORT, or --config FILE"
+        )
+    if config.exchange.backend == "sim":
+        if not config.exchange.state:
+            raise errors.InvalidInput(
+                "exchange.state: the simulator's state file is required for backend sim"
+            )
+        path = config.path(config.exchange.state)
+        return _sim_client(path), path
+    return ExchangeClient(_psrp_runner(config.exchange.psrp or {})), None
+
+
+def _sim_client(path: Path) -> Any:
+    from controller.exchange.client import ExchangeClient
+    from controller.exchange.simulator import SimRunner
+
+    if not path.exists():
+        raise errors.InvalidInput(
+            f"{path}: no simulator state here; create it with `stagectl sim init --state {path}`"
+        )
+    return ExchangeClient(SimRunner(path))
+
+
+def _psrp_runner(settings: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from controller.exchange.psrp import PsrpRunner, PsrpSettings
+
+    try:
+        return PsrpRunner(PsrpSettings.model_validate(settings))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise errors.InvalidInput(f"exchange.psrp.{where}: {first['msg']}") from None
+
+
+def open_dns(spec: str | None, config: ControllerConfig | None) -> DnsBackend:
+    if spec is not None and spec.startswith("sim:"):
+        from controller.dns.simulator import DnsSimBackend
+
+        return DnsSimBackend(Path(spec.removeprefix("sim:")))
+    if spec is not None:
+        raise errors.InvalidInput(f"--dns {spec}: expected sim:FILE (RFC 2136 servers come from --config)")
+    if config is None:
+        raise errors.InvalidInput("name the DNS backend: --dns sim:FILE, or --config FILE")
+    if config.dns.backend == "sim":
+        from controller.dns.simulator import DnsSimBackend
+
+        if not config.dns.state:
+            raise errors.InvalidInput("dns.state: the simulator's state file is required for backend sim")
+        return DnsSimBackend(config.path(config.dns.state))
+    from pydantic import ValidationError
+
+    from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+
+    try:
+        return Rfc2136Backend(Rfc2136Settings.model_validate(config.dns.rfc2136 or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise errors.InvalidInput(f"dns.rfc2136.{where}: {first['msg']}") from None
+
+
+def open_backends(
+    *, exchange: str | None, dns: str | None, config: ControllerConfig | None, now: datetime | None = None
+) -> Backends:
+    client, sim_path = open_exchange(exchange, config)
+    dns_backend = open_dns(dns, config)
+    if now is not None:
+        clock: Callable[[], datetime] = lambda: now  # noqa: E731 - a fixed --now
+    elif sim_path is not None and (config is None or config.clock == "sim"):
+        clock = sim_clock(sim_path)
+    else:
+        clock = system_clock
+    return Backends(exchange=client, dns=dns_backend, clock=clock, exchange_sim=sim_path)

@@ -1,0 +1,57 @@
+"""`stagectl plan`: what apply would do, what waits and what a gate blocks; read-only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from controller import errors, render
+from controller.commands import common
+from controller.plan import plan
+from controller.snapshot import Snapshot
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plan", help="show the actions that would converge Exchange and DNS")
+    common.add_desired_arguments(parser)
+    common.add_backend_arguments(parser)
+    parser.add_argument("--observed", type=Path, help="plan against this snapshot instead of observing")
+    parser.add_argument("--format", choices=sorted(render.RENDERERS), default="text")
+    parser.add_argument("--force", action="store_true", help="let the change-size gate pass")
+    parser.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    desired = common.load_desired(args)
+    if args.observed is not None:
+        snapshot = _read_snapshot(args.observed)
+        now = args.now or snapshot.observedAt
+    else:
+        config = common.config_of(args)
+        backends = common.backends_of(args, config)
+        try:
+            memory = common.load_memory(common.state_dir(args, config))
+            snapshot, findings = common.observe_live(desired, backends, memory)
+        finally:
+            backends.close()
+        now = snapshot.observedAt
+        for finding in findings:
+            print(f"note: {finding}", file=sys.stderr)
+    result = plan(desired, snapshot, now, force=args.force)
+    sys.stdout.write(render.RENDERERS[args.format](result))
+    return 2 if args.detailed_exitcode and result.has_changes else 0
+
+
+def _read_snapshot(path: Path) -> Snapshot:
+    from pydantic import ValidationError
+
+    try:
+        return Snapshot.from_json(path.read_bytes())
+    except OSError as error:
+        raise errors.InvalidInput(f"{path}: cannot read the snapshot: {error.strerror}") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise errors.InvalidInput(f"{path}: snapshot {where}: {first['msg']}") from None
