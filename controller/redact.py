@@ -23,6 +23,7 @@ _SECRET_WORDS = frozenset(
         "token",
         "key",
         "apikey",
+        "authorization",
     }
 )
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")

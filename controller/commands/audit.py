@@ -1,0 +1,67 @@
+"""`stagectl audit verify|show`: check the audit chain, list what a commit caused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from controller import audit, errors
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("audit", help="verify or show the audit trail of a state directory")
+    commands = parser.add_subparsers(dest="audit_command", required=True, metavar="verify|show")
+
+    verify = commands.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
+    verify.set_defaults(func=run_verify)
+
+    show = commands.add_parser("show", help="list the recorded actions, optionally of one revision")
+    show.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
+    show.add_argument("--revision", metavar="SHA", help="only what this commit (or sha prefix) caused")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(func=run_show)
+
+
+def _log_path(state_dir: Path) -> Path:
+    if not state_dir.is_dir():
+        raise errors.InvalidInput(f"the state directory {state_dir} does not exist")
+    return audit.path_in(state_dir)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    path = _log_path(args.state)
+    found = audit.find_break(path)
+    if found is not None:
+        print(f"audit log {path}: {found.reason}", file=sys.stderr)
+        return 1
+    print(f"audit log {path}: {audit.count(path)} records, chain intact")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    records = audit.show(_log_path(args.state), args.revision)
+    if args.format == "json":
+        json.dump(records, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if not records:
+        which = f" for revision {args.revision}" if args.revision else ""
+        print(f"no audit records{which}")
+        return 0
+    for record in records:
+        action = record.get("action")
+        what = audit.summary(action) if isinstance(action, dict) else str(action)
+        print(
+            f"{record.get('seq'):>5} {record.get('time')} {str(record.get('revision', ''))[:12]} "
+            f"{record.get('author')}: {_one_line(what)} -> {_one_line(str(record.get('result')))} "
+            f"({record.get('duration_ms')} ms)"
+        )
+    return 0
+
+
+def _one_line(text: str) -> str:
+    """Recorded text is printed to a terminal: no control characters, no line breaks."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
