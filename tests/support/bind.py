@@ -202,7 +202,7 @@ def bind_zone(*, secondary: bool = False, notify: bool = True) -> Iterator[BindZ
         primary.directory.mkdir()
         (primary.directory / "contoso.com.db").write_text(ZONE_TEXT)
         if second is not None and notify:
-            notify_conf = f"notify explicit; also-notify {{ 127.0.0.1 port {second.port}; }};"
+            notify_conf = f"notify explicit; notify-delay 0; also-notify {{ 127.0.0.1 port {second.port}; }};"
         else:
             notify_conf = "notify no;"
         (primary.directory / "named.conf").write_text(
