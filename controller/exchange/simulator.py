@@ -336,17 +336,24 @@ class SimStore:
         with self._locked():
             self._save(simulator)
 
+    def now(self) -> datetime:
+        """The tenant's virtual time (read under the lock, nothing saved)."""
+        with self._locked():
+            return ExchangeSimulator.from_json(self._read()).now
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise PermanentError(
+                f"simulator state {self.path} does not exist; create it with `stagectl sim init`"
+            ) from None
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[ExchangeSimulator]:
         """Load, yield, save atomically; an unexpected exception discards the changes."""
         with self._locked():
-            try:
-                text = self.path.read_bytes()
-            except FileNotFoundError:
-                raise PermanentError(
-                    f"simulator state {self.path} does not exist; create it with `stagectl sim init`"
-                ) from None
-            simulator = ExchangeSimulator.from_json(text)
+            simulator = ExchangeSimulator.from_json(self._read())
             yield simulator
             self._save(simulator)
 
