@@ -110,7 +110,11 @@ def check_address(value: str) -> str:
     return value
 
 
-Address = Annotated[str, AfterValidator(check_address)]
+Address = Annotated[
+    str,
+    AfterValidator(check_address),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$")
 
@@ -121,7 +125,9 @@ def check_hostname(value: str) -> str:
     return value
 
 
-Hostname = Annotated[str, AfterValidator(check_hostname)]
+Hostname = Annotated[
+    str, AfterValidator(check_hostname), WithJsonSchema({"type": "string", "pattern": _HOSTNAME.pattern})
+]
 
 _BATCH_NAME = re.compile(rf"^[A-Za-z0-9-]{{1,{MAX_BATCH_NAME}}}$")
 
@@ -134,7 +140,11 @@ def check_batch_name(value: str) -> str:
     return value
 
 
-BatchName = Annotated[str, AfterValidator(check_batch_name)]
+BatchName = Annotated[
+    str,
+    AfterValidator(check_batch_name),
+    WithJsonSchema({"type": "string", "pattern": _BATCH_NAME.pattern, "maxLength": MAX_BATCH_NAME}),
+]
 
 SECRET_REF_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\s]+)$"
 _SECRET_REF = re.compile(SECRET_REF_PATTERN)
