@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: one line, the traceback only with --debug
         if args.debug:
             raise
-        print(f"stagectl: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"stagectl: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return 1

@@ -55,7 +55,8 @@ def describe(action: Action) -> str:
 def _describe_dns(action: DnsAction) -> str:
     values = " | ".join(action.values)
     verb = {"create": "create", "update": "replace", "ttl": "set TTL"}[action.kind]
-    return f"{verb} {action.name}.{action.zone} {action.type} {action.ttl} {values}"
+    owner = action.zone if action.name == "@" else f"{action.name}.{action.zone}"
+    return f"{verb} {owner} {action.type} {action.ttl} {values}"
 
 
 def to_text(plan: Plan) -> str:
@@ -96,7 +97,7 @@ def _plain(text: str) -> str:
     return _CONTROL.sub("?", text)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|<>~&])")
 
 
 def md(text: str) -> str:

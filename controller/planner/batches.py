@@ -405,7 +405,7 @@ def _plan_membership(
     if status in MOVING or status in _IN_FLIGHT:
         draft.wait(
             obj,
-            f"{len(added)} new members are added once {status.value} ends "
+            f"{status.value} ({_progress(found)}); {len(added)} new members are added once it ends "
             "(Exchange refuses -AddUsers while a batch syncs)",
         )
         return False

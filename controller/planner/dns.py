@@ -82,9 +82,20 @@ def plan_dns(
             continue
         found = _find(observed, record)
         values = desired_values(record, found)
-        if found is None and record.cutover and batches_gate is not None:
-            draft.block(_obj(record), "batches-completed", batches_gate)
-            continue
+        if (found is None or not same_values(record, found, values)) and batches_gate is not None:
+            if record.cutover:
+                if found is None:
+                    draft.block(_obj(record), "batches-completed", batches_gate)
+                    continue
+            elif record.spf is not None:
+                # DESIGN §1 step 6: SPF moves to Exchange Online with the cutover; until then the
+                # on-premises senders must stay allowed, so a new string waits for every batch.
+                draft.block(
+                    _obj(record),
+                    "batches-completed",
+                    f"the SPF string changes with the cutover: {batches_gate}",
+                )
+                continue
         if found is None:
             action = _action(record, values, None, kind="create", ttl=record.ttl, reason="absent -> create")
         elif same_values(record, found, values):
@@ -93,13 +104,6 @@ def plan_dns(
             action = _action(
                 record, values, found, kind="ttl", ttl=record.ttl, reason=f"TTL {found.ttl} -> {record.ttl}"
             )
-        elif record.spf is not None and batches_gate is not None:
-            # DESIGN §1 step 6: SPF moves to Exchange Online with the cutover; until then on-premises
-            # senders must stay allowed, so the new string waits for every batch.
-            draft.block(
-                _obj(record), "batches-completed", f"the SPF string changes with the cutover: {batches_gate}"
-            )
-            continue
         elif not record.cutover:
             action = _action(
                 record,
