@@ -53,7 +53,8 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     members = sum(len(batch.members) for batch in state.batches)
     print(f"load+validate: {len(state.batches)} batches, {members:,} members in {elapsed:.2f} s")
-    print(f"peak RSS: {peak / 1024:.0f} MiB (before loading: {before / 1024:.0f} MiB), Python {sys.version.split()[0]}")
+    print(f"peak RSS: {peak / 1024:.0f} MiB (before loading: {before / 1024:.0f} MiB)")
+    print(f"Python {sys.version.split()[0]}")
 
 
 if __name__ == "__main__":

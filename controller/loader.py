@@ -159,12 +159,8 @@ class _Loader:
         resolved = [batch for batch in batches if batch is not None]
         self.check_batches(resolved)
         zones = [self.zone(item) for item in parsed if isinstance(item.model, desired.DnsZoneDocument)]
-        self.check_zones([zone for zone in zones if zone is not None])
-        return (
-            (migrations[0] if migrations else None),
-            [batch for batch, _ in resolved],
-            [zone for zone, _ in (z for z in zones if z is not None)],
-        )
+        self.check_zones(zones)
+        return (migrations[0] if migrations else None), [batch for batch, _ in resolved], zones
 
     def check_endpoint(self, item: _Parsed) -> None:
         endpoint = item.model.spec.endpoint
@@ -293,7 +289,7 @@ class _Loader:
     def _problem(self, source: Source, message: str) -> None:
         self.problems.append(Problem(source.path, source.line, source.column, message))
 
-    def zone(self, item: _Parsed) -> tuple[Zone, _Parsed] | None:
+    def zone(self, item: _Parsed) -> Zone:
         name = item.model.metadata.name.lower().rstrip(".")
         specs = item.model.spec.records
         document = item.document
@@ -315,11 +311,11 @@ class _Loader:
             )
             for index, record_name, values in good
         )
-        return Zone(name, zone_records, self.source(item.path, document, ("metadata", "name"))), item
+        return Zone(name, zone_records, self.source(item.path, document, ("metadata", "name")))
 
-    def check_zones(self, zones: list[tuple[Zone, _Parsed]]) -> None:
+    def check_zones(self, zones: list[Zone]) -> None:
         seen: dict[str, Zone] = {}
-        for zone, _ in zones:
+        for zone in zones:
             first = seen.setdefault(zone.name, zone)
             if first is not zone:
                 self._problem(zone.source, f"zone {zone.name} is also defined at {first.source}")
