@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pydantic
 
-from controller import desired, errors, yamlsafe
+from controller import desired, errors, redact, yamlsafe
 from controller.desired import Batch, BatchState, DesiredState, Member, Record, Source, Zone
 from controller.loading import csvmembers, records
 
 YAML_SUFFIXES = (".yaml", ".yml")
-# A key that holds a secret itself rather than a reference to one.
-_SECRET_WORDS = ("password", "secret")
-_SECRET_KEYS = {"credentials", "credential", "apikey", "token", "privatekey", "clientsecret"}
 # A batch without members is a placeholder (planned) or on its way out (removed); any other
 # state asks Exchange to migrate someone, so it needs at least one member.
 EMPTY_BATCH_STATES = (BatchState.PLANNED, BatchState.REMOVED)
@@ -325,8 +322,8 @@ def _secret_keys(data: object, at: tuple[str | int, ...]) -> list[tuple[str | in
     found: list[tuple[str | int, ...]] = []
     if isinstance(data, dict):
         for key, value in data.items():
-            word = key.lower().replace("_", "").replace("-", "")
-            if word != "credentialsref" and (word in _SECRET_KEYS or any(w in word for w in _SECRET_WORDS)):
+            # A secret-looking key holds the secret itself unless it is a reference (credentialsRef).
+            if redact.is_secret_key(key) and not key.lower().endswith("ref"):
                 found.append((*at, key))
             else:
                 found += _secret_keys(value, (*at, key))
