@@ -150,3 +150,34 @@ def test_settings_refuse_an_inline_secret_without_echoing_it() -> None:
         Rfc2136Settings.model_validate({"default": {"servers": ["127.0.0.1:53"], "keyRef": secret}})
     assert "never a secret" in str(caught.value)
     assert secret not in str(caught.value)
+
+
+def test_a_truncated_answer_is_asked_again_over_tcp(tmp_path: Path) -> None:
+    values = [f"token-{i:02}-" + "x" * 60 for i in range(12)]  # about 900 bytes: over 512, so TC over UDP
+    with bind_zone() as bind:
+        client = backend([bind.primary.address], f"file:{bind.key_file(tmp_path / 'k')}")
+        client.apply(
+            DnsAction(
+                zone=ZONE,
+                name="big",
+                type="TXT",
+                ttl=600,
+                values=tuple(values),
+                previous_ttl=None,
+                previous_values=None,
+                object=f"dns/{ZONE}/big/TXT",
+                reason="test",
+                kind="create",
+            )
+        )
+        client.messages.reset()
+        result = client.observe({ZONE: [("big", "TXT")]})
+        assert result.zones[ZONE] == [RRset(name="big", type="TXT", ttl=600, values=sorted(values))]
+        assert client.messages.queries == 1 + 2  # the SOA, then the TXT over UDP and again over TCP
+
+
+def test_a_secret_with_comment_characters_parses() -> None:
+    secret = base64.b64encode(bytes([0xFF, 0xFF, 0xFC, 0x3F, 0xFF, 0xFF])).decode()  # "///8////"
+    assert "//" in secret
+    text = f'/* note */ key "k" {{ algorithm hmac-sha256; // the default\n secret "{secret}"; }};'
+    assert parse_key_file(text, source="k").secret == base64.b64decode(secret)

@@ -28,7 +28,12 @@ ALGORITHMS = {
 _KEY_BLOCK = re.compile(r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>.*?)\}\s*;', re.DOTALL)
 _ALGORITHM = re.compile(r"algorithm\s+\"?(?P<value>[A-Za-z0-9.-]+)\"?\s*;")
 _SECRET = re.compile(r'secret\s+"(?P<value>[^"]*)"\s*;')
-_COMMENTS = re.compile(r"(#|//)[^\n]*|/\*.*?\*/", re.DOTALL)
+# Quoted strings first, so "//" or "#" inside a base64 secret is never taken for a comment.
+_COMMENTS = re.compile(r'"[^"]*"|(#|//)[^\n]*|/\*.*?\*/', re.DOTALL)
+
+
+def _strip_comments(text: str) -> str:
+    return _COMMENTS.sub(lambda match: match[0] if match[0].startswith('"') else "", text)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def _secret(value: str, *, source: str) -> bytes:
 
 def parse_key_file(text: str, *, source: str, name: str | None = None) -> TsigKey:
     """The key named `name` (or the only key) of a BIND key file."""
-    blocks = list(_KEY_BLOCK.finditer(_COMMENTS.sub("", text)))
+    blocks = list(_KEY_BLOCK.finditer(_strip_comments(text)))
     if name is not None:
         blocks = [block for block in blocks if block["name"].rstrip(".") == name.rstrip(".")]
     if len(blocks) != 1:
