@@ -377,6 +377,10 @@ def _plan_membership(
     if context.users is None:
         draft.note(obj, "migration users could not be read; membership changes wait for the next pass")
         return True
+    if batch.key not in context.users and status in COMPLETED:
+        # DESIGN §3: users are read only for batches that are not finished, so none listed for a
+        # Completed batch is unknown, not an empty batch whose every member was "added".
+        return True
     current = context.users.get(batch.key, {})
     wanted = {m.key: m for m in batch.members}
     added = [m for key, m in wanted.items() if key not in current]
