@@ -95,6 +95,11 @@ class PsrpGateway:
         return int(self._server.server_address[1])
 
     @property
+    def round_trips(self) -> int:
+        """HTTP requests served so far, authenticated or not."""
+        return self._server.request_count
+
+    @property
     def url(self) -> str:
         scheme = "https" if self._server.ssl_context is not None else "http"
         return f"{scheme}://{self._server.server_address[0]}:{self.port}/wsman"
@@ -346,7 +351,8 @@ class PsrpGateway:
                 outcome.terminating = gateway_cmdlets.error_record(
                     cmdlet=cmdlet, exception_type="InternalGatewayException", message=type(error).__name__
                 )
-            outcome.warnings = _drain_warnings(self.runner)
+            outcome.warnings = [str(w) for w in getattr(rows, "warnings", None) or []]
+            outcome.warnings += _drain_warnings(self.runner)
         outcome.output = [gateway_cmdlets.output_object(cmdlet, row) for row in rows]
         return outcome
 
@@ -360,7 +366,7 @@ def _fail(pipeline: ServerPipeline, record: ErrorRecord) -> None:
 
 
 def _drain_warnings(runner: CmdletRunner) -> list[str]:
-    """Warnings a runner collected during the call (a `warnings` list attribute), taken so none repeats."""
+    """Warnings a runner keeps in a `warnings` list (besides its output's `.warnings`), taken once."""
     pending = getattr(runner, "warnings", None)
     if not isinstance(pending, list):
         return []

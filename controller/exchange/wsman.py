@@ -8,6 +8,7 @@ import hmac
 import re
 import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(413, b"")
             return
         data = self.rfile.read(length) if length else b""
+        with self.server.count_lock:
+            self.server.request_count += 1
         if not self._authorised():
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
             return
@@ -226,6 +229,8 @@ class WSManHTTPServer(ThreadingHTTPServer):
         self.username = username
         self.password = password
         self.ssl_context = ssl_context
+        self.request_count = 0  # HTTP round trips served (benchmarks)
+        self.count_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def get_request(self) -> tuple[socket.socket, object]:

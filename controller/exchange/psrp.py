@@ -1,0 +1,243 @@
+"""The psrp backend: a CmdletRunner on pypsrp to a Windows PowerShell gateway (or `stagectl sim-gateway`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, Self
+
+import requests
+from pydantic import Field, model_validator
+from pypsrp import exceptions as pypsrp_errors
+from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.wsman import WSMan
+
+from controller import secrets
+from controller.desired import Model, SecretRef
+from controller.exchange import errors, psrp_values
+
+# Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (DESIGN §1).
+UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
+
+
+class PsrpSettings(Model):
+    """How to reach the PowerShell gateway; secrets only as env:NAME / file:PATH references."""
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535, description="default 5986 with ssl, 5985 without")
+    path: str = "wsman"
+    ssl: bool = True
+    cert_validation: bool = True
+    ca_bundle: str | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the gateway's cert"
+    )
+    auth: Literal["basic", "negotiate", "ntlm", "kerberos", "credssp", "certificate"] = "negotiate"
+    username: str | None = Field(default=None, description="a user name is not a secret; or usernameRef")
+    username_ref: SecretRef | None = None
+    password_ref: SecretRef | None = None
+    credentials_ref: SecretRef | None = Field(default=None, description="one secret holding USER:PASSWORD")
+    certificate_pem: str | None = Field(default=None, description="auth certificate: client certificate file")
+    certificate_key_pem: str | None = Field(
+        default=None, description="auth certificate: its private key file"
+    )
+    configuration_name: str = Field(
+        default="Microsoft.PowerShell", description="the (JEA) session configuration"
+    )
+    bootstrap: Literal["connect-exchangeonline", "none"] = "connect-exchangeonline"
+    app_id: str | None = None
+    certificate_thumbprint: str | None = None
+    organization: str | None = Field(default=None, description="the tenant's primary .onmicrosoft.com domain")
+    operation_timeout: int = Field(default=20, ge=1, le=600, description="seconds a WSMan Receive may wait")
+    connection_timeout: int = Field(default=30, ge=1, le=600)
+    read_timeout: int = Field(default=30, ge=1, le=600, description="must exceed operationTimeout")
+    max_envelope_size: int = Field(default=153600, ge=8192, description="bytes; pypsrp raises the default")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.bootstrap == "connect-exchangeonline":
+            missing = [
+                n for n in ("app_id", "certificate_thumbprint", "organization") if not getattr(self, n)
+            ]
+            if missing:
+                raise ValueError(
+                    f"bootstrap connect-exchangeonline needs {', '.join(missing)} (or bootstrap: none)"
+                )
+        if self.read_timeout <= self.operation_timeout:
+            raise ValueError("readTimeout must exceed operationTimeout")
+        if self.auth == "certificate" and not (self.certificate_pem and self.certificate_key_pem):
+            raise ValueError("auth certificate needs certificatePem and certificateKeyPem")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        port = self.port or (5986 if self.ssl else 5985)
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{port}/{self.path}"
+
+
+class PsrpRunner:
+    """CmdletRunner over one pypsrp RunspacePool, opened on first use and reused until close().
+
+    `warnings` collects the warning stream's messages (e.g. "Micro delay applied…") for the client to log;
+    each call's output list also carries its own in `.warnings`, as the simulator's output does.
+    """
+
+    def __init__(self, settings: PsrpSettings) -> None:
+        self.settings = settings
+        self.warnings: list[str] = []
+        self._wsman: WSMan | None = None
+        self._pool: RunspacePool | None = None
+        self._keys_exchanged = False
+
+    # --- connection -----------------------------------------------------------------------------------------
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        s = self.settings
+        if s.credentials_ref:
+            credential = secrets.credential(s.credentials_ref)
+            return credential.username, credential.password
+        user = secrets.resolve(s.username_ref) if s.username_ref else s.username
+        password = secrets.resolve(s.password_ref) if s.password_ref else None
+        return user, password
+
+    def _open(self) -> RunspacePool:
+        s = self.settings
+        user, password = self._credentials()
+        validation: bool | str = s.cert_validation
+        if s.cert_validation and s.ca_bundle:
+            validation = str(Path(s.ca_bundle).expanduser())  # requests verifies against this bundle only
+        extra = (
+            {"certificate_pem": s.certificate_pem, "certificate_key_pem": s.certificate_key_pem}
+            if s.auth == "certificate"
+            else {}
+        )
+        wsman = WSMan(
+            s.host,
+            port=s.port,
+            username=user,
+            password=password,
+            ssl=s.ssl,
+            path=s.path,
+            auth=s.auth,
+            cert_validation=validation,
+            connection_timeout=s.connection_timeout,
+            read_timeout=s.read_timeout,
+            operation_timeout=s.operation_timeout,
+            max_envelope_size=s.max_envelope_size,
+            # Basic over plain HTTP: only the loopback simulator; message encryption needs NTLM/Kerberos.
+            encryption="never" if (not s.ssl and s.auth in ("basic", "certificate")) else "auto",
+            no_proxy=s.host in ("127.0.0.1", "localhost", "::1"),
+            **extra,
+        )
+        pool = RunspacePool(wsman, configuration_name=s.configuration_name)
+        self._wsman, self._pool, self._keys_exchanged = wsman, pool, False
+        try:
+            self._transport(pool.open)
+        except errors.ExchangeError:
+            self._drop()
+            raise
+        if s.bootstrap == "connect-exchangeonline":
+            # App-only certificate auth inside the gateway's session, sent as a cmdlet with parameters.
+            self._invoke(
+                "Connect-ExchangeOnline",
+                {
+                    "AppId": s.app_id,
+                    "CertificateThumbprint": s.certificate_thumbprint,
+                    "Organization": s.organization,
+                    "ShowBanner": False,
+                },
+            )
+        return pool
+
+    def _drop(self) -> None:
+        """Forget a broken pool so that the next call opens a new one."""
+        wsman, self._pool, self._wsman = self._wsman, None, None
+        if wsman is not None:
+            with contextlib.suppress(Exception):  # closing a broken transport may fail again
+                wsman.close()
+
+    def _transport(self, call, *args):  # type: ignore[no-untyped-def]
+        """Run a pypsrp call, turning transport failures into the Exchange layer's errors."""
+        endpoint = self.settings.endpoint
+        try:
+            return call(*args)
+        except pypsrp_errors.AuthenticationError:
+            self._drop()
+            raise errors.AuthenticationError(
+                f"the PowerShell gateway at {endpoint} refused the credentials ({self.settings.auth} auth)"
+            ) from None
+        except requests.exceptions.SSLError as error:
+            self._drop()
+            reason = (
+                "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(error) else "TLS failed"
+            )
+            raise errors.PermanentError(
+                f"TLS to the PowerShell gateway at {endpoint} failed ({reason}); "
+                "set caBundle to the CA that signed its certificate"
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            self._drop()
+            raise errors.UnavailableError(
+                f"cannot reach the PowerShell gateway at {endpoint}: {type(error).__name__}"
+            ) from None
+        except pypsrp_errors.WinRMTransportError as error:
+            self._drop()
+            if error.code in (429, 503):
+                raise errors.ThrottledError(
+                    f"the PowerShell gateway at {endpoint} is busy (HTTP {error.code})"
+                ) from None
+            raise errors.UnavailableError(
+                f"the PowerShell gateway at {endpoint} answered HTTP {error.code}"
+            ) from None
+        except pypsrp_errors.WSManFaultError as error:
+            self._drop()
+            raise errors.UnavailableError(
+                f"the PowerShell gateway at {endpoint} faulted: {error.code} {error.reason or ''}"
+            ) from None
+        except (pypsrp_errors.InvalidRunspacePoolStateError, pypsrp_errors.WinRMError) as error:
+            self._drop()
+            raise errors.UnavailableError(
+                f"the session to {endpoint} broke: {type(error).__name__}"
+            ) from None
+
+    # --- CmdletRunner ---------------------------------------------------------------------------------------
+
+    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+        if self._pool is None:
+            self._open()
+        if cmdlet in UNLIMITED_CMDLETS and "ResultSize" not in parameters and "Identity" not in parameters:
+            parameters = {**parameters, "ResultSize": "Unlimited"}
+        return self._invoke(cmdlet, parameters)
+
+    def _invoke(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+        pool = self._pool
+        assert pool is not None
+        if not self._keys_exchanged and any(
+            isinstance(v, psrp_values.Credential) for v in parameters.values()
+        ):
+            self._transport(pool.exchange_keys)  # a PSCredential's SecureString needs the session key
+            self._keys_exchanged = True
+        shell = PowerShell(pool)
+        shell.add_cmdlet(cmdlet)
+        for name, value in parameters.items():
+            shell.add_parameter(name, psrp_values.to_clixml(value))
+        output = self._transport(shell.invoke)
+        # str(record) is 'None' for a pypsrp warning record: the text is in .message.
+        warned = [str(record.message) for record in shell.streams.warning]
+        self.warnings.extend(warned)
+        # invoke() does not raise on a terminating error (state FAILED) and a non-terminating error leaves
+        # had_errors False: the error stream is the only reliable signal.
+        if shell.streams.error:
+            raise psrp_values.record_error(cmdlet, shell.streams.error[0])
+        if shell.state == PSInvocationState.FAILED:
+            raise errors.CmdletError(
+                cmdlet, "PipelineFailedException", "the pipeline failed without an error record"
+            )
+        return psrp_values.CmdletOutput([psrp_values.output_row(item) for item in output], warnings=warned)
+
+    def close(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(errors.ExchangeError):  # the gateway is gone already
+                self._transport(pool.close)
+        self._drop()

@@ -1,0 +1,136 @@
+"""pypsrp values both ways: runner data → CLIXML parameters; output objects and error records back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from pypsrp.complex_objects import GenericComplexObject, PSCredential
+from pypsrp.serializer import TaggedValue
+
+from controller.exchange import errors
+from controller.exchange.runner import Credential
+
+# Exception types (short names) that mean "slow down and retry": the gateway's ServerBusyException, RPS-era
+# budget exceptions, and the names the EXO module surfaces for HTTP 429 in REST mode.
+THROTTLING_TYPES = frozenset(
+    {"ServerBusyException", "OverBudgetException", "ThrottlingException", "TooManyRequestsException"}
+)
+# The session broke under us (token expiry closes the runspace, EXCHANGE-FACTS §9.4): reconnect and retry.
+SESSION_TYPES = frozenset(
+    {"InvalidRunspaceStateException", "PSRemotingTransportException", "PSRemotingDataStructureException"}
+)
+TRANSIENT_TYPES = frozenset({"MigrationTransientException"})
+_FAILURE_CATEGORY = re.compile(r"\[FailureCategory=([^\]\s]+)\]")
+_RETRY_AFTER = re.compile(r"Retry after (\d+(?:\.\d+)?) seconds")
+_INT32 = range(-(2**31), 2**31)
+# pypsrp hands a CLIXML DateTime (<DT>) back as its text; .NET writes 7 fractional digits.
+_CLIXML_DATETIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+
+
+def parse_datetime(text: str) -> dt.datetime | None:
+    """A CLIXML DateTime text as an aware UTC datetime (no zone: UTC), or None if it is not one."""
+    match = _CLIXML_DATETIME.match(text)
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    stamp = base + (f".{(fraction or '')[:6].ljust(6, '0')}" if fraction else "")
+    offset = "+00:00" if zone in (None, "Z") else zone
+    try:
+        return dt.datetime.fromisoformat(stamp + offset).astimezone(dt.UTC)
+    except ValueError:
+        return None
+
+
+class CmdletOutput(list[dict[str, object]]):
+    """One call's output rows plus the warnings it wrote."""
+
+    def __init__(self, rows: list[dict[str, object]], *, warnings: list[str]) -> None:
+        super().__init__(rows)
+        self.warnings = warnings
+
+
+def to_clixml(value: object) -> object:
+    """A runner parameter value in the form pypsrp serialises with the right CLIXML type."""
+    if isinstance(value, Credential):
+        # The password travels as a SecureString encrypted with the session key (exchange_keys first).
+        return PSCredential(username=value.username, password=value.password)
+    if isinstance(value, bool | str | bytes):
+        return value  # B, S, BA (Byte[]): pypsrp picks these from the Python type
+    if isinstance(value, int):
+        return value if value in _INT32 else TaggedValue("I64", value)
+    if isinstance(value, dt.datetime):
+        # pypsrp has no DateTime serialiser (it would send a string); hand it the CLIXML element itself.
+        element = ET.Element("DT")
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        element.text = moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return element
+    if isinstance(value, list | tuple):
+        return [to_clixml(item) for item in value]
+    raise TypeError(f"no CLIXML form for a {type(value).__name__} parameter")
+
+
+def to_python(value: Any) -> object:
+    """An output value as plain data: objects become dicts of adapted + extended properties."""
+    if isinstance(value, GenericComplexObject):
+        properties = {**value.adapted_properties, **value.extended_properties}
+        if properties:
+            return {str(name): to_python(item) for name, item in properties.items()}
+        # an enum or other value-like object (e.g. Status): its string form is what Exchange shows
+        if value.to_string is not None:
+            return str(value.to_string)
+        return to_python(value.property_sets[0]) if value.property_sets else None
+    if isinstance(value, list | tuple):
+        return [to_python(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, str):
+        # Exchange's string properties are names, addresses and messages; only a DateTime looks like this.
+        moment = parse_datetime(value)
+        return value if moment is None else moment
+    return value
+
+
+def output_row(value: Any) -> dict[str, object]:
+    """One output object as a row; a bare primitive becomes {"Value": it}."""
+    converted = to_python(value)
+    return converted if isinstance(converted, dict) else {"Value": converted}
+
+
+def _type_names(obj: Any) -> list[str]:
+    names = list(getattr(obj, "types", None) or [])
+    return [name.removeprefix("Deserialized.") for name in names]
+
+
+def _message_of(exception: Any) -> str:
+    if isinstance(exception, GenericComplexObject):
+        for properties in (exception.adapted_properties, exception.extended_properties):
+            if properties.get("Message"):
+                return str(properties["Message"])
+        if exception.to_string:
+            return str(exception.to_string)
+    return ""
+
+
+def record_error(cmdlet: str, record: Any) -> errors.ExchangeError:
+    """The ExchangeError for one error record: matched on exception type and FailureCategory, not on text."""
+    exception = getattr(record, "exception", None)
+    names = _type_names(exception)
+    full_type = names[0] if names else (getattr(record, "reason", None) or "UnknownException")
+    short_type = full_type.rpartition(".")[2]
+    message = _message_of(exception) or str(getattr(record, "message", None) or "") or short_type
+    fq_error = str(getattr(record, "fq_error", None) or "")
+    match = _FAILURE_CATEGORY.search(fq_error)
+    category = match.group(1) if match else ""
+    category_type = category.removeprefix("Cmdlet-")
+    if short_type in THROTTLING_TYPES or category_type in THROTTLING_TYPES:
+        hint = _RETRY_AFTER.search(str(getattr(record, "action", None) or ""))
+        return errors.ThrottledError(f"{cmdlet}: {message}", delay=float(hint.group(1)) if hint else None)
+    if short_type in SESSION_TYPES:
+        return errors.UnavailableError(f"{cmdlet}: the gateway session broke: {message}")
+    if short_type in TRANSIENT_TYPES or category_type in TRANSIENT_TYPES:
+        return errors.TransientError(f"{cmdlet}: {short_type}: {message}")
+    return errors.CmdletError(cmdlet, short_type, message, category=category)
