@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
@@ -128,16 +128,7 @@ class Alert:
 
     def as_payload(self) -> dict[str, object]:
         """The generic webhook body; redacted, since observed data may carry what it should not."""
-        data = {
-            "kind": self.kind,
-            "object": self.object,
-            "desired": self.desired,
-            "observed": self.observed,
-            "description": self.description,
-            "revision": self.revision,
-            "fingerprint": self.fingerprint,
-        }
-        return redact.redact_data(data)  # type: ignore[return-value]
+        return redact.redact_data(asdict(self))  # type: ignore[return-value]
 
 
 # --- sinks ---------------------------------------------------------------------------------------
@@ -178,11 +169,31 @@ def resolve_secret(reference: str) -> str:
     raise errors.InvalidInput("a secret must be given by reference, as env:NAME or file:PATH")
 
 
-def _endpoint_name(kind: str, url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.InvalidInput(f"the {kind} alert sink needs an http(s) URL")
-    return f"{kind} {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+class HttpSink:
+    """What every sink shares: a URL kept out of logs, a JSON body per alert, one POST per attempt."""
+
+    kind = "webhook"
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise errors.InvalidInput(f"the {self.kind} alert sink needs an http(s) URL")
+        self._url = url
+        self.timeout = timeout
+        self.name = f"{self.kind} {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    def body(self, alert: Alert) -> dict[str, object]:
+        raise NotImplementedError
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        return {}
+
+    def send(self, alert: Alert) -> None:
+        body = json.dumps(self.body(alert), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        post_json(self._url, body, name=self.name, headers=self.headers(body), timeout=self.timeout)
 
 
 def post_json(url: str, body: bytes, *, name: str, headers: dict[str, str], timeout: float) -> None:
@@ -215,44 +226,39 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: our own backoff will do
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookSink:
+class WebhookSink(HttpSink):
     """Generic JSON webhook; with a secret, the body is signed: `X-Stagectl-Signature: sha256=<hex>`."""
 
-    url: str = field(repr=False)
-    secret_ref: str | None = None
-    timeout: float = 10.0
-    name: str = field(init=False)
-    _secret: str | None = field(init=False, repr=False)
+    def __init__(self, url: str, *, secret_ref: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(url, timeout=timeout)
+        self._secret = resolve_secret(secret_ref) if secret_ref else None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", _endpoint_name("webhook", self.url))
-        object.__setattr__(self, "_secret", resolve_secret(self.secret_ref) if self.secret_ref else None)
+    def body(self, alert: Alert) -> dict[str, object]:
+        return alert.as_payload()
 
-    def send(self, alert: Alert) -> None:
-        body = json.dumps(alert.as_payload(), sort_keys=True, separators=(",", ":")).encode("utf-8")
-        headers = {}
-        if self._secret is not None:
-            digest = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-            headers[SIGNATURE_HEADER] = f"sha256={digest}"
-        post_json(self.url, body, name=self.name, headers=headers, timeout=self.timeout)
+    def headers(self, body: bytes) -> dict[str, str]:
+        if self._secret is None:
+            return {}
+        digest = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        return {SIGNATURE_HEADER: f"sha256={digest}"}
 
 
-@dataclass(frozen=True, slots=True)
-class TeamsSink:
+class TeamsSink(HttpSink):
     """Microsoft Teams through a Workflows (or legacy incoming) webhook: an Adaptive Card message."""
 
-    url: str = field(repr=False)
-    timeout: float = 10.0
-    name: str = field(init=False)
+    kind = "teams"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", _endpoint_name("teams", self.url))
+    def body(self, alert: Alert) -> dict[str, object]:
+        return teams_card(alert)
 
-    def send(self, alert: Alert) -> None:
-        post_json(
-            self.url, json.dumps(teams_card(alert)).encode(), name=self.name, headers={}, timeout=self.timeout
-        )
+
+class SlackSink(HttpSink):
+    """Slack incoming webhook: `text` for notifications plus blocks; plain_text, so nothing is interpreted."""
+
+    kind = "slack"
+
+    def body(self, alert: Alert) -> dict[str, object]:
+        return slack_message(alert)
 
 
 def teams_card(alert: Alert) -> dict[str, object]:
@@ -285,27 +291,6 @@ def teams_card(alert: Alert) -> dict[str, object]:
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
         ],
     }
-
-
-@dataclass(frozen=True, slots=True)
-class SlackSink:
-    """Slack incoming webhook: `text` for notifications plus blocks; plain_text, so nothing is interpreted."""
-
-    url: str = field(repr=False)
-    timeout: float = 10.0
-    name: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", _endpoint_name("slack", self.url))
-
-    def send(self, alert: Alert) -> None:
-        post_json(
-            self.url,
-            json.dumps(slack_message(alert)).encode(),
-            name=self.name,
-            headers={},
-            timeout=self.timeout,
-        )
 
 
 def slack_message(alert: Alert) -> dict[str, object]:
