@@ -45,16 +45,20 @@ def apply_plan(
     *,
     exchange: ExchangeWriter,
     dns: DnsBackend,
+    on_start: Callable[[Action], bool] = lambda action: True,
     on_outcome: Callable[[Outcome], None] = lambda outcome: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ApplyReport:
-    """Run each action in order. `should_stop` is asked between actions (SIGTERM lets one finish)."""
+    """Run each action in order. `should_stop` is asked between actions (SIGTERM lets one finish);
+    `on_start` journals an action before it is sent and may veto it (already sent by this pass)."""
     report = ApplyReport(memory=plan.memory)
     for index, action in enumerate(plan.actions):
         if should_stop():
             report.interrupted = True
             report.not_done = list(plan.actions[index:])
             break
+        if not on_start(action):
+            continue
         outcome = _apply_one(action, exchange=exchange, dns=dns, report=report)
         report.outcomes.append(outcome)
         on_outcome(outcome)
