@@ -107,7 +107,9 @@ def already_observed(action: ExchangeAction | DnsAction, observed: snapshot.Snap
             return None
         fold = (lambda v: v) if action.type == "TXT" else str.lower
         same = {fold(v) for v in found.values} == {fold(v) for v in action.values}
-        return "the RRset already holds these values at this TTL" if same and found.ttl == action.ttl else None
+        return (
+            "the RRset already holds these values at this TTL" if same and found.ttl == action.ttl else None
+        )
     exchange = observed.exchange
     params = action.params
     identity = str(params.get("Identity", params.get("Name", "")))
