@@ -235,8 +235,11 @@ class ExchangeSimulator:
             raise ValueError("the simulator's clock only moves forward")
         engine.advance_to(self.state, self.state.now + delta)
 
-    def call(self, cmdlet: str, parameters: Mapping[str, object]) -> CmdletOutput:
-        """Run one cmdlet; count it; apply injected throttling. Raises an ExchangeError as Exchange would."""
+    def call(self, cmdlet: str, parameters: Mapping[str, object], *, by_hand: bool = False) -> CmdletOutput:
+        """Run one cmdlet; count it; apply injected throttling. Raises an ExchangeError as Exchange would.
+
+        `by_hand` is an administrator's own change (drift): neither counted nor throttled.
+        """
         name = _BY_NAME.get(cmdlet.lower())
         if name is None:
             raise fail(
@@ -245,6 +248,9 @@ class ExchangeSimulator:
                 f"The term '{cmdlet[:80]}' is not recognized as the name of a cmdlet, function, script "
                 "file, or operable program.",
             )
+        allowed, handler = CMDLETS[name]
+        if by_hand:
+            return CmdletOutput(handler(self.state, bind(name, parameters, allowed)))
         self.state.calls[name] = self.state.calls.get(name, 0) + 1
         warnings: list[str] = []
         throttle = self.state.throttles.get(name.lower())
@@ -255,7 +261,6 @@ class ExchangeSimulator:
             if throttle.mode == s.ThrottleMode.ERROR:
                 raise ThrottledError(f"{name}: the server is busy; {MICRO_DELAY}.", delay=0.5)
             warnings.append(MICRO_DELAY)
-        allowed, handler = CMDLETS[name]
         return CmdletOutput(handler(self.state, bind(name, parameters, allowed)), warnings=warnings)
 
     # Fixtures: the directory and the faults a test or `stagectl sim` sets up.
@@ -336,10 +341,14 @@ class SimStore:
         with self._locked():
             self._save(simulator)
 
-    def now(self) -> datetime:
-        """The tenant's virtual time (read under the lock, nothing saved)."""
+    def load(self) -> ExchangeSimulator:
+        """The tenant as it is now, read under the lock; changes to it are not saved."""
         with self._locked():
-            return ExchangeSimulator.from_json(self._read()).now
+            return ExchangeSimulator.from_json(self._read())
+
+    def now(self) -> datetime:
+        """The tenant's virtual time."""
+        return self.load().now
 
     def _read(self) -> bytes:
         try:

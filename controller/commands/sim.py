@@ -1,0 +1,130 @@
+"""`stagectl sim`: create, inspect and disturb the Exchange Online simulator's state file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller import desired, errors
+from controller.exchange import sim_engine
+from controller.exchange.errors import ExchangeError
+from controller.exchange.sim_state import Completion
+from controller.exchange.simulator import ExchangeSimulator, SimStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sim", help="the Exchange Online simulator: init, advance, show, fail, stop-batch"
+    )
+    commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
+
+    def command(name: str, help_text: str, func: object) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--state", type=Path, required=True, metavar="FILE", help="the simulator's state file"
+        )
+        sub.set_defaults(func=func)
+        return sub
+
+    init = command("init", "create a tenant (replacing any state at FILE)", run_init)
+    init.add_argument(
+        "--mail-users-from", type=Path, metavar="DIR", help="seed every desired member as a MailUser"
+    )
+    init.add_argument(
+        "--completion", choices=[c.value for c in Completion], default=Completion.SUPPORTED.value
+    )
+    init.add_argument("--now", type=_moment, metavar="ISO", help="the virtual clock's start (default: now)")
+    advance = command("advance", "move the virtual clock and the migration forward", run_advance)
+    advance.add_argument("duration", type=_duration, help="e.g. 30m, 6h, 2d")
+    command("show", "batches with status and counts, and the calls made per cmdlet", run_show)
+    fail = command("fail", "make a user's next syncs fail", run_fail)
+    fail.add_argument("address")
+    fail.add_argument("--type", required=True, dest="exception_type", help="e.g. MigrationPermanentException")
+    fail.add_argument("--message", required=True)
+    fail.add_argument(
+        "--times", type=int, default=None, help="clear after this many failures (default: never)"
+    )
+    stop = command("stop-batch", "stop a batch as an administrator would by hand (drift)", run_stop_batch)
+    stop.add_argument("batch")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _duration(text: str) -> object:
+    try:
+        return desired.parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _store(args: argparse.Namespace) -> SimStore:
+    if not args.state.exists():
+        raise errors.InvalidInput(
+            f"{args.state}: no simulator state here; create it with `stagectl sim init`"
+        )
+    return SimStore(args.state)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    simulator = ExchangeSimulator(now=args.now, completion=Completion(args.completion))
+    if args.mail_users_from is not None:
+        from controller import loader
+
+        state = loader.load_directory(args.mail_users_from)
+        for batch in state.batches:
+            for member in batch.members:
+                simulator.add_recipient(member.address)
+    SimStore(args.state).create(simulator)
+    count = len(simulator.state.recipients)
+    print(f"{args.state}: tenant at {simulator.now.isoformat()} with {count} mail users")
+    return 0
+
+
+def run_advance(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        simulator.advance(args.duration)
+        now = simulator.now
+    print(f"now {now.isoformat()}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    state = _store(args).load().state
+    lines = [f"now {state.now.isoformat()}  completion {state.completion.value}"]
+    for endpoint in state.endpoints.values():
+        lines.append(f"endpoint {endpoint.name}  max {endpoint.max_concurrent}")
+    for batch in state.batches.values():
+        users = list(batch.users.values())
+        synced = sum(u.status.value in ("Synced", "Completing", "Completed") for u in users)
+        failed = sum(u.status.value == "Failed" for u in users)
+        status = sim_engine.batch_status(batch).value
+        lines.append(f"batch {batch.name:<24} {status:<20} {synced}/{len(users)} synced  {failed} failed")
+    for cmdlet, count in sorted(state.calls.items()):
+        lines.append(f"calls {cmdlet:<28} {count}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def run_fail(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        simulator.fail_user(
+            args.address, exception_type=args.exception_type, message=args.message, times=args.times
+        )
+    return 0
+
+
+def run_stop_batch(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        try:
+            simulator.call("Stop-MigrationBatch", {"Identity": args.batch}, by_hand=True)
+        except ExchangeError as error:
+            raise errors.Refused(f"batch {args.batch}: {error}") from None
+    return 0
