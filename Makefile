@@ -14,13 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# BIND is needed by the DNS tests; as root on a machine without it, install it from Debian.
+# BIND is needed by the DNS tests and ssh-keygen by the signed-commit tests; as root, install them from Debian.
 bind:
-	@if ! command -v named >/dev/null 2>&1 && ! test -x /usr/sbin/named; then \
+	@if { ! command -v named && ! test -x /usr/sbin/named; } >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    echo "installing bind9 for the DNS tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 bind9-utils >/dev/null; \
-	  else echo "named is missing and this is not root: install bind9 bind9-utils"; exit 1; fi; \
+	    echo "installing bind9 and openssh-client for the DNS and signed-commit tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 bind9-utils openssh-client git >/dev/null; \
+	  else echo "named or ssh-keygen is missing and this is not root: install bind9 bind9-utils openssh-client"; exit 1; fi; \
 	fi
 
 test: setup bind

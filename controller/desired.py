@@ -206,7 +206,7 @@ class Endpoint(Model):
     authentication: Authentication = Authentication.BASIC
     # The cmdlet reference says the default is 100, the migration articles say 20 (EXCHANGE-FACTS §1);
     # we always send the value so the default never matters.
-    max_concurrent_migrations: int = Field(default=20, ge=1, le=300)
+    max_concurrent_migrations: int = Field(default=20, ge=1, le=100)
     credentials_ref: SecretRef
 
 

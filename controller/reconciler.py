@@ -129,6 +129,7 @@ class Reconciler:
                         desired=opened.desired,
                         observed=opened.observed,
                         revision=revision,
+                        known_fingerprint=opened.fingerprint,
                     )
                 )
 

@@ -1,0 +1,90 @@
+"""`stagectl run`: a pass on every interval and on every new commit; backoff on failures; a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from controller import errors, runtime
+from controller.config import ControllerConfig
+from controller.dns.base import DnsError
+from controller.exchange.errors import ExchangeError
+from controller.lock import StateLock
+from controller.reconciler import PassResult, Reconciler
+
+log = logging.getLogger("stagectl.run")
+
+MAX_BACKOFF = 600.0
+
+
+def backoff(failures: int, *, base: float = 2.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter, so a flapping gateway is not hammered in lockstep."""
+    ceiling = min(MAX_BACKOFF, base * 2 ** (failures - 1))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def run(config: ControllerConfig, *, once: bool, report: Callable[[PassResult], None]) -> int:
+    state_dir = config.path(config.state_dir)
+    stop = threading.Event()
+    with StateLock.acquire(state_dir):
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        reconciler = runtime.build(config, should_stop=stop.is_set)
+        try:
+            return _loop(reconciler, config, stop, once=once, report=report)
+        finally:
+            runtime.close(reconciler)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _loop(
+    reconciler: Reconciler,
+    config: ControllerConfig,
+    stop: threading.Event,
+    *,
+    once: bool,
+    report: Callable[[PassResult], None],
+) -> int:
+    failures = 0
+    watched = reconciler.source.watch_paths()
+    while not stop.is_set():
+        try:
+            report(reconciler.run_pass())
+            failures = 0
+        except (ExchangeError, DnsError, errors.ExternalFailure) as error:
+            failures += 1
+            log.error("pass failed (%s): %s", type(error).__name__, error)
+            if once:
+                return 3
+        except errors.Refused as error:  # no valid revision was ever seen: nothing to serve yet
+            failures += 1
+            log.error("%s", error)
+            if once:
+                return 1
+        if once:
+            return 0
+        delay = config.interval.total_seconds() if failures == 0 else backoff(failures)
+        _wait(watched, delay, stop)
+    return 0
+
+
+def _wait(paths: list[Path], seconds: float, stop: threading.Event) -> None:
+    """Sleep until the interval ends, a ref of a local repository changes, or we are asked to stop."""
+    if not paths:
+        stop.wait(seconds)
+        return
+    import watchfiles
+
+    for _ in watchfiles.watch(
+        *paths,
+        stop_event=stop,
+        rust_timeout=max(1, int(seconds * 1000)),
+        yield_on_timeout=True,
+        debounce=200,
+        raise_interrupt=False,
+    ):
+        return
