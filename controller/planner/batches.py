@@ -269,6 +269,14 @@ def _plan_running(
         return
     if status in RETRYABLE and _plan_retry(draft, batch, found, status, context):
         return
+    if status is BatchStatus.FAILED:
+        draft.block(
+            obj,
+            "failed",
+            "Exchange reports the batch Failed with no failed users to retry; "
+            "look at the batch report in Exchange",
+        )
+        return
     if batch.state is BatchState.COMPLETED and status in SYNCED:
         if batch.key in {name.lower() for name in draft.memory.completionUnsupported}:
             draft.note(
@@ -321,6 +329,13 @@ def _plan_retry(
     if count >= limit:
         if batch.state is BatchState.COMPLETED and status in SYNCED:
             return False  # retries spent: complete with the failures reported
+        if batch.state is BatchState.COMPLETED and status in COMPLETED:
+            draft.note(
+                obj,
+                f"{status.value}: where the repository wants it; {found.FailedCount or len(failed)} "
+                f"users stay failed after {count} retries at this revision: {errors}",
+            )
+            return True
         draft.block(
             obj,
             "retry-limit",
