@@ -38,13 +38,7 @@ def sim_clock(path: Path) -> Callable[[], datetime]:
     """The simulator's virtual time: `make demo` runs weeks of migration in a minute."""
     from controller.exchange.simulator import SimStore
 
-    store = SimStore(path)
-
-    def now() -> datetime:
-        with store.transaction() as simulator:
-            return simulator.now()
-
-    return now
+    return SimStore(path).now
 
 
 def open_exchange(spec: str | None, config: ControllerConfig | None) -> tuple[Any, Path | None]:
