@@ -125,7 +125,11 @@ def open_backends(
     dns_backend = open_dns(dns, config)
     if now is not None:
         clock: Callable[[], datetime] = lambda: now  # noqa: E731 - a fixed --now
-    elif sim_path is not None and (config is None or config.clock == "sim"):
+    elif config is not None and config.clock == "sim":
+        if not config.exchange.state:
+            raise errors.InvalidInput("clock: sim needs exchange.state, the simulator's state file")
+        clock = sim_clock(config.path(config.exchange.state))
+    elif sim_path is not None and config is None:
         clock = sim_clock(sim_path)
     else:
         clock = system_clock

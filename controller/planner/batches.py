@@ -223,7 +223,10 @@ def _plan_present(draft: Draft, batch: Batch, found: ObservedBatch, context: Con
     _plan_settings(draft, batch, found, context)
     membership_ok = _plan_membership(draft, batch, found, status, context)
     if status in _IN_FLIGHT:
-        draft.wait(obj, f"{status.value}; the next step follows when Exchange settles")
+        if status is BatchStatus.WAITING and found.StartAfterUTC is not None:
+            draft.wait(obj, f"Waiting: Exchange starts the batch at {at(found.StartAfterUTC)} (StartAfter)")
+        else:
+            draft.wait(obj, f"{status.value}; the next step follows when Exchange settles")
         return
     if state is BatchState.CREATED:
         return

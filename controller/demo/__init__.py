@@ -1,0 +1,1 @@
+"""`make demo`: the example migration end to end on the simulator gateway, BIND and a git repository."""
