@@ -1,0 +1,170 @@
+"""The controller end to end on real git repositories and the simulators: a commit drives exactly its
+cmdlets and the audit names it; an invalid commit changes nothing; status shows progress and failures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.support.controller import (
+    PILOT,
+    PILOT_MEMBERS,
+    Workspace,
+    batch_yaml,
+    desired_files,
+    make_workspace,
+)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path / "ws")
+
+
+def writes(workspace: Workspace) -> Counter[str]:
+    """Calls per cmdlet that change the tenant (every cmdlet but the Get- ones)."""
+    calls = workspace.exchange().state.calls
+    return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
+
+
+def bootstrap(workspace: Workspace) -> str:
+    """The first pass on the initial commit (endpoint, TTL lowered); returns that commit's sha."""
+    result = workspace.run_pass()
+    assert result.served.refused is None
+    assert result.report.failed is None
+    assert writes(workspace) == Counter({"New-MigrationEndpoint": 1})
+    return result.served.commit.sha
+
+
+def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Workspace) -> None:
+    bootstrap(workspace)
+    before_writes, before_audit = writes(workspace), len(workspace.audit_records())
+
+    sha = workspace.repo.commit(
+        desired_files(pilot="started"),
+        message="Start the pilot",
+        author="Grace Hopper",
+        email="grace@contoso.com",
+    )
+    result = workspace.run_pass()
+
+    assert result.served.commit.sha == sha
+    assert [(o.action.object, o.ok) for o in result.report.outcomes] == [(f"batch/{PILOT}", True)]
+    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert workspace.exchange().batch_status(PILOT) is not None
+
+    records = workspace.audit_records()
+    assert len(records) == before_audit + 1
+    assert workspace.audit_records(sha) == records[-1:]
+    record = records[-1]
+    assert record["revision"] == sha
+    assert record["author"] == "Grace Hopper <grace@contoso.com>"
+    assert record["result"] == "ok"
+    action = record["action"]
+    assert isinstance(action, dict)
+    assert action["cmdlet"] == "New-MigrationBatch"
+    assert action["parameters"]["Name"] == PILOT
+    assert action["parameters"]["AutoStart"] is True
+    assert action["parameters"]["CSVData"] == "<2 rows>"  # member lists stay out of the audit trail
+
+    # The same commit again: nothing left to do, nothing issued, nothing audited.
+    again = workspace.run_pass()
+    assert again.report.outcomes == []
+    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert len(workspace.audit_records()) == before_audit + 1
+
+    shown = workspace.stagectl("audit", "show", "--state", str(workspace.state_dir), "--revision", sha[:12])
+    assert shown.returncode == 0, shown.stderr
+    assert "New-MigrationBatch" in shown.stdout
+    assert "New-MigrationEndpoint" not in shown.stdout
+    verified = workspace.stagectl("audit", "verify", "--state", str(workspace.state_dir))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_an_invalid_commit_applies_nothing_and_the_previous_revision_is_served(
+    workspace: Workspace,
+) -> None:
+    good = bootstrap(workspace)
+    before_writes, before_audit = writes(workspace), len(workspace.audit_records())
+
+    # Starting the pilot would issue a cmdlet, but the same commit breaks the other batch.
+    invalid = {
+        **desired_files(pilot="started"),
+        "desired/batches/wave1.yaml": batch_yaml("Wave1", ("not-an-address",), state="sideways"),
+    }
+    bad = workspace.commit(invalid, message="Start the pilot (and break Wave1)")
+    ran = workspace.stagectl("run", "--config", str(workspace.config_path), "--once")
+
+    assert ran.returncode == 0, ran.stderr
+    assert f"refused: revision {bad[:12]} is invalid" in ran.stdout
+    assert writes(workspace) == before_writes
+    assert len(workspace.audit_records()) == before_audit
+    status = workspace.status()
+    revision = status["revision"]
+    assert isinstance(revision, dict)
+    assert revision["served"] == good
+    assert str(revision["refused"]).startswith(f"revision {bad[:12]} is invalid")
+    assert "wave1.yaml" in revision["refused"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")  # type: ignore[union-attr]
+    assert stalled["status"] is True and bad[:12] in stalled["message"]
+
+    # The same bad head on the next pass: still refused, still nothing applied.
+    result = workspace.run_pass()
+    assert result.served.commit.sha == good
+    assert result.served.refused is not None
+    assert result.report.outcomes == []
+
+    fixed = workspace.commit(desired_files(pilot="started"), message="Fix Wave1")
+    result = workspace.run_pass()
+    assert result.served.commit.sha == fixed
+    assert result.served.refused is None
+    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert [r["revision"] for r in workspace.audit_records()[before_audit:]] == [fixed]
+    assert workspace.status()["revision"]["refused"] is None  # type: ignore[index]
+
+
+def test_status_json_shows_batch_progress_and_failed_users_with_a_fix(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path / "ws", pilot="started")
+    failing = PILOT_MEMBERS[1]
+    state = str(workspace.exo_path)
+    failed = workspace.stagectl(
+        "sim",
+        "fail",
+        "--state",
+        state,
+        failing,
+        "--type",
+        "TooManyLargeItemsPermanentException",
+        "--message",
+        "The mailbox has 3 items larger than the 150 MB limit.",
+    )
+    assert failed.returncode == 0, failed.stderr
+    first = workspace.stagectl("run", "--config", str(workspace.config_path), "--once")
+    assert first.returncode == 0, first.stderr
+    advanced = workspace.stagectl("sim", "advance", "--state", state, "3h")
+    assert advanced.returncode == 0, advanced.stderr
+    second = workspace.stagectl("run", "--config", str(workspace.config_path), "--once")
+    assert second.returncode == 0, second.stderr
+
+    shown = workspace.stagectl("status", "--config", str(workspace.config_path), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    batches = {b["name"]: b for b in data["batches"]}
+    pilot = batches[PILOT]
+    assert pilot["desired"] == "started"
+    assert (pilot["synced"], pilot["total"], pilot["failed"]) == (1, 2, 1)
+    assert [u["address"].lower() for u in pilot["failedUsers"]] == [failing.lower()]
+    user = pilot["failedUsers"][0]
+    assert "TooManyLargeItemsPermanentException" in user["error"]
+    assert user["fix"] == "remove items over 150 MB from the mailbox, then retry"
+    wave = batches["Wave1"]
+    assert (wave["desired"], wave["status"], wave["synced"], wave["total"]) == ("planned", "absent", 0, 3)
+    assert data["revision"]["served"] == workspace.repo.head()
+
+    text = workspace.stagectl("status", "--config", str(workspace.config_path))
+    assert text.returncode == 0, text.stderr
+    assert f"failed {user['address']}" in text.stdout
+    assert "fix: remove items over 150 MB" in text.stdout
