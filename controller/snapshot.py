@@ -59,6 +59,9 @@ class ExchangeObserved(BaseModel):
     mailUsers: list[str] | None = Field(  # snapshot JSON names
         default=None, description="addresses that exist in Exchange Online as a mail user or mailbox"
     )
+    mailboxes: list[str] | None = Field(
+        default=None, description="of those, the addresses that already have a mailbox (migrated)"
+    )
 
 
 class RRset(BaseModel):

@@ -57,10 +57,15 @@ class ExchangeClient:
         recipients = self._read(
             "Get-Recipient", {"RecipientTypeDetails": MAIL_USER_TYPES, "ResultSize": UNLIMITED}, None
         )
-        mail_users = None
+        mail_users = mailboxes = None
         if recipients is not None:
-            mail_users = sorted({str(r.get("PrimarySmtpAddress", "")).lower() for r in recipients} - {""})
-        return ExchangeObserved(endpoints=endpoints, batches=batches, users=users, mailUsers=mail_users)
+            mail_users = sorted({_address(r) for r in recipients} - {""})
+            mailboxes = sorted(
+                {_address(r) for r in recipients if r.get("RecipientTypeDetails") == "UserMailbox"} - {""}
+            )
+        return ExchangeObserved(
+            endpoints=endpoints, batches=batches, users=users, mailUsers=mail_users, mailboxes=mailboxes
+        )
 
     def apply(self, action: ExchangeAction) -> list[dict[str, object]]:
         """Run the action's cmdlet; permanent errors (CmdletError, AuthenticationError) propagate."""
@@ -126,3 +131,7 @@ class ExchangeClient:
         except ValidationError as error:
             self.problems.append(f"{cmdlet}: unexpected output: {error.errors()[0]['msg']}")
             return None
+
+
+def _address(recipient: Mapping[str, object]) -> str:
+    return str(recipient.get("PrimarySmtpAddress", "")).lower()

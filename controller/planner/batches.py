@@ -57,6 +57,7 @@ class Context:
     desired: DesiredState
     endpoint_problem: str | None  # why New-MigrationBatch cannot run now, None when the endpoint is there
     mail_users: frozenset[str] | None  # None: could not be read
+    mailboxes: frozenset[str]  # members already migrated (empty when unknown: the guard then stays silent)
     users: dict[str, dict[str, ObservedUser]] | None  # batch key -> member key -> user; None: unknown
     now: datetime
 
@@ -80,6 +81,7 @@ def plan_batches(
         desired=desired,
         endpoint_problem=endpoint_problem,
         mail_users=None if exchange.mailUsers is None else frozenset(a.lower() for a in exchange.mailUsers),
+        mailboxes=frozenset(a.lower() for a in exchange.mailboxes or ()),
         users=_users_by_batch(exchange.users),
         now=now,
     )
@@ -113,6 +115,15 @@ def _plan_absent(draft: Draft, batch: Batch, context: Context) -> None:
         return
     if state is BatchState.PLANNED:
         _report_readiness(draft, batch, context)
+        return
+    if context.mailboxes and all(m.key in context.mailboxes for m in batch.members):
+        draft.block(
+            _obj(batch),
+            "transitions",
+            "every member already has a mailbox in Exchange Online, so a new "
+            "batch would migrate nobody (was it completed and then removed by "
+            "Exchange's retention?); set state: removed",
+        )
         return
     if context.endpoint_problem:
         draft.block(_obj(batch), "endpoint", f"cannot create the batch: {context.endpoint_problem}")
