@@ -4,13 +4,16 @@ Exchange and DNS simulators seeded, a configuration file, and ways to run passes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from controller import audit, runtime, status
@@ -251,6 +254,7 @@ def make_workspace(
     *,
     pilot: str = "planned",
     wave: str = "planned",
+    exchange_drift: str = "warn",
     signing_key: Path | None = None,
     **config: object,
 ) -> Workspace:
@@ -270,7 +274,11 @@ def make_workspace(
     if signing_key is not None:
         workspace.repo.use_ssh_signing(signing_key)
     workspace.commit_desired(
-        pilot=pilot, wave=wave, message="Desired state for contoso.com", sign=signing_key is not None
+        pilot=pilot,
+        wave=wave,
+        exchange_drift=exchange_drift,
+        message="Desired state for contoso.com",
+        sign=signing_key is not None,
     )
     simulator = ExchangeSimulator(now=START)
     for address in (*PILOT_MEMBERS, *WAVE_MEMBERS):
@@ -279,3 +287,50 @@ def make_workspace(
     workspace.dns().seed_zone("contoso.com", ONPREM_ZONE)
     workspace.write_config(**config)
     return workspace
+
+
+@dataclass
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict[str, object]:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records every POST and answers 200."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        deliveries = self.deliveries
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                deliveries.append(Delivery(dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/stagectl"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def webhook_alerts(workspace: Workspace, receiver: WebhookReceiver, *, secret: str) -> list[dict[str, str]]:
+    """Point the workspace's webhook at `receiver`, signed with `secret`; returns the `alerts` setting."""
+    workspace.env[WEBHOOK_URL_ENV] = receiver.url
+    workspace.env[WEBHOOK_SECRET_ENV] = secret
+    return [{"type": "webhook", "urlRef": f"env:{WEBHOOK_URL_ENV}", "secretRef": f"env:{WEBHOOK_SECRET_ENV}"}]
