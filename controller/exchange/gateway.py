@@ -23,6 +23,7 @@ from controller.exchange.runner import CmdletRunner
 
 NS = wsman.NS
 FRAGMENT_SIZE = 32 * 1024  # outgoing PSRP fragments; several fit in one Receive reply
+OUTPUT_SLICE = 200  # output objects serialised per hold of the pool lock
 MAX_RECEIVE_WAIT = 30.0  # seconds a Receive may block, whatever OperationTimeout the client asks for
 
 
@@ -38,6 +39,9 @@ class _Shell:
         self.outbox: dict[uuid.UUID | None, deque[bytes]] = defaultdict(deque)
         self.finished: set[uuid.UUID] = set()
         self.fragments_in: dict[uuid.UUID | None, int] = defaultdict(int)
+        # pypsrp re-sends a Receive that timed out on the HTTP side with the same MessageID: answer it
+        # with the same reply, else the data popped for the lost reply leaves a hole in the fragments.
+        self.last_receive: dict[uuid.UUID | None, tuple[str, bytes]] = {}
         self.closed = False
 
     def feed(self, data: bytes, pipeline_id: uuid.UUID | None) -> list[object]:
@@ -236,6 +240,9 @@ class PsrpGateway:
         budget = max(request.max_envelope_size * 3 // 4 - 4096, FRAGMENT_SIZE)
         chunks: list[bytes] = []
         with shell.cond:
+            replay = shell.last_receive.get(target)
+            if replay is not None and replay[0] == request.message_id:
+                return replay[1]
             while not shell.outbox[target] and target not in shell.finished:
                 remaining = deadline - time.monotonic()
                 if shell.closed or remaining <= 0:
@@ -266,7 +273,10 @@ class PsrpGateway:
             ET.SubElement(
                 response, f"{{{rsp}}}CommandState", {"CommandId": command_id.upper(), "State": state}
             )
-        return wsman.reply(request, response)
+        payload = wsman.reply(request, response)
+        with shell.cond:
+            shell.last_receive[target] = (request.message_id, payload)
+        return payload
 
     def _signal(self, request: wsman.WSManRequest, shell: _Shell) -> bytes:
         command_id = request.body.get("CommandId") if request.body is not None else None
@@ -309,8 +319,18 @@ class PsrpGateway:
                 return
             for message in outcome.warnings:
                 pipeline.write_warning(message)
-            for obj in outcome.output:
-                pipeline.write_output(obj)
+        # Serialise large outputs in slices, releasing the lock between them, so that a waiting Receive
+        # ships the first objects while the rest are still being serialised.
+        for start in range(0, len(outcome.output), OUTPUT_SLICE):
+            with shell.cond:
+                if shell.closed:
+                    return
+                for obj in outcome.output[start : start + OUTPUT_SLICE]:
+                    pipeline.write_output(obj)
+                shell.flush()
+        with shell.cond:
+            if shell.closed:
+                return
             for record in outcome.errors:
                 pipeline.prepare_message(record, message_type=PSRPMessageType.ErrorRecord)
             if outcome.terminating is None:
