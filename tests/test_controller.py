@@ -4,6 +4,7 @@ cmdlets and the audit names it; an invalid commit changes nothing; status shows 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.support.controller import (
     desired_files,
     make_workspace,
 )
+from tests.support.gitrepo import ssh_keypair
 
 
 @pytest.fixture
@@ -168,3 +170,34 @@ def test_status_json_shows_batch_progress_and_failed_users_with_a_fix(tmp_path: 
     assert text.returncode == 0, text.stderr
     assert f"failed {user['address']}" in text.stdout
     assert "fix: remove items over 150 MB" in text.stdout
+
+
+def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tmp_path: Path) -> None:
+    assert shutil.which("ssh-keygen"), "ssh-keygen (openssh-client) is required"
+    key, public = ssh_keypair(tmp_path / "keys")
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f'ada@example.com namespaces="git" {public}\n', encoding="utf-8")
+    workspace = make_workspace(tmp_path / "ws", signing_key=key, verify={"allowedSigners": str(signers)})
+    signed = workspace.repo.head()
+
+    first = workspace.run_pass()
+    assert first.served.commit.sha == signed
+    assert first.served.refused is None
+    before = writes(workspace)
+
+    unsigned = workspace.commit(desired_files(pilot="started"), message="Start the pilot, unsigned")
+    refused = workspace.run_pass()
+    assert refused.served.commit.sha == signed
+    assert refused.served.refused is not None
+    assert refused.served.refused.startswith(f"revision {unsigned[:12]} refused")
+    assert "not signed" in refused.served.refused
+    assert refused.report.outcomes == []
+    assert writes(workspace) == before
+    assert workspace.status()["revision"]["served"] == signed  # type: ignore[index]
+    assert workspace.audit_records(unsigned) == []
+
+    resigned = workspace.commit(desired_files(pilot="started"), message="Start the pilot, signed", sign=True)
+    served = workspace.run_pass()
+    assert served.served.commit.sha == resigned
+    assert served.served.refused is None
+    assert writes(workspace) - before == Counter({"New-MigrationBatch": 1})
