@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller import errors
 from controller.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.dns.base import DnsBackend, DnsError
 from controller.exchange.errors import CmdletError, ExchangeError
@@ -26,6 +27,7 @@ class Outcome:
     ok: bool
     detail: str
     duration: float
+    external: bool = True  # False: our own input failed (an unresolvable secret reference), exit 1 not 3
 
 
 @dataclass(slots=True)
@@ -93,4 +95,6 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
         return Outcome(action, False, str(error), time.monotonic() - started)
     except (ExchangeError, DnsError) as error:
         return Outcome(action, False, f"{type(error).__name__}: {error}", time.monotonic() - started)
+    except errors.StagectlError as error:
+        return Outcome(action, False, str(error), time.monotonic() - started, external=False)
     return Outcome(action, True, "ok", time.monotonic() - started)

@@ -75,4 +75,4 @@ def _account(report: ApplyReport) -> int:
     )
     for action in report.not_done:
         print(f"  not done: {action.object}  {render.describe(action)}", file=sys.stderr)
-    return 3
+    return 3 if failed.external else 1
