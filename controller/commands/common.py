@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -110,3 +111,16 @@ def observe_live(
         )
     except AuthenticationError as error:
         raise errors.ExternalFailure(f"Exchange gateway: {error}") from None
+
+
+def observe_once(args: argparse.Namespace, desired: DesiredState) -> Snapshot:
+    """Open the backends, observe once, close them; DNS findings go to stderr as notes."""
+    config = config_of(args)
+    backends = backends_of(args, config)
+    try:
+        snapshot, findings = observe_live(desired, backends, load_memory(state_dir(args, config)))
+    finally:
+        backends.close()
+    for finding in findings:
+        print(f"note: {finding}", file=sys.stderr)
+    return snapshot

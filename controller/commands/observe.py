@@ -17,14 +17,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     desired = common.load_desired(args)
-    config = common.config_of(args)
-    backends = common.backends_of(args, config)
-    try:
-        memory = common.load_memory(common.state_dir(args, config))
-        snapshot, findings = common.observe_live(desired, backends, memory)
-    finally:
-        backends.close()
-    for finding in findings:
-        print(f"note: {finding}", file=sys.stderr)
+    snapshot = common.observe_once(args, desired)
     sys.stdout.write(snapshot.to_json() + "\n")
     return 0

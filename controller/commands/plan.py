@@ -29,16 +29,8 @@ def run(args: argparse.Namespace) -> int:
         snapshot = _read_snapshot(args.observed)
         now = args.now or snapshot.observedAt
     else:
-        config = common.config_of(args)
-        backends = common.backends_of(args, config)
-        try:
-            memory = common.load_memory(common.state_dir(args, config))
-            snapshot, findings = common.observe_live(desired, backends, memory)
-        finally:
-            backends.close()
+        snapshot = common.observe_once(args, desired)
         now = snapshot.observedAt
-        for finding in findings:
-            print(f"note: {finding}", file=sys.stderr)
     result = plan(desired, snapshot, now, force=args.force)
     sys.stdout.write(render.RENDERERS[args.format](result))
     return 2 if args.detailed_exitcode and result.has_changes else 0
