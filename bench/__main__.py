@@ -9,7 +9,9 @@ from pathlib import Path
 
 def main() -> None:
     here = Path(__file__).parent
-    for module in sorted(info.name for info in pkgutil.iter_modules([str(here)]) if not info.name.startswith("_")):
+    for module in sorted(
+        info.name for info in pkgutil.iter_modules([str(here)]) if not info.name.startswith("_")
+    ):
         print(f"== bench.{module} (.venv/bin/python -m bench.{module})", flush=True)
         importlib.import_module(f"bench.{module}").main()
         print(flush=True)
