@@ -1,0 +1,163 @@
+"""`stagectl run` as a process: SIGKILL between two actions, SIGTERM during an action or between passes,
+and two instances on one state directory."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.lock import LOCK_FILE
+from controller.store import Store
+from tests.support.controller import PILOT, WAVE, Workspace, make_workspace
+
+LATENCY = 1.0  # real seconds the simulator sleeps after each cmdlet: the controller is slow between actions
+BOUND = 120.0  # an upper bound for a stuck process, never an expectation about speed
+POLL = 0.01
+
+# Both batches started from the first commit: one pass issues three cmdlets and one DNS change.
+MINIMUM = Counter({"New-MigrationEndpoint": 1, "New-MigrationBatch": 2})
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path / "ws", pilot="started", wave="started")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:  # only the processes this test started, and only if a failure left them
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=BOUND)
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+    """Poll until `condition` holds; fail at once if the process ended first."""
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"stagectl exited ({process.returncode}) before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {BOUND}s")
+        time.sleep(POLL)
+
+
+def writes(workspace: Workspace) -> Counter[str]:
+    calls = workspace.exchange().state.calls
+    return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
+
+
+def slow(workspace: Workspace, seconds: float) -> None:
+    with workspace.tenant() as tenant:
+        tenant.set_latency(seconds)
+
+
+def run(workspace: Workspace, processes: list[subprocess.Popen[str]], *extra: str) -> subprocess.Popen[str]:
+    process = workspace.start("run", "--config", str(workspace.config_path), *extra)
+    processes.append(process)
+    return process
+
+
+def unfinished(workspace: Workspace) -> list[str]:
+    store = Store.open(workspace.state_dir)
+    try:
+        return [record.action_key for record in store.unfinished_actions()]
+    finally:
+        store.close()
+
+
+def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeating_one(
+    workspace: Workspace, processes: list[subprocess.Popen[str]]
+) -> None:
+    slow(workspace, LATENCY)
+    killed = run(workspace, processes, "--once")
+    wait_until(lambda: len(workspace.audit_records()) >= 1, killed, "the first audit record")
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=BOUND)
+    assert killed.returncode == -signal.SIGKILL
+
+    issued = writes(workspace)
+    audited_by_killed = workspace.audit_records()
+    assert sum(issued.values()) < sum(MINIMUM.values()), "the pass was meant to be cut short"
+    assert [r["action"]["cmdlet"] for r in audited_by_killed] == ["New-MigrationEndpoint"]  # type: ignore[index]
+
+    slow(workspace, 0)
+    again = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
+    assert again.returncode == 0, again.stderr
+
+    assert writes(workspace) == MINIMUM  # every cmdlet issued exactly once across the two runs
+    with workspace.tenant() as tenant:
+        assert tenant.batch_status(PILOT) == "Syncing"
+        assert tenant.batch_status(WAVE) == "Syncing"
+    assert unfinished(workspace) == []
+    records = workspace.audit_records()
+    # Each cmdlet the tenant counted has one record: "ok" when its outcome was seen, "interrupted" when
+    # the kill took it in flight (then the next observation found it done and did not send it again).
+    cmdlets = Counter(str(r["action"].get("cmdlet")) for r in records if r["action"].get("cmdlet"))  # type: ignore[union-attr]
+    assert cmdlets == MINIMUM
+    interrupted = [r for r in records if str(r["result"]).startswith("interrupted")]
+    assert all(r["author"] == "stagectl" for r in interrupted)
+    assert len(interrupted) <= 1
+    verified = workspace.stagectl("audit", "verify", "--state", str(workspace.state_dir))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # DNS was never reached by the killed run; the next run lowered the MX TTL once.
+    [mx] = [r for r in workspace.dns().rrsets("contoso.com") or [] if r.type == "MX"]
+    assert mx.ttl == 300
+
+
+def test_sigterm_during_an_action_lets_it_finish_and_exits_0(
+    workspace: Workspace, processes: list[subprocess.Popen[str]]
+) -> None:
+    slow(workspace, LATENCY)
+    process = run(workspace, processes)  # the loop, not --once
+    wait_until(lambda: len(workspace.audit_records()) >= 1, process, "the first audit record")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=BOUND)
+    assert process.returncode == 0, err
+
+    # The action in flight finished and was recorded; nothing was abandoned half-way or started after.
+    assert unfinished(workspace) == []
+    issued = writes(workspace)
+    records = workspace.audit_records()
+    assert sum(issued.values()) == len(records)
+    assert all(r["result"] == "ok" for r in records)
+    assert sum(issued.values()) < sum(MINIMUM.values()), "the stop was meant to leave work for later"
+    assert "pass at" in out
+
+    slow(workspace, 0)
+    again = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
+    assert again.returncode == 0, again.stderr
+    assert writes(workspace) == MINIMUM
+
+
+def test_a_second_instance_on_the_same_state_directory_exits_1_and_sigterm_stops_the_first(
+    workspace: Workspace, processes: list[subprocess.Popen[str]]
+) -> None:
+    first = run(workspace, processes)
+    wait_until(lambda: (workspace.state_dir / "status.json").exists(), first, "the first pass")
+    lock = (workspace.state_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+    assert lock == str(first.pid)
+
+    second = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
+    assert second.returncode == 1
+    assert f"another stagectl is running on {workspace.state_dir} (pid {first.pid})" in second.stderr
+    assert second.stdout == ""
+
+    # Between passes (waiting on the interval and the repository's refs), SIGTERM ends the loop cleanly.
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=BOUND)
+    assert first.returncode == 0, err
+    assert writes(workspace) == MINIMUM
+
+    third = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
+    assert third.returncode == 0, third.stderr
+    assert writes(workspace) == MINIMUM
