@@ -8,6 +8,10 @@ person can change: a `planned` batch, members that are not mail users (`mail-use
 `batches-completed` because of those, `remove-after-cutover` when no cutover will ever happen. The test
 then checks that this is a true fixed point: a week later the plan still has no actions and the same
 waits and blocks, and planning the same snapshot again with the plan's own memory changes nothing.
+
+The random desired states come in two revisions, each batch moving forward (created -> started, started
+-> stopped, completed -> removed ...), the second committed after the first converged or while it is
+still under way; some members are not mail users, some syncs fail and are retried.
 """
 
 from __future__ import annotations
@@ -53,10 +57,11 @@ ONPREM_MX, EXO_MX = "10 mail.contoso.com.", "0 contoso-com.mail.protection.outlo
 ONPREM_SPF, EXO_SPF = "v=spf1 mx -all", "v=spf1 include:spf.protection.outlook.com -all"
 VERIFICATION = "google-site-verification=abc123"
 WWW = "203.0.113.10"
-# Passes per desired revision. Batches settle within ~3 passes of 2 h (≤ 150 members at 20 min each on 20
-# slots, a StartAfter up to 12 h away, 10 min of Completing); the cutover waits ttlLeadTime = 48 h after the
-# lowered TTL is first observed (24 passes) and the removals 72 h after the cutover is seen (36 passes).
-MAX_PASSES = 45
+# Passes per desired revision. Batches settle within 12 passes of 2 h (≤ 150 members at 3 h each on 20
+# slots, a StartAfter up to 12 h away, 10 min of Completing), and meanwhile the cutover waits ttlLeadTime =
+# 48 h after the lowered TTL is first observed (24 passes); the removals then wait 72 h after the cutover is
+# seen (36 passes): 24 + 1 + 36 + 1, plus a few passes of slack.
+MAX_PASSES = 70
 WRITES = frozenset(
     {
         "New-MigrationEndpoint",
@@ -74,7 +79,8 @@ WRITES = frozenset(
 TIMED_GATES = frozenset({"ttl-lead"})
 
 
-def migration() -> MigrationSpec:
+def migration(*, retuned: bool = False) -> MigrationSpec:
+    """`retuned`: a later revision that raises the endpoint's concurrency and adds a notification address."""
     return MigrationSpec(
         endpoint=Endpoint(
             name="StagedEndpoint",
@@ -82,8 +88,9 @@ def migration() -> MigrationSpec:
             rpc_proxy_server="mail.contoso.com",
             email_address="migration.admin@contoso.com",
             credentials_ref="env:ONPREM_MIGRATION_CREDENTIALS",
+            max_concurrent_migrations=40 if retuned else 20,
         ),
-        notification_emails=["migration-team@contoso.com"],
+        notification_emails=["migration-team@contoso.com", *(["helpdesk@contoso.com"] if retuned else [])],
     )
 
 
@@ -95,9 +102,9 @@ def records() -> tuple[Record, ...]:
     )
 
 
-def desired_state(batches: tuple[Batch, ...], revision: str) -> DesiredState:
+def desired_state(batches: tuple[Batch, ...], revision: str, *, retuned: bool = False) -> DesiredState:
     return DesiredState(
-        migration=migration(),
+        migration=migration(retuned=retuned),
         name="contoso",
         batches=batches,
         zones=(Zone(ZONE, records()),),
@@ -228,12 +235,8 @@ def check_no_repeated_effects(loop: Loop) -> None:
         status = observed_status(a.snapshot, batch)
         if action.cmdlet == "Start-MigrationBatch":
             # Never on a batch already syncing or settling; a retry needs failed users to retry.
-            assert status in (BatchStatus.CREATED, BatchStatus.STOPPED) or (
-                a.snapshot and failed_users(a.snapshot, batch)
-            ), (
-                a.pass_number,
-                status,
-            )
+            retry = bool(failed_users(a.snapshot, batch))
+            assert status in (BatchStatus.CREATED, BatchStatus.STOPPED) or retry, (a.pass_number, status)
         if action.cmdlet == "Set-MigrationBatch":
             rows = action.params.get("CSVData")
             if isinstance(rows, CsvRows):
@@ -301,21 +304,29 @@ def failed_users(snapshot: Snapshot, batch: str) -> list[str]:
 
 # --- the property --------------------------------------------------------------------------------
 
-STATES = [
+P, C, S, X, D, R = (
     BatchState.PLANNED,
     BatchState.CREATED,
     BatchState.STARTED,
     BatchState.STOPPED,
     BatchState.COMPLETED,
     BatchState.REMOVED,
-]
+)
+# (first revision, second revision) per batch: the forward moves an administrator commits (DESIGN §2).
+PATHS = [(C, S), (S, X), (S, D), (D, R), (P, S), (P, D), (X, S), (C, D), (P, C), (X, D)]
+PATHS += [(state, state) for state in (P, C, S, X, D)]
+TO_THE_END = [(first, final) for first, final in PATHS if final in (D, R)]  # the migration carried through
 
 
 @dataclass(frozen=True)
 class Scenario:
-    batches: tuple[Batch, ...]  # the final revision; a `removed` batch is `completed` in the first
+    paths: tuple[tuple[Batch, Batch], ...]  # each batch in the first and in the second revision
     not_mail_users: frozenset[str]  # lower-cased members with no mail user in Exchange Online
     plain_users: frozenset[str]  # of those, the ones that exist as a plain User (not migratable)
+    failing: tuple[tuple[str, int], ...]  # mail users whose first syncs fail (fewer times than retryFailed)
+    switch_after: int | None  # passes of the first revision before the second is committed; None: converged
+    retuned: bool  # the second revision also changes endpoint and batch settings
+    slow_sync: bool  # each mailbox takes 3 h to sync instead of 20 min, so passes see batches Syncing
 
     def ready(self, batch: Batch) -> bool:
         return not any(m.key in self.not_mail_users for m in batch.members)
@@ -323,9 +334,10 @@ class Scenario:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
-    batches: list[Batch] = []
+    paths: list[tuple[Batch, Batch]] = []
     missing: set[str] = set()
     tenant_complete = draw(st.booleans())
+    to_the_end = draw(st.booleans())
     for number in range(draw(st.integers(1, 5))):
         size = draw(st.integers(1, 30))
         upper = draw(st.booleans())  # addresses as HR wrote them; Exchange compares them without case
@@ -334,26 +346,30 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             for i in range(size)
         )
         offset = draw(st.one_of(st.none(), st.integers(0, 12)))
-        batches.append(
-            Batch(
-                name=f"Batch{number}-Wave",
-                state=draw(st.sampled_from(STATES)),
-                members=members,
-                start_after=None if offset is None else T0 + timedelta(hours=offset),
-            )
+        first_state, final_state = draw(st.sampled_from(TO_THE_END if to_the_end else PATHS))
+        first = Batch(
+            name=f"Batch{number}-Wave",
+            state=first_state,
+            members=members,
+            start_after=None if offset is None else T0 + timedelta(hours=offset),
         )
+        paths.append((first, replace(first, state=final_state)))
         if not tenant_complete:
             indexes = draw(st.lists(st.integers(0, size - 1), max_size=3, unique=True))
             missing.update(members[i].key for i in indexes)
     plain = draw(st.sets(st.sampled_from(sorted(missing)), max_size=2)) if missing else set()
-    return Scenario(tuple(batches), frozenset(missing), frozenset(plain))
-
-
-def first_revision(scenario: Scenario) -> tuple[Batch, ...]:
-    """Batches to be removed exist first: the first revision takes them to completion."""
-    return tuple(
-        replace(b, state=BatchState.COMPLETED) if b.state is BatchState.REMOVED else b
-        for b in scenario.batches
+    ready = sorted(m.key for first, _ in paths for m in first.members if m.key not in missing)
+    failing = draw(st.lists(st.sampled_from(ready), max_size=2, unique=True)) if ready else []
+    times = tuple((address, draw(st.integers(1, 2))) for address in failing)
+    switch_after = draw(st.one_of(st.none(), st.integers(1, 3)))
+    return Scenario(
+        tuple(paths),
+        frozenset(missing),
+        frozenset(plain),
+        times,
+        switch_after,
+        retuned=draw(st.booleans()),
+        slow_sync=draw(st.booleans()),
     )
 
 
@@ -367,19 +383,27 @@ def first_revision(scenario: Scenario) -> tuple[Batch, ...]:
 @given(scenarios())
 def test_random_desired_states_converge(scenario: Scenario) -> None:
     with simulators() as loop:
-        for batch in scenario.batches:
-            for member in batch.members:
+        if scenario.slow_sync:
+            loop.simulator.state.sync_seconds_default = timedelta(hours=3).total_seconds()
+        for first, _ in scenario.paths:
+            for member in first.members:
                 if member.key in scenario.plain_users:
                     loop.simulator.add_recipient(member.address.lower(), sim_state.RecipientType.USER)
                 elif member.key not in scenario.not_mail_users:
                     loop.simulator.add_recipient(member.address.lower())
-        first = desired_state(first_revision(scenario), "r1")
-        last = loop.converge(first)
-        check_fixed_point(loop, first, last)
-        final = desired_state(scenario.batches, "r2")
-        if final.batches != first.batches:
-            last = loop.converge(final)
-            check_fixed_point(loop, final, last)
+        for address, times in scenario.failing:
+            loop.simulator.fail_user(
+                address, exception_type="MigrationTransientException", message="server busy", times=times
+            )
+        first = desired_state(tuple(first for first, _ in scenario.paths), "r1")
+        if scenario.switch_after is None:
+            check_fixed_point(loop, first, loop.converge(first))
+        else:  # the second revision lands while the first is still under way
+            for _ in range(scenario.switch_after):
+                loop.run_pass(first)
+                loop.simulator.advance(STEP)
+        final = desired_state(tuple(final for _, final in scenario.paths), "r2", retuned=scenario.retuned)
+        check_fixed_point(loop, final, loop.converge(final))
         check_no_repeated_effects(loop)
         check_calls_match_outcomes(loop)
         check_end_state(loop, scenario, final)
@@ -388,29 +412,31 @@ def test_random_desired_states_converge(scenario: Scenario) -> None:
 def check_end_state(loop: Loop, scenario: Scenario, desired: DesiredState) -> None:
     """What converged is what the repository asked for, as far as the gates let it."""
     snapshot = loop.observe(desired)
-    for batch in desired.batches:
-        status = observed_status(snapshot, batch.key)
-        expected = {
-            BatchState.PLANNED: None,
-            BatchState.CREATED: BatchStatus.CREATED,
-            BatchState.STOPPED: BatchStatus.CREATED,  # created without -AutoStart, never moved
-            BatchState.STARTED: BatchStatus.SYNCED if scenario.ready(batch) else None,
-            BatchState.COMPLETED: BatchStatus.COMPLETED if scenario.ready(batch) else None,
-            BatchState.REMOVED: None,
-        }[batch.state]
-        if batch.state is BatchState.REMOVED and not cutover_expected(scenario, first_revision(scenario)):
-            # remove-after-cutover holds it, since the MX never moved (if it was ever created)
-            expected = BatchStatus.COMPLETED if scenario.ready(batch) else None
-        assert status == expected, (batch.name, batch.state, status)
-        if status is BatchStatus.SYNCED:
-            users = {
-                u.Identity.lower() for u in snapshot.exchange.users or [] if u.BatchId.lower() == batch.key
+    cutover = cutover_expected(scenario)
+    for first, final in scenario.paths:
+        status = observed_status(snapshot, final.key)
+        failing = any(m.key == address for m in final.members for address, _ in scenario.failing)
+        expected = expected_statuses(
+            first.state, final.state, ready=scenario.ready(final), failing=failing, cutover=cutover
+        )
+        assert status in expected, (
+            final.name,
+            first.state,
+            final.state,
+            status,
+        )
+        if status in (BatchStatus.SYNCED, BatchStatus.COMPLETED):
+            assert loop.simulator.batch_status(final.name) == status.value
+            synced = {
+                u.Identity.lower()
+                for u in snapshot.exchange.users or []
+                if u.BatchId.lower() == final.key and u.Status in ("Synced", "Completed")
             }
-            assert users == {m.key for m in batch.members}
+            assert synced == {m.key for m in final.members} or status is BatchStatus.COMPLETED
     zone = {(rr.name, rr.type): rr for rr in snapshot.dns[ZONE] or []}
     mx, txt, www = zone[("@", "MX")], zone[("@", "TXT")], zone[("www", "A")]
     assert (www.ttl, www.values) == (300, [WWW])
-    if cutover_expected(scenario, first_revision(scenario)):
+    if cutover:
         assert (mx.ttl, mx.values) == (3600, [EXO_MX])
         assert sorted(txt.values) == sorted([VERIFICATION, EXO_SPF])
         assert snapshot.memory.cutoverAt is not None
@@ -418,11 +444,44 @@ def check_end_state(loop: Loop, scenario: Scenario, desired: DesiredState) -> No
         assert (mx.ttl, mx.values) == (300, [ONPREM_MX])  # lowered ahead of a cutover that waits
         assert sorted(txt.values) == sorted([ONPREM_SPF, VERIFICATION])
         assert snapshot.memory.cutoverAt is None
+    endpoint = (snapshot.exchange.endpoints or [])[0]
+    assert endpoint.MaxConcurrentMigrations == desired.migration.endpoint.max_concurrent_migrations
 
 
-def cutover_expected(scenario: Scenario, batches: tuple[Batch, ...]) -> bool:
-    """batches-completed: every batch of the first revision completed (removal comes after the cutover)."""
-    return all(b.state is BatchState.COMPLETED and scenario.ready(b) for b in batches)
+def expected_statuses(
+    first: BatchState, final: BatchState, *, ready: bool, failing: bool, cutover: bool
+) -> set[BatchStatus | None]:
+    """The Status a batch may show at convergence; None: it does not exist in Exchange."""
+    created = first in (C, X)  # New-MigrationBatch without -AutoStart, whatever the members
+    if not ready:  # the mail-users gate: never started, created only where no start was asked
+        return {BatchStatus.CREATED if created or final in (C, X) else None}
+    if final is P:
+        return {None}
+    if final is C or (final is X and created):
+        return {BatchStatus.CREATED}
+    if final is X:  # stopped while it synced, or found already synced or failed (nothing left to stop);
+        # a stopped batch gets no retries, so an injected failure stays
+        return {BatchStatus.STOPPED, BatchStatus.SYNCED} | (
+            {BatchStatus.SYNCED_WITH_ERRORS, BatchStatus.FAILED} if failing else set()
+        )
+    if final is S:
+        return {BatchStatus.SYNCED}
+    if final is D:
+        return {BatchStatus.COMPLETED}
+    # removed: gone 72 h after the cutover; without one, remove-after-cutover holds it where it got to
+    # (a batch removed before it completed gets no retries either)
+    if cutover:
+        return {None}
+    return {BatchStatus.COMPLETED, BatchStatus.SYNCED} | (
+        {BatchStatus.SYNCED_WITH_ERRORS, BatchStatus.FAILED} if failing else set()
+    )
+
+
+def cutover_expected(scenario: Scenario) -> bool:
+    """batches-completed at the last revision: every batch not removed is completed and could start."""
+    return all(
+        final.state is D and scenario.ready(final) for _, final in scenario.paths if final.state is not R
+    )
 
 
 # --- scenarios -----------------------------------------------------------------------------------
@@ -489,3 +548,25 @@ def test_members_added_and_removed_from_a_started_batch(when: str) -> None:
         users = loop.observe(second).exchange.users or []
         assert sorted(u.Identity for u in users) == sorted(m.address for m in after.members)
         assert all(u.Status == "Synced" for u in users)
+
+
+def test_a_syncing_batch_stopped_then_started_again() -> None:
+    """started -> stopped while it syncs: one Stop; stopped -> started: one Start from Stopped."""
+    wave = batch("Batch1-IT", BatchState.STARTED, 30)
+    with simulators() as loop:
+        loop.simulator.state.sync_seconds_default = timedelta(hours=3).total_seconds()
+        for member in wave.members:
+            loop.simulator.add_recipient(member.address)
+        loop.run_pass(desired_state((wave,), "r1"))
+        loop.simulator.advance(STEP)
+        assert loop.simulator.batch_status("Batch1-IT") == "Syncing"
+        stopped = desired_state((replace(wave, state=BatchState.STOPPED),), "r2")
+        check_fixed_point(loop, stopped, loop.converge(stopped))
+        assert loop.simulator.batch_status("Batch1-IT") == "Stopped"
+        started = desired_state((wave,), "r3")
+        check_fixed_point(loop, started, loop.converge(started))
+        assert loop.simulator.batch_status("Batch1-IT") == "Synced"
+        check_no_repeated_effects(loop)
+        check_calls_match_outcomes(loop)
+        assert loop.simulator.calls("Stop-MigrationBatch") == 1
+        assert loop.simulator.calls("Start-MigrationBatch") == 1
