@@ -167,6 +167,16 @@ class Reconciler:
         def before(action: Action) -> bool:
             key = action_key(action)
             started[key] = time.monotonic()
+            # Marked acted before it is sent: should the process die with it in flight, what it changed
+            # is ours and the next pass re-takes the baseline instead of reporting it as drift.
+            self.store.set_status(
+                action.object,
+                desired="",
+                observed={},
+                phase="acted",
+                message="sent",
+                now=self.backends.clock(),
+            )
             return self.store.record_action_started(
                 revision=revision, pass_id=pass_id, key=key, action=action, now=self.backends.clock()
             )
