@@ -6,15 +6,20 @@ import logging
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller import errors, runtime
+from controller import errors, runtime, status
 from controller.config import ControllerConfig
 from controller.dns.base import DnsError
 from controller.exchange.errors import ExchangeError
 from controller.lock import StateLock
 from controller.reconciler import PassResult, Reconciler
+
+if TYPE_CHECKING:
+    from controller.metrics import Metrics
 
 log = logging.getLogger("stagectl.run")
 
@@ -33,9 +38,12 @@ def run(config: ControllerConfig, *, once: bool, report: Callable[[PassResult], 
     with StateLock.acquire(state_dir):
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         reconciler = runtime.build(config, should_stop=stop.is_set)
+        stop_metrics = _nothing
         try:
-            return _loop(reconciler, config, stop, once=once, report=report)
+            metrics, stop_metrics = _start_metrics(config)
+            return _loop(reconciler, config, stop, once=once, report=report, metrics=metrics)
         finally:
+            stop_metrics()
             runtime.close(reconciler)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -48,14 +56,23 @@ def _loop(
     *,
     once: bool,
     report: Callable[[PassResult], None],
+    metrics: Metrics | None = None,
 ) -> int:
     failures = 0
     watched = reconciler.source.watch_paths()
     while not stop.is_set():
+        started = time.monotonic()
         try:
-            report(reconciler.run_pass())
+            result = reconciler.run_pass()
+            if metrics is not None:
+                metrics.record_pass(
+                    result, seconds=time.monotonic() - started, status=status.read(reconciler.state_dir)
+                )
+            report(result)
             failures = 0
         except (ExchangeError, DnsError, errors.ExternalFailure) as error:
+            if metrics is not None:
+                metrics.record_failure(seconds=time.monotonic() - started)
             failures += 1
             log.error("pass failed (%s): %s", type(error).__name__, error)
             if once:
@@ -70,6 +87,27 @@ def _loop(
         delay = config.interval.total_seconds() if failures == 0 else backoff(failures)
         _wait(watched, delay, stop)
     return 0
+
+
+def _nothing() -> None:
+    pass
+
+
+def _start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[], None]]:
+    """The /metrics endpoint on `metricsPort`, when one is set; and the function that stops it."""
+    if config.metrics_port is None:
+        return None, _nothing
+    from controller.metrics import Metrics
+
+    metrics = Metrics()
+    try:
+        _, stop = metrics.serve(config.metrics_port)
+    except OSError as error:
+        raise errors.InvalidInput(
+            f"metricsPort: cannot listen on port {config.metrics_port}: {error.strerror}"
+        ) from None
+    log.info("metrics on port %d at /metrics", config.metrics_port)
+    return metrics, stop
 
 
 def _wait(paths: list[Path], seconds: float, stop: threading.Event) -> None:
