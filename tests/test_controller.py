@@ -26,24 +26,18 @@ def workspace(tmp_path: Path) -> Workspace:
     return make_workspace(tmp_path / "ws")
 
 
-def writes(workspace: Workspace) -> Counter[str]:
-    """Calls per cmdlet that change the tenant (every cmdlet but the Get- ones)."""
-    calls = workspace.exchange().state.calls
-    return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
-
-
 def bootstrap(workspace: Workspace) -> str:
     """The first pass on the initial commit (endpoint, TTL lowered); returns that commit's sha."""
     result = workspace.run_pass()
     assert result.served.refused is None
     assert result.report.failed is None
-    assert writes(workspace) == Counter({"New-MigrationEndpoint": 1})
+    assert workspace.writes() == Counter({"New-MigrationEndpoint": 1})
     return result.served.commit.sha
 
 
 def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Workspace) -> None:
     bootstrap(workspace)
-    before_writes, before_audit = writes(workspace), len(workspace.audit_records())
+    before_writes, before_audit = workspace.writes(), len(workspace.audit_records())
 
     sha = workspace.repo.commit(
         desired_files(pilot="started"),
@@ -55,7 +49,7 @@ def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Wor
 
     assert result.served.commit.sha == sha
     assert [(o.action.object, o.ok) for o in result.report.outcomes] == [(f"batch/{PILOT}", True)]
-    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
     assert workspace.exchange().batch_status(PILOT) is not None
 
     records = workspace.audit_records()
@@ -75,7 +69,7 @@ def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Wor
     # The same commit again: nothing left to do, nothing issued, nothing audited.
     again = workspace.run_pass()
     assert again.report.outcomes == []
-    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
     assert len(workspace.audit_records()) == before_audit + 1
 
     shown = workspace.stagectl("audit", "show", "--state", str(workspace.state_dir), "--revision", sha[:12])
@@ -90,7 +84,7 @@ def test_an_invalid_commit_applies_nothing_and_the_previous_revision_is_served(
     workspace: Workspace,
 ) -> None:
     good = bootstrap(workspace)
-    before_writes, before_audit = writes(workspace), len(workspace.audit_records())
+    before_writes, before_audit = workspace.writes(), len(workspace.audit_records())
 
     # Starting the pilot would issue a cmdlet, but the same commit breaks the other batch.
     invalid = {
@@ -102,7 +96,7 @@ def test_an_invalid_commit_applies_nothing_and_the_previous_revision_is_served(
 
     assert ran.returncode == 0, ran.stderr
     assert f"refused: revision {bad[:12]} is invalid" in ran.stdout
-    assert writes(workspace) == before_writes
+    assert workspace.writes() == before_writes
     assert len(workspace.audit_records()) == before_audit
     status = workspace.status()
     revision = status["revision"]
@@ -123,7 +117,7 @@ def test_an_invalid_commit_applies_nothing_and_the_previous_revision_is_served(
     result = workspace.run_pass()
     assert result.served.commit.sha == fixed
     assert result.served.refused is None
-    assert writes(workspace) - before_writes == Counter({"New-MigrationBatch": 1})
+    assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
     assert [r["revision"] for r in workspace.audit_records()[before_audit:]] == [fixed]
     assert workspace.status()["revision"]["refused"] is None  # type: ignore[index]
 
@@ -183,7 +177,7 @@ def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tm
     first = workspace.run_pass()
     assert first.served.commit.sha == signed
     assert first.served.refused is None
-    before = writes(workspace)
+    before = workspace.writes()
 
     unsigned = workspace.commit(desired_files(pilot="started"), message="Start the pilot, unsigned")
     refused = workspace.run_pass()
@@ -192,7 +186,7 @@ def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tm
     assert refused.served.refused.startswith(f"revision {unsigned[:12]} refused")
     assert "not signed" in refused.served.refused
     assert refused.report.outcomes == []
-    assert writes(workspace) == before
+    assert workspace.writes() == before
     assert workspace.status()["revision"]["served"] == signed  # type: ignore[index]
     assert workspace.audit_records(unsigned) == []
 
@@ -200,4 +194,4 @@ def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tm
     served = workspace.run_pass()
     assert served.served.commit.sha == resigned
     assert served.served.refused is None
-    assert writes(workspace) - before == Counter({"New-MigrationBatch": 1})
+    assert workspace.writes() - before == Counter({"New-MigrationBatch": 1})

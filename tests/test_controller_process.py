@@ -51,11 +51,6 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], wh
         time.sleep(POLL)
 
 
-def writes(workspace: Workspace) -> Counter[str]:
-    calls = workspace.exchange().state.calls
-    return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
-
-
 def slow(workspace: Workspace, seconds: float) -> None:
     with workspace.tenant() as tenant:
         tenant.set_latency(seconds)
@@ -85,7 +80,7 @@ def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeati
     killed.communicate(timeout=BOUND)
     assert killed.returncode == -signal.SIGKILL
 
-    issued = writes(workspace)
+    issued = workspace.writes()
     audited_by_killed = workspace.audit_records()
     assert sum(issued.values()) < sum(MINIMUM.values()), "the pass was meant to be cut short"
     assert [r["action"]["cmdlet"] for r in audited_by_killed] == ["New-MigrationEndpoint"]  # type: ignore[index]
@@ -94,7 +89,7 @@ def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeati
     again = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
     assert again.returncode == 0, again.stderr
 
-    assert writes(workspace) == MINIMUM  # every cmdlet issued exactly once across the two runs
+    assert workspace.writes() == MINIMUM  # every cmdlet issued exactly once across the two runs
     with workspace.tenant() as tenant:
         assert tenant.batch_status(PILOT) == "Syncing"
         assert tenant.batch_status(WAVE) == "Syncing"
@@ -131,7 +126,7 @@ def test_sigterm_during_an_action_lets_it_finish_and_exits_0(
 
     # The action in flight finished and was recorded; nothing was abandoned half-way or started after.
     assert unfinished(workspace) == []
-    issued = writes(workspace)
+    issued = workspace.writes()
     records = workspace.audit_records()
     assert sum(issued.values()) == len(records)
     assert all(r["result"] == "ok" for r in records)
@@ -141,7 +136,7 @@ def test_sigterm_during_an_action_lets_it_finish_and_exits_0(
     slow(workspace, 0)
     again = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
     assert again.returncode == 0, again.stderr
-    assert writes(workspace) == MINIMUM
+    assert workspace.writes() == MINIMUM
 
 
 def test_a_second_instance_on_the_same_state_directory_exits_1_and_sigterm_stops_the_first(
@@ -161,8 +156,8 @@ def test_a_second_instance_on_the_same_state_directory_exits_1_and_sigterm_stops
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=BOUND)
     assert first.returncode == 0, err
-    assert writes(workspace) == MINIMUM
+    assert workspace.writes() == MINIMUM
 
     third = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
     assert third.returncode == 0, third.stderr
-    assert writes(workspace) == MINIMUM
+    assert workspace.writes() == MINIMUM

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -222,6 +223,11 @@ class Workspace:
         """Change the simulated tenant (a person's hand, faults, the clock)."""
         with SimStore(self.exo_path).transaction() as simulator:
             yield simulator
+
+    def writes(self) -> Counter[str]:
+        """Calls per cmdlet that change the tenant (every cmdlet but the Get- ones)."""
+        calls = self.exchange().state.calls
+        return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
 
     def dns(self) -> DnsSimBackend:
         return DnsSimBackend(self.dns_path)
