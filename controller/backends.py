@@ -49,7 +49,7 @@ def open_exchange(spec: str | None, config: ControllerConfig | None) -> tuple[An
     if spec is not None and spec.startswith("psrp://"):
         parts = urlsplit(spec)
         overrides = {"host": parts.hostname, **({"port": parts.port} if parts.port else {})}
-        settings = dict(config.exchange.psrp or {}) if config is not None else {}
+        settings = _with_paths(config, config.exchange.psrp or {}) if config is not None else {}
         return ExchangeClient(_psrp_runner({**settings, **overrides})), None
     if spec is not None:
         raise errors.InvalidInput(f"--exchange {spec}: expected sim:FILE or psrp://HOST:PORT")
@@ -64,7 +64,25 @@ def open_exchange(spec: str | None, config: ControllerConfig | None) -> tuple[An
             )
         path = config.path(config.exchange.state)
         return _sim_client(path), path
-    return ExchangeClient(_psrp_runner(config.exchange.psrp or {})), None
+    return ExchangeClient(_psrp_runner(_with_paths(config, config.exchange.psrp or {}))), None
+
+
+_PATH_SETTINGS = (
+    "caBundle",
+    "ca_bundle",
+    "certificatePem",
+    "certificate_pem",
+    "certificateKeyPem",
+    "certificate_key_pem",
+)
+
+
+def _with_paths(config: ControllerConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """File settings are relative to the configuration file, like every path in it."""
+    return {
+        key: str(config.path(value)) if key in _PATH_SETTINGS and isinstance(value, str) else value
+        for key, value in settings.items()
+    }
 
 
 def _sim_client(path: Path) -> Any:

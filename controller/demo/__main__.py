@@ -21,6 +21,7 @@ from controller import audit, runtime, status
 from controller.commands.status import to_text
 from controller.config import load_config
 from controller.demo import phases, services
+from controller.exchange.simulator import SimStore
 
 STEP_HOURS = 6
 MAX_PASSES = 120
@@ -45,6 +46,7 @@ def main() -> int:
             print(f"  Repository       {repo} (branch main)\n")
             converged = drive(config_path, repo, exchange.sim_state)
             report(config_path)
+            count_calls(exchange.sim_state)
             return 0 if converged else 1
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
@@ -90,6 +92,15 @@ def report(config_path: Path) -> None:
     subprocess.run(
         ["git", "-C", str(config.source.repo if config.source else "."), "log", "--oneline"], check=False
     )
+
+
+def count_calls(sim_state: Path) -> None:
+    """What the migration cost in Exchange: each write is a distinct change; reads are one per kind a pass."""
+    calls = SimStore(sim_state).load().state.calls
+    writes = {name: n for name, n in sorted(calls.items()) if not name.startswith("Get-")}
+    reads = sum(n for name, n in calls.items() if name.startswith("Get-"))
+    listed = ", ".join(f"{name} {n}" for name, n in writes.items())
+    print(f"Exchange cmdlet calls: {sum(writes.values())} writes ({listed}); {reads} reads")
 
 
 if __name__ == "__main__":
