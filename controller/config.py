@@ -59,6 +59,7 @@ class ControllerConfig(Model):
     interval: Duration = timedelta(seconds=60)
     alerts: list[AlertSink] = Field(default_factory=list)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = Field(default="127.0.0.1", description="0.0.0.0 to let another host scrape")
     base_dir: str = Field(
         default=".", exclude=True, description="set by the loader: relative paths start here"
     )

@@ -80,7 +80,7 @@ class Metrics:
             self.batch_synced.labels(batch=str(row["name"])).set(int(row["synced"]))
             self.batch_total.labels(batch=str(row["name"])).set(int(row["total"]))
 
-    def serve(self, port: int, *, address: str = "0.0.0.0") -> tuple[int, Callable[[], None]]:
+    def serve(self, port: int, *, address: str = "127.0.0.1") -> tuple[int, Callable[[], None]]:
         """Serve /metrics over HTTP in a background thread (port 0: any free port); returns the port
         listened on and the function that stops the server."""
         server, thread = start_http_server(port, addr=address, registry=self.registry)

@@ -101,12 +101,12 @@ def _start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[
 
     metrics = Metrics()
     try:
-        _, stop = metrics.serve(config.metrics_port)
+        _, stop = metrics.serve(config.metrics_port, address=config.metrics_address)
     except OSError as error:
         raise errors.InvalidInput(
             f"metricsPort: cannot listen on port {config.metrics_port}: {error.strerror}"
         ) from None
-    log.info("metrics on port %d at /metrics", config.metrics_port)
+    log.info("metrics on %s:%d at /metrics", config.metrics_address, config.metrics_port)
     return metrics, stop
 
 
