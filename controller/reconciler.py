@@ -62,7 +62,10 @@ class Reconciler:
         planned = self._handle_drift(served, planned, snapshot)
         report = self._apply(served, planned)
         mark_good(self.store, served)
-        self.store.record_applied(served.commit.sha, report.memory)
+        if report.failed is None and not report.interrupted:
+            self.store.record_applied(served.commit.sha, report.memory)
+        else:  # what was learnt still counts; the revision is applied only once a pass completes
+            self.store.save_memory(report.memory)
         self._remember_acted(report)
         status.write(self.state_dir, status.build(served, planned, report, snapshot, findings, self.store))
         return PassResult(served, planned, report, findings)
