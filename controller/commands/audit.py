@@ -1,4 +1,4 @@
-"""`stagectl audit verify|show`: check the audit chain, list what a commit caused."""
+"""`stagectl audit verify|show|anchor`: check the audit chain, list what a commit caused, record a head."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from controller import audit, errors
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("audit", help="verify or show the audit trail of a state directory")
-    commands = parser.add_subparsers(dest="audit_command", required=True, metavar="verify|show")
+    commands = parser.add_subparsers(dest="audit_command", required=True, metavar="verify|show|anchor")
 
-    verify = commands.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
+    verify = commands.add_parser(
+        "verify", help="check the hash chain and its recorded head; exit 1 naming the first broken record"
+    )
     verify.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
     verify.set_defaults(func=run_verify)
 
@@ -23,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--revision", metavar="SHA", help="only what this commit (or sha prefix) caused")
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.set_defaults(func=run_show)
+
+    anchor = commands.add_parser(
+        "anchor", help="record the head of an intact log that has none (one written before heads were kept)"
+    )
+    anchor.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
+    anchor.set_defaults(func=run_anchor)
 
 
 def _log_path(state_dir: Path) -> Path:
@@ -38,6 +46,13 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"audit log {path}: {found.reason}", file=sys.stderr)
         return 1
     print(f"audit log {path}: {audit.count(path)} records, chain intact")
+    return 0
+
+
+def run_anchor(args: argparse.Namespace) -> int:
+    path = _log_path(args.state)
+    head = audit.anchor(path)
+    print(f"audit log {path}: head recorded at record {head.seq}")
     return 0
 
 
