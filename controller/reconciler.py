@@ -147,11 +147,8 @@ class Reconciler:
         return {s.object for s in self.store.statuses() if s.phase == "acted"}
 
     def _save_baselines(self, baselines: dict[str, drift.Baseline]) -> None:
-        now = self.backends.clock()
-        for obj, base in baselines.items():
-            self.store.set_status(
-                obj, desired=base.desired, observed=base.facets, phase="baseline", message="", now=now
-            )
+        rows = [(obj, base.desired, base.facets) for obj, base in baselines.items()]
+        self.store.set_statuses(rows, phase="baseline", message="", now=self.backends.clock())
 
     def _remember_acted(self, report: ApplyReport) -> None:
         now = self.backends.clock()
