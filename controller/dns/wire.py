@@ -80,11 +80,18 @@ def relative(zone: str, name: dns.name.Name) -> str:
 
 
 def query(
-    server: Server, qname: dns.name.Name, rdtype: str, *, timeout: float, counts: MessageCounts
+    server: Server,
+    qname: dns.name.Name,
+    rdtype: str,
+    *,
+    timeout: float,
+    counts: MessageCounts,
+    recursive: bool = False,
 ) -> dns.message.Message:
-    """One question without recursion: UDP, then TCP when the answer came back truncated."""
+    """One question, without recursion unless `recursive` (a resolver): UDP, then TCP when truncated."""
     request = dns.message.make_query(qname, rdtype)
-    request.flags &= ~dns.flags.RD  # an authoritative read: never ask the server to recurse
+    if not recursive:
+        request.flags &= ~dns.flags.RD  # an authoritative read: never ask the server to recurse
     counts.queries += 1
     response, used_tcp = dns.query.udp_with_fallback(
         request, server.address(), port=server.port, timeout=timeout
