@@ -78,11 +78,10 @@ class Named:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
-    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = (self.directory / "named.log").open("ab")
@@ -115,7 +114,7 @@ class Named:
         """A non-recursive query over TCP, for tests that check what the server serves."""
         request = dns.message.make_query(name, rdtype)
         request.flags &= ~dns.flags.RD
-        return dns.query.tcp(request, self.host, port=self.port, timeout=3)
+        return dns.query.tcp(request, "127.0.0.1", port=self.port, timeout=3)
 
     def serial(self) -> int | None:
         try:
@@ -165,11 +164,11 @@ class BindZone:
         self.primary.stop()
 
 
-def _options(directory: Path, port: int, extra: str, host: str = "127.0.0.1") -> str:
+def _options(directory: Path, port: int, extra: str) -> str:
     return f"""\
 options {{
     directory "{directory}";
-    listen-on port {port} {{ {host}; }};
+    listen-on port {port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
     pid-file none;
     session-keyfile none;
@@ -189,51 +188,39 @@ def _keys(zone: BindZone) -> str:
 
 
 @contextmanager
-def bind_zone(
-    *,
-    secondary: bool = False,
-    notify: bool = True,
-    secondary_host: str | None = None,
-    extra_records: str = "",
-) -> Iterator[BindZone]:
+def bind_zone(*, secondary: bool = False, notify: bool = True, extra_records: str = "") -> Iterator[BindZone]:
     """Start a primary for contoso.com (and a secondary fed by zone transfer); stop both on exit.
 
     With `notify=False` the primary never tells the secondary about changes, and the long SOA
     refresh keeps the secondary behind: the lagging server of the disagreement test.
-    With `secondary_host` (another loopback address such as 127.0.0.2) the secondary listens there on
-    the primary's port, as two name servers on port 53 would. `extra_records` are appended to the zone.
+    `extra_records` (zone file lines, relative to contoso.com.) are appended to ZONE_TEXT.
     """
     root = Path(tempfile.mkdtemp(prefix="stagectl-bind-"))
     primary = Named("primary", free_port(), root / "primary")
-    second = None
-    if secondary:
-        port = primary.port if secondary_host else free_port()
-        second = Named("secondary", port, root / "secondary", host=secondary_host or "127.0.0.1")
+    second = Named("secondary", free_port(), root / "secondary") if secondary else None
     zone = BindZone(primary, second)
     try:
         primary.directory.mkdir()
         (primary.directory / "contoso.com.db").write_text(ZONE_TEXT + extra_records)
         if second is not None and notify:
-            notify_conf = (
-                f"notify explicit; notify-delay 0; also-notify {{ {second.host} port {second.port}; }};"
-            )
+            notify_conf = f"notify explicit; notify-delay 0; also-notify {{ 127.0.0.1 port {second.port}; }};"
         else:
             notify_conf = "notify no;"
         (primary.directory / "named.conf").write_text(
             _options(primary.directory, primary.port, notify_conf)
             + _keys(zone)
             + f'zone "{ZONE}" {{ type primary; file "contoso.com.db";'
-            f" allow-update {{ key {zone.key_name}; }}; allow-transfer {{ 127.0.0.0/8; }}; }};\n"
+            f" allow-update {{ key {zone.key_name}; }}; allow-transfer {{ 127.0.0.1; }}; }};\n"
         )
         primary.start()
         if second is not None:
             second.directory.mkdir()
             (second.directory / "named.conf").write_text(
-                _options(second.directory, second.port, "notify no;", second.host)
+                _options(second.directory, second.port, "notify no;")
                 + _keys(zone)
                 + f'zone "{ZONE}" {{ type secondary; file "contoso.com.bak";'
                 f" primaries {{ 127.0.0.1 port {primary.port}; }};"
-                f" allow-notify {{ 127.0.0.0/8; }}; }};\n"
+                f" allow-notify {{ 127.0.0.1; }}; }};\n"
             )
             second.start()
         yield zone

@@ -300,7 +300,11 @@ class Rfc2136Backend:
     def _mname_through(
         self, zone: str, resolver: Server, servers: list[Server], *, timeout: float
     ) -> tuple[Server, int]:
-        """The server the SOA MNAME resolves to (by address, the first such), else the first server."""
+        """The server the SOA MNAME resolves to, else the first server.
+
+        Matched by address (or by host name); when several servers share the address, the one on the
+        resolver's port wins, the port every discovered server is asked on.
+        """
         origin = dns.name.from_text(zone)
         try:
             response = self._resolve(resolver, origin, "SOA", timeout=timeout)
@@ -314,10 +318,10 @@ class Rfc2136Backend:
                 f"its primary could not be found through the resolver {resolver} ({error})",
                 transient=error.transient,
             ) from None
-        for server in servers:
-            if server.host in addresses or _same_name(server.host, mname):
-                return server, min(soa.ttl, ttl)
-        return servers[0], min(soa.ttl, ttl)
+        matches = [server for server in servers if server.host in addresses or _same_name(server.host, mname)]
+        # Several servers on one address (ports apart): the one on the resolver's port, as discovered.
+        matches.sort(key=lambda server: server.port != resolver.port)
+        return (matches or servers)[0], min(soa.ttl, ttl)
 
     def _addresses(
         self, resolver: Server, response: dns.message.Message, name: dns.name.Name, *, timeout: float
