@@ -11,12 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel
 
 from controller import errors
 from controller.config import ControllerConfig
 from controller.dns.base import DnsBackend
+
+SettingsT = TypeVar("SettingsT", bound="BaseModel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +101,22 @@ def _sim_client(path: Path) -> Any:
 
 
 def _psrp_runner(settings: dict[str, Any]) -> Any:
-    from pydantic import ValidationError
-
     from controller.exchange.psrp import PsrpRunner, PsrpSettings
 
+    return PsrpRunner(_settings(PsrpSettings, settings, where="exchange.psrp"))
+
+
+def _settings(model: type[SettingsT], data: dict[str, Any], *, where: str) -> SettingsT:
+    """`load_config` has checked the file's sections with their lines; this catches `psrp://` overrides."""
+    from pydantic import ValidationError
+
     try:
-        return PsrpRunner(PsrpSettings.model_validate(settings))
+        return model.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise errors.InvalidInput(f"exchange.psrp.{where}: {first['msg']}") from None
+        problems = [
+            f"{where}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+        ]
+        raise errors.InvalidInput(problems[0], problems) from None
 
 
 def open_dns(spec: str | None, config: ControllerConfig | None) -> DnsBackend:
@@ -124,16 +134,9 @@ def open_dns(spec: str | None, config: ControllerConfig | None) -> DnsBackend:
         if not config.dns.state:
             raise errors.InvalidInput("dns.state: the simulator's state file is required for backend sim")
         return DnsSimBackend(config.path(config.dns.state))
-    from pydantic import ValidationError
-
     from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
 
-    try:
-        return Rfc2136Backend(Rfc2136Settings.model_validate(config.dns.rfc2136 or {}))
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise errors.InvalidInput(f"dns.rfc2136.{where}: {first['msg']}") from None
+    return Rfc2136Backend(_settings(Rfc2136Settings, config.dns.rfc2136 or {}, where="dns.rfc2136"))
 
 
 def open_backends(

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from controller import errors, yamlsafe
 from controller.desired import Duration, Model, SecretRef
@@ -86,12 +86,44 @@ def load_config(path: Path) -> ControllerConfig:
     try:
         config = ControllerConfig.model_validate(document.data)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            line, column = document.position(tuple(item["loc"]), key=item["type"] == "extra_forbidden")
-            where = ".".join(str(part) for part in item["loc"]) or "document"
-            problems.append(f"{path}:{line}:{column}: {where}: {item['msg'].removeprefix('Value error, ')}")
+        problems = _locate(error, document, path)
         raise errors.InvalidInput(
             f"{path}: {len(problems)} problems in the configuration", problems
         ) from None
+    problems = _backend_problems(config, document, path)
+    if problems:
+        raise errors.InvalidInput(f"{path}: {len(problems)} problems in the configuration", problems)
     return config.model_copy(update={"base_dir": str(path.parent.resolve())})
+
+
+def _backend_problems(config: ControllerConfig, document: yamlsafe.Document, path: Path) -> list[str]:
+    """The backend sections are checked here, with their lines, not when a backend is first opened."""
+    sections: list[tuple[tuple[str, str], type[BaseModel], dict[str, Any]]] = []
+    if config.exchange.backend == "psrp":
+        from controller.exchange.psrp import PsrpSettings
+
+        sections.append((("exchange", "psrp"), PsrpSettings, config.exchange.psrp or {}))
+    if config.dns.backend == "rfc2136":
+        from controller.dns.rfc2136 import Rfc2136Settings
+
+        sections.append((("dns", "rfc2136"), Rfc2136Settings, config.dns.rfc2136 or {}))
+    problems: list[str] = []
+    for prefix, model, data in sections:
+        try:
+            model.model_validate(data)
+        except ValidationError as error:
+            problems += _locate(error, document, path, prefix=prefix)
+    return problems
+
+
+def _locate(
+    error: ValidationError, document: yamlsafe.Document, path: Path, *, prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """Each pydantic error as `file:line:column: dotted.path: message`, at the YAML node at fault."""
+    problems = []
+    for item in error.errors():
+        loc = (*prefix, *item["loc"])
+        line, column = document.position(loc, key=item["type"] == "extra_forbidden")
+        where = ".".join(str(part) for part in loc) or "document"
+        problems.append(f"{path}:{line}:{column}: {where}: {item['msg'].removeprefix('Value error, ')}")
+    return problems

@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller.actions import DnsAction
 from controller.dns.base import DnsPermanentError, DnsTransientError
 from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
 from controller.snapshot import RRset
 from tests.support.bind import ZONE, BindZone, bind_zone, free_port
+from tests.support.dns import MX, lower_mx_ttl
 
-MX = RRset(name="@", type="MX", ttl=3600, values=["10 mail.contoso.com."])
 LOWERED = RRset(name="@", type="MX", ttl=300, values=MX.values)
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT")]}
 # A second name server that sorts first and never answers (TEST-NET-2): read on the resolver's port.
@@ -23,21 +22,6 @@ SILENT_NS = "@ 3600 IN NS a-ns.contoso.com.\na-ns 3600 IN A 198.51.100.53\n"
 
 def backend(**entry: Any) -> Rfc2136Backend:
     return Rfc2136Backend(Rfc2136Settings.model_validate({"default": {"timeout": 0.5, **entry}}))
-
-
-def lower_mx_ttl(zone: str = ZONE) -> DnsAction:
-    return DnsAction(
-        zone=zone,
-        name="@",
-        type="MX",
-        ttl=300,
-        values=tuple(MX.values),
-        previous_ttl=MX.ttl,
-        previous_values=tuple(MX.values),
-        object=f"dns/{zone}/@/MX",
-        reason="lower TTL",
-        kind="ttl",
-    )
 
 
 def key(bind: BindZone, tmp_path: Path) -> str:

@@ -14,8 +14,8 @@ from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
 from controller.dns.tsig import load_key, parse_env_value, parse_key_file
 from controller.snapshot import RRset
 from tests.support.bind import KEY_NAME, READONLY_KEY_NAME, ZONE, bind_zone, new_secret, wait_until_serving
+from tests.support.dns import MX, lower_mx_ttl
 
-MX = RRset(name="@", type="MX", ttl=3600, values=["10 mail.contoso.com."])
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT")]}
 
 
@@ -23,21 +23,6 @@ def backend(servers: list[str], key_ref: str | None, *, zone: str | None = None)
     entry = {"servers": servers, "keyRef": key_ref, "timeout": 0.5}
     body = {"zones": {zone: entry}} if zone else {"default": entry}
     return Rfc2136Backend(Rfc2136Settings.model_validate(body))
-
-
-def lower_mx_ttl(zone: str = ZONE) -> DnsAction:
-    return DnsAction(
-        zone=zone,
-        name="@",
-        type="MX",
-        ttl=300,
-        values=tuple(MX.values),
-        previous_ttl=MX.ttl,
-        previous_values=tuple(MX.values),
-        object=f"dns/{zone}/@/MX",
-        reason="lower TTL",
-        kind="ttl",
-    )
 
 
 def test_a_wrong_secret_is_a_clear_permanent_error_without_the_secret(
