@@ -28,7 +28,7 @@ test: setup bind
 	  if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure' >&2; exit 1; fi; exit $$rc
 
 demo: setup
-	$(BIN)/python -m controller.demo
+	$(BIN)/python -m controller.sim.demo
 
 lint: setup
 	$(BIN)/ruff check controller tests bench

@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.actions import DnsAction
 from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.model.actions import DnsAction
 from tests.support.bind import ZONE, bind_zone, wait_until_serving
 
 RRSETS = 50

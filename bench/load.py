@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller import loader
+from controller.desired import loader
 
 BATCHES = 100
 MEMBERS = 2000

@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller import loader
-from controller.actions import DnsAction, ExchangeAction
-from controller.applier import apply_plan
-from controller.desired import (
+from controller.desired import loader
+from controller.desired.models import (
     Batch,
     BatchState,
     DesiredState,
@@ -37,12 +35,9 @@ from controller.desired import (
     RecordType,
     Zone,
 )
-from controller.dns.simulator import DnsSimBackend
 from controller.exchange.client import ExchangeClient
-from controller.exchange.simulator import ExchangeSimulator, LocalRunner
-from controller.observe import observe
-from controller.plan import plan
-from controller.snapshot import (
+from controller.model.actions import DnsAction, ExchangeAction
+from controller.model.snapshot import (
     ExchangeObserved,
     Memory,
     ObservedBatch,
@@ -51,6 +46,11 @@ from controller.snapshot import (
     RRset,
     Snapshot,
 )
+from controller.planner.plan import plan
+from controller.runtime.applier import apply_plan
+from controller.runtime.observe import observe
+from controller.sim.dns import DnsSimBackend
+from controller.sim.exchange.simulator import ExchangeSimulator, LocalRunner
 
 BATCHES = 100
 MEMBERS = 2000

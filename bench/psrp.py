@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.exchange.psrp import PsrpRunner
-from controller.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
 from tests.support.gateway import PASSWORD, FakeRunner, make_pki, running_gateway, settings_for
 
 BATCHES = 100
@@ -40,7 +40,7 @@ def _tenant(path: Path) -> None:
         "RpcProxyServer": "mail.contoso.com",
         "EmailAddress": "admin@contoso.com",
     }
-    from controller.exchange.runner import Credential
+    from controller.secrets import Credential
 
     simulator.call("New-MigrationEndpoint", {**endpoint, "Credentials": Credential("CONTOSO\\m", "pw")})
     for batch in range(BATCHES - 1):  # the last one is created by the benchmark

@@ -1,5 +1,5 @@
 """`python -m controller` is `stagectl`."""
 
-from controller.cli import main
+from controller.commands.cli import main
 
 raise SystemExit(main())

@@ -95,7 +95,7 @@ def _redact(value: object, secrets: tuple[str, ...]) -> object:
     if isinstance(value, str):
         return redact_text(value, secrets=secrets)
     if isinstance(value, datetime):
-        from controller.snapshot import at
+        from controller.model.snapshot import at
 
         return at(value)
     if _is_credential_object(value):

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller import errors
-from controller.exchange.runner import Credential
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A PSCredential: user name and password, resolved from a reference at apply time only."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 class SecretError(errors.InvalidInput):

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from controller import alerts, errors, store
+from controller import errors
+from controller.notify import alerts
+from controller.runtime import store
 
 FLUSH = 60.0  # an upper bound for a stuck test, never an expectation about speed
 FAST = alerts.RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)

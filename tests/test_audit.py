@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import audit, errors, redact
-from controller.actions import CredentialRef, CsvRows, ExchangeAction
+from controller import errors, redact
 from controller.commands import audit as audit_command
+from controller.model.actions import CredentialRef, CsvRows, ExchangeAction
+from controller.runtime import audit
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 REV_A = "a" * 40

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
-from controller.dns.simulator import DnsSimBackend
-from controller.exchange.simulator import SimStore
-from controller.snapshot import RRset
+from controller.commands import cli
+from controller.model.snapshot import RRset
+from controller.sim.dns import DnsSimBackend
+from controller.sim.exchange.simulator import SimStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "desired"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller import errors
-from controller.config import load_config
+from controller.runtime.config import load_config
 
 CONFIG = """\
 apiVersion: stagectl/v1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.alerts import SIGNATURE_HEADER
-from controller.exchange.sim_state import STOP_SECONDS
+from controller.notify.alerts import SIGNATURE_HEADER
+from controller.sim.exchange.state import STOP_SECONDS
 from tests.support.controller import (
     PILOT,
     Delivery,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import metrics, status
+from controller.runtime import metrics, status
 from tests.support.controller import PILOT, WAVE, make_workspace
 
 BOUND = 120.0  # an upper bound for a stuck process, never an expectation about speed

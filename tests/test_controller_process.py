@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.lock import LOCK_FILE
-from controller.store import Store
+from controller.runtime.lock import LOCK_FILE
+from controller.runtime.store import Store
 from tests.support.controller import PILOT, WAVE, Workspace, make_workspace
 
 LATENCY = 1.0  # real seconds the simulator sleeps after each cmdlet: the controller is slow between actions

@@ -28,9 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.actions import Action, CsvRows, DnsAction, ExchangeAction, Plan
-from controller.applier import Outcome, apply_plan
-from controller.desired import (
+from controller.desired.models import (
     Batch,
     BatchState,
     DesiredState,
@@ -41,14 +39,16 @@ from controller.desired import (
     RecordType,
     Zone,
 )
-from controller.dns.simulator import DnsSimBackend
-from controller.exchange import sim_state
 from controller.exchange.client import ExchangeClient
-from controller.exchange.simulator import ExchangeSimulator, LocalRunner
-from controller.observe import observe
-from controller.plan import plan
-from controller.snapshot import Memory, RRset, Snapshot
-from controller.statuses import MOVING, BatchStatus
+from controller.model.actions import Action, CsvRows, DnsAction, ExchangeAction, Plan
+from controller.model.snapshot import Memory, RRset, Snapshot
+from controller.model.statuses import MOVING, BatchStatus
+from controller.planner.plan import plan
+from controller.runtime.applier import Outcome, apply_plan
+from controller.runtime.observe import observe
+from controller.sim.dns import DnsSimBackend
+from controller.sim.exchange import state as sim_state
+from controller.sim.exchange.simulator import ExchangeSimulator, LocalRunner
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 STEP = timedelta(hours=2)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_example_migration_converges_over_psrp_and_bind() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "controller.demo"],
+        [sys.executable, "-m", "controller.sim.demo"],
         cwd=ROOT,
         capture_output=True,
         text=True,

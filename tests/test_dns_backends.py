@@ -12,12 +12,12 @@ import dns.tsig
 import dns.update
 import pytest
 
-from controller.actions import DnsAction
 from controller.dns.base import DnsBackend, DnsPermanentError, DnsTransientError
 from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
-from controller.dns.simulator import DnsSimBackend
 from controller.dns.wire import to_rdatas
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
+from controller.sim.dns import DnsSimBackend
 from tests.support.bind import ZONE, BindZone, bind_zone
 
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT"), ("autodiscover", "CNAME"), ("mail", "A"), ("www", "A")]}

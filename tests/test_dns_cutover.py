@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.actions import DnsAction, Plan
-from controller.desired import DesiredState
+from controller.desired.loader import load_files
+from controller.desired.models import DesiredState
 from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
-from controller.loader import load_files
-from controller.plan import plan
-from controller.snapshot import ExchangeObserved, Memory, ObservedBatch, ObservedEndpoint, RRset, Snapshot
+from controller.model.actions import DnsAction, Plan
+from controller.model.snapshot import (
+    ExchangeObserved,
+    Memory,
+    ObservedBatch,
+    ObservedEndpoint,
+    RRset,
+    Snapshot,
+)
+from controller.planner.plan import plan
 from tests.support.bind import ZONE, bind_zone
 
 MIGRATION = b"""\

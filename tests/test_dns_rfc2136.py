@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from controller.actions import DnsAction
 from controller.dns.base import DnsPermanentError
 from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
 from controller.dns.tsig import load_key, parse_env_value, parse_key_file
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
 from tests.support.bind import KEY_NAME, READONLY_KEY_NAME, ZONE, bind_zone, new_secret, wait_until_serving
 from tests.support.dns import MX, lower_mx_ttl
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from controller.actions import DnsAction
-from controller.dns.simulator import DnsSimBackend
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
+from controller.sim.dns import DnsSimBackend
 
 ZONE = "contoso.com"
 MX = RRset(name="@", type="MX", ttl=3600, values=["10 mail.contoso.com."])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from controller import secrets
-from controller.actions import CredentialRef, CsvRows, ExchangeAction
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import AuthenticationError, CmdletError, UnavailableError
-from controller.exchange.simulator import ExchangeSimulator, LocalRunner
+from controller.model.actions import CredentialRef, CsvRows, ExchangeAction
+from controller.sim.exchange.simulator import ExchangeSimulator, LocalRunner
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SECRETS = {"env:ONPREM": "CONTOSO\\migrator:pa:ss"}
@@ -164,7 +164,7 @@ def test_throttling_is_retried_with_growing_jittered_delays(
 def test_micro_delay_warning_slows_down_without_repeating(
     sim: ExchangeSimulator, runner: RecordingRunner
 ) -> None:
-    from controller.exchange.sim_state import ThrottleMode
+    from controller.sim.exchange.state import ThrottleMode
 
     sim.throttle("Get-MigrationBatch", 1, mode=ThrottleMode.WARNING)
     delays: list[float] = []

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.exchange.errors import CmdletError, ThrottledError
-from controller.exchange.runner import Credential
-from controller.exchange.sim_state import Completion, RecipientType, ThrottleMode
-from controller.exchange.simulator import ExchangeSimulator
+from controller.secrets import Credential
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.state import Completion, RecipientType, ThrottleMode
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

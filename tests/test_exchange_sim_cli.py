@@ -10,8 +10,8 @@ import pytest
 
 from controller import errors
 from controller.commands import sim as sim_command
-from controller.exchange.runner import Credential
-from controller.exchange.simulator import SimRunner, SimStore
+from controller.secrets import Credential
+from controller.sim.exchange.simulator import SimRunner, SimStore
 
 DESIRED = Path(__file__).resolve().parent.parent / "desired"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from controller.exchange.errors import CmdletError, PermanentError, ThrottledError
-from controller.exchange.runner import Credential
-from controller.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.secrets import Credential
+from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 ENDPOINT = {

@@ -11,9 +11,9 @@ from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.wsman import WSMan
 
 from controller.exchange import errors
-from controller.exchange.gateway import PsrpGateway
 from controller.exchange.psrp import PsrpRunner
-from controller.exchange.runner import Credential
+from controller.secrets import Credential
+from controller.sim.gateway.server import PsrpGateway
 from tests.support.gateway import PASSWORD, USER, FakeRunner, Pki, make_pki, running_gateway, settings_for
 
 INJECTION = "x'; Remove-Mailbox -Identity * ;'"

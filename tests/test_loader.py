@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller import errors, loader, yamlsafe
-from controller.desired import BatchState, RecordType
+from controller import errors
+from controller.desired import loader, yamlsafe
+from controller.desired.models import BatchState, RecordType
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import errors, loader
+from controller import errors
+from controller.desired import loader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(path.name for path in (FIXTURES / "invalid").iterdir() if path.is_dir())

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from controller import loader, plan, snapshot
-from controller.actions import CsvRows, DnsAction, ExchangeAction, Plan
-from controller.desired import DesiredState
-from controller.statuses import MOVING, SYNCED, BatchStatus
+from controller.desired import loader
+from controller.desired.models import DesiredState
+from controller.model import snapshot
+from controller.model.actions import CsvRows, DnsAction, ExchangeAction, Plan
+from controller.model.statuses import MOVING, SYNCED, BatchStatus
+from controller.planner import plan
 
 CASES = Path(__file__).parent / "cases"
 BASE = CASES / "_base"

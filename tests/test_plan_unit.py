@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller import plan, render
-from controller.actions import CredentialRef, CsvRows, ExchangeAction
-from controller.desired import DesiredState
-from controller.snapshot import Snapshot
+from controller.desired.models import DesiredState
+from controller.model.actions import CredentialRef, CsvRows, ExchangeAction
+from controller.model.snapshot import Snapshot
+from controller.planner import plan, render
 from tests import test_plan_cases as cases
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)

@@ -16,11 +16,11 @@ from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.wsman import WSMan
 
 from controller.exchange import errors
-from controller.exchange.gateway import PsrpGateway
 from controller.exchange.psrp import PsrpRunner, PsrpSettings
-from controller.exchange.runner import Credential
-from controller.exchange.sim_state import ThrottleMode
-from controller.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.secrets import Credential
+from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.sim.exchange.state import ThrottleMode
+from controller.sim.gateway.server import PsrpGateway
 from tests.support.gateway import PASSWORD, USER, FakeRunner, running_gateway, settings_for
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller import cli
-from controller.commands import schema
+from controller.commands import cli, schema
 
 ROOT = Path(__file__).parent.parent
 

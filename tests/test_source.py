@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import errors, source
+from controller import errors
+from controller.runtime import source
 from tests.support.gitrepo import GitRepo, ssh_keypair
 
 

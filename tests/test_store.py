@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from controller import errors, lock, store
-from controller.actions import CredentialRef, CsvRows, DnsAction, ExchangeAction
-from controller.snapshot import Memory, RetryCount
+from controller import errors
+from controller.model.actions import CredentialRef, CsvRows, DnsAction, ExchangeAction
+from controller.model.snapshot import Memory, RetryCount
+from controller.runtime import lock, store
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -195,7 +196,7 @@ def test_a_lock_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from controller import lock;"
+            "import sys; from pathlib import Path; from controller.runtime import lock;"
             "held = lock.StateLock.acquire(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()",
             str(tmp_path),
         ],

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller import cli
+from controller.commands import cli
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "desired"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller import errors, render
-from controller.applier import ApplyReport, Outcome, apply_plan
+from controller import errors
 from controller.commands import common
-from controller.plan import plan
+from controller.planner import render
+from controller.planner.plan import plan
+from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

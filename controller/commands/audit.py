@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from controller import audit, errors
+from controller import errors
+from controller.runtime import audit
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

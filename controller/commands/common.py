@@ -8,12 +8,14 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from controller import errors, loader
-from controller.backends import Backends, open_backends
-from controller.config import ControllerConfig, load_config
-from controller.desired import DesiredState
-from controller.snapshot import Memory, Snapshot
-from controller.store import DATABASE_FILE, Store
+from controller import errors
+from controller.desired import loader
+from controller.desired.models import DesiredState
+from controller.model.snapshot import Memory, Snapshot
+from controller.runtime.backends import Backends, open_backends
+from controller.runtime.config import ControllerConfig, load_config
+from controller.runtime.store import DATABASE_FILE, Store
+from controller.sim.backends import REHEARSAL
 
 
 def add_desired_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +55,7 @@ def config_of(args: argparse.Namespace) -> ControllerConfig | None:
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
     if args.repo:
-        from controller.source import GitSource
+        from controller.runtime.source import GitSource
 
         with tempfile.TemporaryDirectory(prefix="stagectl-") as workdir:
             source = GitSource(args.repo, desired_dir=args.desired_dir, workdir=Path(workdir))
@@ -96,14 +98,16 @@ def save_memory(directory: Path | None, memory: Memory) -> None:
 
 
 def backends_of(args: argparse.Namespace, config: ControllerConfig | None) -> Backends:
-    return open_backends(exchange=args.exchange, dns=args.dns, config=config, now=args.now)
+    return open_backends(
+        exchange=args.exchange, dns=args.dns, config=config, now=args.now, rehearsal=REHEARSAL
+    )
 
 
 def observe_live(
     desired: DesiredState, backends: Backends, memory: Memory
 ) -> tuple[Snapshot, tuple[str, ...]]:
     from controller.exchange.errors import AuthenticationError
-    from controller.observe import observe
+    from controller.runtime.observe import observe
 
     try:
         return observe(

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller import errors, render
+from controller import errors
 from controller.commands import common
-from controller.plan import plan
-from controller.snapshot import Snapshot
+from controller.model.snapshot import Snapshot
+from controller.planner import render
+from controller.planner.plan import plan
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,10 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from controller import render
-from controller.config import load_config
-from controller.reconciler import PassResult
-from controller.runloop import run as run_loop
+from controller.planner import render
+from controller.runtime.config import load_config
+from controller.runtime.loop import run as run_loop
+from controller.runtime.reconciler import PassResult
+from controller.sim.backends import REHEARSAL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
-    return run_loop(config, once=args.once, report=print_pass)
+    return run_loop(config, once=args.once, report=print_pass, rehearsal=REHEARSAL)
 
 
 def print_pass(result: PassResult) -> None:

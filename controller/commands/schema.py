@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from controller import desired
+from controller.desired import models as desired
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

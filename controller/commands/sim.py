@@ -7,11 +7,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controller import desired, errors
-from controller.exchange import sim_engine
+from controller import errors
+from controller.desired import models as desired
 from controller.exchange.errors import ExchangeError
-from controller.exchange.sim_state import Completion
-from controller.exchange.simulator import ExchangeSimulator, SimStore
+from controller.sim.exchange import engine as sim_engine
+from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
+from controller.sim.exchange.state import Completion
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +77,7 @@ def _store(args: argparse.Namespace) -> SimStore:
 def run_init(args: argparse.Namespace) -> int:
     simulator = ExchangeSimulator(now=args.now, completion=Completion(args.completion))
     if args.mail_users_from is not None:
-        from controller import loader
+        from controller.desired import loader
 
         state = loader.load_directory(args.mail_users_from)
         for batch in state.batches:

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.exchange.gateway import PsrpGateway, server_ssl_context
-    from controller.exchange.simulator import SimRunner
+    from controller.sim.exchange.simulator import SimRunner
+    from controller.sim.gateway.server import PsrpGateway, server_ssl_context
 
     if not args.state.exists():
         raise errors.InvalidInput(

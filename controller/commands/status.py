@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from controller import errors, status
-from controller.config import load_config
+from controller import errors
+from controller.runtime import status
+from controller.runtime.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,8 +8,9 @@ import re
 import sys
 from pathlib import Path
 
-from controller import errors, loader
-from controller.desired import DesiredState
+from controller import errors
+from controller.desired import loader
+from controller.desired.models import DesiredState
 
 _PROBLEM = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)$", re.S)
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.actions import DnsAction
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
 
 
 class DnsError(Exception):

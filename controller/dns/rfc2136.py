@@ -37,7 +37,6 @@ import dns.tsig
 import dns.update
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from controller.actions import DnsAction
 from controller.dns.base import DnsError, DnsObserved, DnsPermanentError, DnsTransientError
 from controller.dns.tsig import TsigKey, is_key_ref, load_key
 from controller.dns.wire import (
@@ -50,7 +49,8 @@ from controller.dns.wire import (
     same_data,
     to_rdatas,
 )
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
 
 
 class Rfc2136ZoneSettings(BaseModel):

@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
-from controller.snapshot import RRset
+from controller.model.snapshot import RRset
 
 TXT_CHUNK = 255  # a TXT character-string holds at most 255 bytes; longer SPF strings are split
 

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controller import secrets
-from controller.actions import CredentialRef, CsvRows, ExchangeAction, ParameterValue
 from controller.exchange.errors import AuthenticationError, CmdletError, ExchangeError, TransientError
 from controller.exchange.runner import CmdletRunner
-from controller.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, ObservedUser
+from controller.model.actions import CredentialRef, CsvRows, ExchangeAction, ParameterValue
+from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, ObservedUser
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.wsman import WSMan
 
 from controller import secrets
-from controller.desired import Model, SecretRef
+from controller.desired.models import Model, SecretRef
 from controller.exchange import errors, psrp_values
 
 # Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (DESIGN §1).

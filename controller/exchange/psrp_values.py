@@ -12,7 +12,7 @@ from pypsrp.complex_objects import GenericComplexObject, PSCredential
 from pypsrp.serializer import TaggedValue
 
 from controller.exchange import errors
-from controller.exchange.runner import Credential
+from controller.secrets import Credential
 
 # Exception types (short names) that mean "slow down and retry": the gateway's ServerBusyException, RPS-era
 # budget exceptions, and the names the EXO module surfaces for HTTP 429 in REST mode.

@@ -1,23 +1,14 @@
 """The seam to Exchange: run one cmdlet with named parameters and get its output objects as dicts.
 
 A runner never receives PowerShell text. Parameter values are plain data: str, int, bool (a switch is
-True), datetime (UTC), list[str], bytes (CSVData) or `Credential`. Errors are `errors.ExchangeError`s.
+True), datetime (UTC), list[str], bytes (CSVData) or `secrets.Credential`. Errors are `errors.ExchangeError`s.
 The simulator (`simulator.SimRunner`) and pypsrp (`psrp.PsrpRunner`) implement it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A PSCredential: user name and password, resolved from a reference at apply time only."""
-
-    username: str
-    password: str = field(repr=False)
 
 
 class CmdletRunner(Protocol):

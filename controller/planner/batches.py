@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.actions import CsvRows, ExchangeAction, ParameterValue
-from controller.desired import Batch, BatchState, DesiredState, format_duration
-from controller.planner.draft import Draft, listing
-from controller.snapshot import ExchangeObserved, ObservedBatch, ObservedUser, RetryCount, at
-from controller.statuses import (
+from controller.desired.models import Batch, BatchState, DesiredState, format_duration
+from controller.model.actions import CsvRows, ExchangeAction, ParameterValue
+from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedUser, RetryCount, at
+from controller.model.statuses import (
     COMPLETED,
     FAILED_USER_STATUSES,
     MOVING,
@@ -18,6 +17,7 @@ from controller.statuses import (
     SYNCED,
     BatchStatus,
 )
+from controller.planner.draft import Draft, listing
 
 # How far along a batch is, to recognise backward transitions (DESIGN §2: states move forward only).
 _DESIRED_RANK = {

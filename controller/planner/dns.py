@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from controller.actions import DnsAction
-from controller.desired import DesiredState, Record, RecordType, format_duration
+from controller.desired.models import DesiredState, Record, RecordType, format_duration
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset, Snapshot, at
 from controller.planner.draft import Draft
-from controller.snapshot import RRset, Snapshot, at
 
 SPF_PREFIX = "v=spf1"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.actions import Action, Blocked, Drift, Note, Waiting
-from controller.snapshot import Memory
+from controller.model.actions import Action, Blocked, Drift, Note, Waiting
+from controller.model.snapshot import Memory
 
 
 @dataclass(slots=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controller.actions import CredentialRef, ExchangeAction, ParameterValue
-from controller.desired import Endpoint
+from controller.desired.models import Endpoint
+from controller.model.actions import CredentialRef, ExchangeAction, ParameterValue
+from controller.model.snapshot import ObservedEndpoint
 from controller.planner.draft import Draft
-from controller.snapshot import ObservedEndpoint
 
 
 def plan_endpoint(draft: Draft, endpoint: Endpoint, observed: list[ObservedEndpoint] | None) -> str | None:

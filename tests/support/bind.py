@@ -1,6 +1,6 @@
-"""The DNS tests' BIND: the same launcher `make demo` uses, kept in the package (controller/demo/bind.py)."""
+"""The DNS tests' BIND: the same launcher `make demo` uses, kept in the package (controller/sim/bind.py)."""
 
-from controller.demo.bind import (  # noqa: F401 - re-exported for the tests
+from controller.sim.bind import (  # noqa: F401 - re-exported for the tests
     KEY_NAME,
     READONLY_KEY_NAME,
     ZONE,

@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from controller import audit, runtime, status
-from controller.config import ControllerConfig, load_config
-from controller.dns.simulator import DnsSimBackend
-from controller.exchange.simulator import ExchangeSimulator, SimStore
-from controller.reconciler import PassResult, Reconciler
-from controller.snapshot import RRset
+from controller.model.snapshot import RRset
+from controller.runtime import audit, status, wiring
+from controller.runtime.config import ControllerConfig, load_config
+from controller.runtime.reconciler import PassResult, Reconciler
+from controller.sim.backends import REHEARSAL
+from controller.sim.dns import DnsSimBackend
+from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
 from tests.support.gitrepo import GitRepo
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -175,11 +176,11 @@ class Workspace:
     def reconciler(self) -> Iterator[Reconciler]:
         """A Reconciler on the state directory, closed afterwards (alerts flushed)."""
         with _environment(self.env):
-            built = runtime.build(self.config())
+            built = wiring.build(self.config(), rehearsal=REHEARSAL)
             try:
                 yield built
             finally:
-                runtime.close(built)
+                wiring.close(built)
 
     def run_pass(self) -> PassResult:
         with self.reconciler() as reconciler:

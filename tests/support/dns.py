@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.actions import DnsAction
-from controller.demo.bind import ZONE
-from controller.snapshot import RRset
+from controller.model.actions import DnsAction
+from controller.model.snapshot import RRset
+from controller.sim.bind import ZONE
 
 MX = RRset(name="@", type="MX", ttl=3600, values=["10 mail.contoso.com."])
 

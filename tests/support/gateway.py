@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from controller.demo.pki import Pki, make_pki  # noqa: F401 - the tests' CA is the demo's
 from controller.exchange import errors
-from controller.exchange.gateway import PsrpGateway, server_ssl_context
 from controller.exchange.psrp import PsrpSettings
 from controller.exchange.runner import CmdletRunner
+from controller.sim.gateway.server import PsrpGateway, server_ssl_context
+from controller.sim.pki import Pki, make_pki  # noqa: F401 - the tests' CA is the demo's
 
 USER = "gateway-user"
 PASSWORD = "correct horse battery staple"

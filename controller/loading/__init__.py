@@ -1,1 +1,0 @@
-"""Pieces of the desired-state loader (`controller.loader`): CSV member lists and DNS record checks."""

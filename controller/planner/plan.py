@@ -1,0 +1,105 @@
+"""The planner: `plan(desired, snapshot, now)` is a purely computational function with no side effects.
+
+It takes no clock, no client and no file: the desired state at a revision, what was observed (plus the
+controller's memory) and the time come in as arguments; the ordered actions, what waits, what a gate
+blocks and the updated memory come out. Order: endpoint, batches, DNS (TTL lowering before values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from controller.desired.models import BatchState, DesiredState
+from controller.model.actions import DnsAction, ExchangeAction, Plan
+from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
+from controller.model.statuses import COMPLETED, SYNCED, BatchStatus
+from controller.planner import dns as dns_part
+from controller.planner.batches import plan_batches
+from controller.planner.draft import Draft, listing
+from controller.planner.endpoint import plan_endpoint
+
+# The change-size gate (DESIGN §4, as octoDNS does it): above this share of managed objects removed or
+# rewritten in one plan, destructive actions need `force`; small migrations are exempt.
+CHANGE_SIZE_MIN_OBJECTS = 10
+CHANGE_SIZE_MAX_SHARE = 0.30
+_DESTRUCTIVE_CMDLETS = frozenset({"Remove-MigrationBatch", "Remove-MigrationUser"})
+
+
+def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: bool = False) -> Plan:
+    draft = Draft(memory=snapshot.memory)
+    dns_part.update_memory(draft, desired, snapshot)
+    endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
+    plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
+    gate = batches_gate(desired, snapshot.exchange, draft.memory)
+    dns_part.plan_dns(draft, desired, snapshot, now=now, batches_gate=gate)
+    _change_size_gate(draft, desired, force=force)
+    if desired.migration.target_delivery_domain:
+        draft.note(
+            "migration",
+            "targetDeliveryDomain is not sent: Microsoft documents it for remote moves, and a "
+            "staged migration sets TargetAddress itself (EXCHANGE-FACTS §1)",
+        )
+    return Plan(
+        revision=desired.revision,
+        checksum=checksum(desired, snapshot),
+        actions=tuple(draft.actions),
+        waiting=tuple(draft.waiting),
+        blocked=tuple(draft.blocked),
+        drift=tuple(draft.drift),
+        notes=tuple(draft.notes),
+        memory=draft.memory,
+    )
+
+
+def checksum(desired: DesiredState, snapshot: Snapshot) -> str:
+    """sha256 over (revision, desired digest, snapshot); the observation time is left out so that
+    observing an unchanged world again gives the same checksum and `apply --checksum` accepts it."""
+    observed = snapshot.model_dump(mode="json", exclude={"observedAt"})
+    body = json.dumps(
+        {"revision": desired.revision, "desired": desired.digest, "snapshot": observed},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def batches_gate(desired: DesiredState, exchange: ExchangeObserved, memory: Memory) -> str | None:
+    """The batches-completed gate: None when every batch is Completed (or Synced where Exchange said
+    completion is unsupported), else the reason the cutover must wait."""
+    if exchange.batches is None:
+        return "Exchange batches could not be read, so completion is unknown"
+    observed = {b.Identity.lower(): b for b in exchange.batches}
+    unsupported = {name.lower() for name in memory.completionUnsupported}
+    pending: list[str] = []
+    for batch in desired.batches:
+        if batch.state is BatchState.REMOVED:
+            continue
+        found = observed.get(batch.key)
+        status = BatchStatus.parse(found.Status) if found is not None else None
+        done = status in COMPLETED or (status in SYNCED and batch.key in unsupported)
+        if not done:
+            pending.append(f"{batch.name} is {found.Status if found is not None else 'not created'}")
+    return f"not every batch is completed: {listing(pending, limit=3)}" if pending else None
+
+
+def _change_size_gate(draft: Draft, desired: DesiredState, *, force: bool) -> None:
+    managed = 1 + len(desired.batches) + len(desired.records)
+    destructive = {a.object for a in draft.actions if _is_destructive(a)}
+    if force or managed < CHANGE_SIZE_MIN_OBJECTS or len(destructive) <= CHANGE_SIZE_MAX_SHARE * managed:
+        return
+    draft.actions = [a for a in draft.actions if a.object not in destructive or not _is_destructive(a)]
+    for obj in sorted(destructive):
+        draft.block(
+            obj,
+            "change-size",
+            f"this revision removes or rewrites {len(destructive)} of {managed} "
+            f"managed objects (more than {CHANGE_SIZE_MAX_SHARE:.0%}); apply with force",
+        )
+
+
+def _is_destructive(action: ExchangeAction | DnsAction) -> bool:
+    if isinstance(action, ExchangeAction):
+        return action.cmdlet in _DESTRUCTIVE_CMDLETS
+    return action.kind == "update"

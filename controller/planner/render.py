@@ -1,0 +1,135 @@
+"""Plan renderings: text for people, JSON (DESIGN §3) for machines, Markdown for a pull-request comment."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
+
+
+def plan_data(plan: Plan) -> dict[str, object]:
+    return {
+        "revision": plan.revision,
+        "checksum": plan.checksum,
+        "actions": [action.as_data() for action in plan.actions],
+        "waiting": [{"object": w.object, "reason": w.reason} for w in plan.waiting],
+        "blocked": [{"object": b.object, "gate": b.gate, "reason": b.reason} for b in plan.blocked],
+        "drift": [
+            {"object": d.object, "desired": d.desired, "observed": d.observed, "reason": d.reason}
+            for d in plan.drift
+        ],
+        "notes": [{"object": n.object, "reason": n.reason} for n in plan.notes],
+        "memory": plan.memory.model_dump(mode="json"),
+    }
+
+
+def to_json(plan: Plan) -> str:
+    return json.dumps(plan_data(plan), indent=2, default=str)
+
+
+def summary(plan: Plan) -> str:
+    return (
+        f"{len(plan.actions)} to apply, {len(plan.waiting)} waiting, {len(plan.blocked)} blocked, "
+        f"{len(plan.drift)} drifted"
+    )
+
+
+def describe(action: Action) -> str:
+    """One line: `New-MigrationBatch -Name Batch1-IT -CSVData <2 rows> -AutoStart` or a DNS change."""
+    if isinstance(action, ExchangeAction):
+        data = action.as_data()["parameters"]
+        assert isinstance(data, dict)
+        parts = [action.cmdlet]
+        for name, value in data.items():
+            if value is True:
+                parts.append(f"-{name}")
+            elif isinstance(value, list):
+                parts.append(f"-{name} {','.join(str(v) for v in value)}")
+            else:
+                parts.append(f"-{name} {value}")
+        return " ".join(parts)
+    return _describe_dns(action)
+
+
+def _describe_dns(action: DnsAction) -> str:
+    values = " | ".join(action.values)
+    verb = {"create": "create", "update": "replace", "ttl": "set TTL"}[action.kind]
+    owner = action.zone if action.name == "@" else f"{action.name}.{action.zone}"
+    return f"{verb} {owner} {action.type} {action.ttl} {values}"
+
+
+def to_text(plan: Plan) -> str:
+    lines = [
+        f"Plan for revision {plan.revision or '(working tree)'}: {summary(plan)}",
+        f"checksum {plan.checksum}",
+    ]
+    sections: list[tuple[str, list[tuple[str, str, str]]]] = [
+        ("Actions, in order", [(a.object, describe(a), a.reason) for a in plan.actions]),
+        ("Waiting", [(w.object, "", w.reason) for w in plan.waiting]),
+        ("Blocked", [(b.object, b.gate, b.reason) for b in plan.blocked]),
+        ("Drift", [(d.object, "", d.reason) for d in plan.drift]),
+        ("Notes", [(n.object, "", n.reason) for n in plan.notes]),
+    ]
+    for title, rows in sections:
+        if not rows:
+            continue
+        lines += ["", f"{title}:"]
+        width = max(len(obj) for obj, _, _ in rows)
+        for index, (obj, what, why) in enumerate(rows, start=1):
+            head = f"{index:>3}. " if title.startswith("Actions") else "   - "
+            lines.append(f"{head}{obj:<{width}}  {what or why}")
+            if what:
+                lines.append(f"{' ' * len(head)}{'':<{width}}  why: {why}")
+    if not plan.actions:
+        lines += [
+            "",
+            "No changes: the observed state matches the repository (see waiting and blocked above).",
+        ]
+    return "\n".join(_plain(line) for line in lines) + "\n"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    """Terminal output never carries control characters that remote text may hold."""
+    return _CONTROL.sub("?", text)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|<>~&])")
+
+
+def md(text: str) -> str:
+    """Escape text for a Markdown table cell: specials, pipes, newlines and HTML."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _plain(str(text))).replace("\n", " ")
+
+
+def to_markdown(plan: Plan) -> str:
+    out = [
+        f"### stagectl plan for `{md(plan.revision[:12]) or 'working tree'}`",
+        "",
+        f"**{md(summary(plan))}**",
+        "",
+    ]
+    if plan.actions:
+        out += ["| # | object | change | why |", "|---|---|---|---|"]
+        out += [
+            f"| {i} | {md(a.object)} | {md(describe(a))} | {md(a.reason)} |"
+            for i, a in enumerate(plan.actions, start=1)
+        ]
+        out.append("")
+    for title, rows in (
+        ("Waiting", [(w.object, w.reason) for w in plan.waiting]),
+        ("Blocked", [(f"{b.object} ({b.gate})", b.reason) for b in plan.blocked]),
+        ("Drift", [(d.object, d.reason) for d in plan.drift]),
+    ):
+        if rows:
+            out += [f"**{title}**", "", "| object | reason |", "|---|---|"]
+            out += [f"| {md(obj)} | {md(why)} |" for obj, why in rows]
+            out.append("")
+    out.append(f"<sub>checksum {md(plan.checksum)}</sub>")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"text": to_text, "json": to_json, "markdown": to_markdown}

@@ -1,0 +1,100 @@
+"""Apply a plan action by action through the backends; stop at the first failure and say what was done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller import errors
+from controller.dns.base import DnsBackend, DnsError
+from controller.exchange.errors import CmdletError, ExchangeError
+from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
+from controller.model.snapshot import Memory
+
+# EXCHANGE-FACTS §8: Exchange may refuse to complete a staged batch; that answer is final, not a failure.
+COMPLETION_UNSUPPORTED = "MigrationBatchCannotBeCompletedException"
+
+
+class ExchangeWriter(Protocol):
+    def apply(self, action: ExchangeAction) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    ok: bool
+    detail: str
+    duration: float
+    external: bool = True  # False: our own input failed (an unresolvable secret reference), exit 1 not 3
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_done: list[Action] = field(default_factory=list)
+    memory: Memory = field(default_factory=Memory)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> Outcome | None:
+        return next((o for o in self.outcomes if not o.ok), None)
+
+
+def apply_plan(
+    plan: Plan,
+    *,
+    exchange: ExchangeWriter,
+    dns: DnsBackend,
+    on_start: Callable[[Action], bool] = lambda action: True,
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ApplyReport:
+    """Run each action in order. `should_stop` is asked between actions (SIGTERM lets one finish);
+    `on_start` journals an action before it is sent and may veto it (already sent by this pass)."""
+    report = ApplyReport(memory=plan.memory)
+    for index, action in enumerate(plan.actions):
+        if should_stop():
+            report.interrupted = True
+            report.not_done = list(plan.actions[index:])
+            break
+        if not on_start(action):
+            continue
+        outcome = _apply_one(action, exchange=exchange, dns=dns, report=report)
+        report.outcomes.append(outcome)
+        on_outcome(outcome)
+        if not outcome.ok:
+            report.not_done = list(plan.actions[index + 1 :])
+            break
+    return report
+
+
+def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, report: ApplyReport) -> Outcome:
+    started = time.monotonic()
+    try:
+        if isinstance(action, DnsAction):
+            dns.apply(action)
+        else:
+            exchange.apply(action)
+    except CmdletError as error:
+        if action.cmdlet == "Complete-MigrationBatch" and COMPLETION_UNSUPPORTED in (
+            error.exception_type,
+            error.category.removeprefix("Cmdlet-"),
+        ):
+            name = str(action.params["Identity"])
+            report.memory = report.memory.model_copy(
+                update={"completionUnsupported": sorted({*report.memory.completionUnsupported, name})}
+            )
+            return Outcome(
+                action,
+                True,
+                "Exchange does not support completing this staged batch; Synced counts as complete",
+                time.monotonic() - started,
+            )
+        return Outcome(action, False, str(error), time.monotonic() - started)
+    except (ExchangeError, DnsError) as error:
+        return Outcome(action, False, f"{type(error).__name__}: {error}", time.monotonic() - started)
+    except errors.StagectlError as error:
+        return Outcome(action, False, str(error), time.monotonic() - started, external=False)
+    return Outcome(action, True, "ok", time.monotonic() - started)

@@ -1,0 +1,130 @@
+"""The controller's own configuration file (YAML, validated like the desired state, secrets by reference)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from controller import errors
+from controller.desired import yamlsafe
+from controller.desired.models import Duration, Model, SecretRef
+
+
+class VerifyConfig(Model):
+    """Commit signature verification: an SSH allowed-signers file or a GnuPG home."""
+
+    allowed_signers: str | None = None
+    gpg_home: str | None = None
+
+
+class SourceConfig(Model):
+    repo: str = Field(description="a local repository path or a remote URL")
+    branch: str = "main"
+    desired_dir: str = "desired"
+    verify: VerifyConfig | None = None
+
+
+class ExchangeConfig(Model):
+    backend: Literal["sim", "psrp"]
+    state: str | None = Field(default=None, description="sim: the simulator's state file")
+    psrp: dict[str, Any] | None = Field(default=None, description="psrp: the gateway settings (PsrpSettings)")
+
+
+class DnsConfig(Model):
+    backend: Literal["sim", "rfc2136"]
+    state: str | None = Field(default=None, description="sim: the DNS simulator's state file")
+    rfc2136: dict[str, Any] | None = Field(
+        default=None, description="rfc2136: servers and TSIG key references"
+    )
+
+
+class AlertSink(Model):
+    type: Literal["webhook", "teams", "slack"]
+    url_ref: SecretRef = Field(description="webhook URLs carry tokens: env:NAME or file:PATH")
+    secret_ref: SecretRef | None = Field(default=None, description="webhook: HMAC-SHA256 signing secret")
+
+
+class ControllerConfig(Model):
+    api_version: Literal["stagectl/v1"]
+    kind: Literal["ControllerConfig"]
+    source: SourceConfig | None = None
+    state_dir: str
+    exchange: ExchangeConfig
+    dns: DnsConfig
+    clock: Literal["system", "sim"] = Field(
+        default="system", description="sim: the Exchange simulator's clock"
+    )
+    interval: Duration = timedelta(seconds=60)
+    alerts: list[AlertSink] = Field(default_factory=list)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_address: str = Field(default="127.0.0.1", description="0.0.0.0 to let another host scrape")
+    base_dir: str = Field(
+        default=".", exclude=True, description="set by the loader: relative paths start here"
+    )
+
+    def path(self, value: str) -> Path:
+        """A path from the file, relative to the file's directory."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+
+def load_config(path: Path) -> ControllerConfig:
+    """Read and validate the configuration; every problem as `file:line:column: message`."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise errors.InvalidInput(f"{path}: cannot read the configuration: {error.strerror}") from None
+    try:
+        documents = list(yamlsafe.load_documents(text))
+    except yamlsafe.YamlError as error:
+        raise errors.InvalidInput(f"{path}:{error.line}:{error.column}: {error.message}") from None
+    if len(documents) != 1 or not isinstance(documents[0].data, dict):
+        raise errors.InvalidInput(f"{path}: the configuration must be one YAML mapping")
+    document = documents[0]
+    try:
+        config = ControllerConfig.model_validate(document.data)
+    except ValidationError as error:
+        problems = _locate(error, document, path)
+        raise errors.InvalidInput(
+            f"{path}: {len(problems)} problems in the configuration", problems
+        ) from None
+    problems = _backend_problems(config, document, path)
+    if problems:
+        raise errors.InvalidInput(f"{path}: {len(problems)} problems in the configuration", problems)
+    return config.model_copy(update={"base_dir": str(path.parent.resolve())})
+
+
+def _backend_problems(config: ControllerConfig, document: yamlsafe.Document, path: Path) -> list[str]:
+    """The backend sections are checked here, with their lines, not when a backend is first opened."""
+    sections: list[tuple[tuple[str, str], type[BaseModel], dict[str, Any]]] = []
+    if config.exchange.backend == "psrp":
+        from controller.exchange.psrp import PsrpSettings
+
+        sections.append((("exchange", "psrp"), PsrpSettings, config.exchange.psrp or {}))
+    if config.dns.backend == "rfc2136":
+        from controller.dns.rfc2136 import Rfc2136Settings
+
+        sections.append((("dns", "rfc2136"), Rfc2136Settings, config.dns.rfc2136 or {}))
+    problems: list[str] = []
+    for prefix, model, data in sections:
+        try:
+            model.model_validate(data)
+        except ValidationError as error:
+            problems += _locate(error, document, path, prefix=prefix)
+    return problems
+
+
+def _locate(
+    error: ValidationError, document: yamlsafe.Document, path: Path, *, prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """Each pydantic error as `file:line:column: dotted.path: message`, at the YAML node at fault."""
+    problems = []
+    for item in error.errors():
+        loc = (*prefix, *item["loc"])
+        line, column = document.position(loc, key=item["type"] == "extra_forbidden")
+        where = ".".join(str(part) for part in loc) or "document"
+        problems.append(f"{path}:{line}:{column}: {where}: {item['msg'].removeprefix('Value error, ')}")
+    return problems

@@ -1,0 +1,236 @@
+"""One pass of the controller: source -> desired -> observe -> plan -> drift -> apply -> record."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.desired.models import DriftAction
+from controller.model.actions import Action, Drift, Plan
+from controller.model.snapshot import Snapshot
+from controller.notify.alerts import Alert, AlertDispatcher
+from controller.planner.plan import plan
+from controller.runtime import drift, status
+from controller.runtime.applier import ApplyReport, Outcome, apply_plan
+from controller.runtime.audit import AuditLog
+from controller.runtime.backends import Backends
+from controller.runtime.config import ControllerConfig
+from controller.runtime.observe import observe
+from controller.runtime.serving import Served, mark_good, serve
+from controller.runtime.source import GitSource
+from controller.runtime.store import Store, action_key
+
+log = logging.getLogger("stagectl.reconciler")
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    served: Served
+    plan: Plan
+    report: ApplyReport
+    findings: tuple[str, ...]
+
+
+@dataclass
+class Reconciler:
+    config: ControllerConfig
+    source: GitSource
+    store: Store
+    audit: AuditLog
+    backends: Backends
+    alerts: AlertDispatcher
+    should_stop: Callable[[], bool] = lambda: False
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None
+
+    def run_pass(self) -> PassResult:
+        self._settle_interrupted()
+        served = serve(self.source, self.store)
+        self.store.record_attempted(served.commit.sha)
+        desired = served.desired
+        snapshot, findings = observe(
+            desired,
+            exchange=self.backends.exchange,
+            dns=self.backends.dns,
+            memory=self.store.load_memory(),
+            now=self.backends.clock(),
+        )
+        planned = plan(desired, snapshot, snapshot.observedAt)
+        planned = self._handle_drift(served, planned, snapshot)
+        report = self._apply(served, planned)
+        mark_good(self.store, served)
+        if report.failed is None and not report.interrupted:
+            self.store.record_applied(served.commit.sha, report.memory)
+        else:  # what was learnt still counts; the revision is applied only once a pass completes
+            self.store.save_memory(report.memory)
+        self._remember_acted(report)
+        status.write(self.state_dir, status.build(served, planned, report, snapshot, findings, self.store))
+        return PassResult(served, planned, report, findings)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.path(self.config.state_dir)
+
+    # --- drift -----------------------------------------------------------------------------------
+
+    def _handle_drift(self, served: Served, planned: Plan, snapshot: Snapshot) -> Plan:
+        desired = served.desired
+        found, baselines = drift.detect(
+            desired=drift.desired_fingerprints(desired),
+            observed=drift.observed_facets(desired, snapshot),
+            baselines=self._baselines(),
+            acted=self._acted(),
+        )
+        self._save_baselines(baselines)
+        self._alert(served, found)
+        policy = desired.policy.drift
+        held = {f.object for f in found if getattr(policy, f.system) is DriftAction.WARN}
+        entries = tuple(
+            Drift(
+                f.object,
+                f.expected,
+                f.observed,
+                ("corrected" if f.object not in held else "reported only (policy warn)")
+                + ": "
+                + _changed(f.expected, f.observed),
+            )
+            for f in found
+        )
+        actions = tuple(a for a in planned.actions if a.object not in held)
+        return dataclasses.replace(planned, actions=actions, drift=planned.drift + entries)
+
+    def _alert(self, served: Served, found: list[drift.Finding]) -> None:
+        """Once per distinct drift when it opens, once when it clears; the store dedups across restarts."""
+        now, revision = self.backends.clock(), served.commit.sha
+        current = set()
+        for finding in found:
+            alert = Alert.drift(
+                "opened",
+                object=finding.object,
+                desired=finding.expected,
+                observed=finding.observed,
+                revision=revision,
+            )
+            current.add(alert.fingerprint)
+            if self.store.open_alert(
+                alert.fingerprint,
+                object=finding.object,
+                desired=finding.expected,
+                observed=finding.observed,
+                now=now,
+            ):
+                self.alerts.submit(alert)
+        for opened in self.store.open_alerts():
+            if opened.fingerprint not in current and self.store.close_alert(opened.fingerprint) is not None:
+                self.alerts.submit(
+                    Alert.drift(
+                        "cleared",
+                        object=opened.object,
+                        desired=opened.desired,
+                        observed=opened.observed,
+                        revision=revision,
+                        known_fingerprint=opened.fingerprint,
+                    )
+                )
+
+    def _baselines(self) -> dict[str, drift.Baseline]:
+        return {
+            s.object: drift.Baseline(str(s.desired), s.observed)  # type: ignore[arg-type]
+            for s in self.store.statuses()
+            if s.phase in ("baseline", "acted")
+        }
+
+    def _acted(self) -> set[str]:
+        return {s.object for s in self.store.statuses() if s.phase == "acted"}
+
+    def _save_baselines(self, baselines: dict[str, drift.Baseline]) -> None:
+        rows = [(obj, base.desired, base.facets) for obj, base in baselines.items()]
+        self.store.set_statuses(rows, phase="baseline", message="", now=self.backends.clock())
+
+    def _remember_acted(self, report: ApplyReport) -> None:
+        now = self.backends.clock()
+        for outcome in report.outcomes:
+            self.store.set_status(
+                outcome.action.object, desired="", observed={}, phase="acted", message=outcome.detail, now=now
+            )
+
+    # --- apply, journaled and audited ------------------------------------------------------------
+
+    def _apply(self, served: Served, planned: Plan) -> ApplyReport:
+        revision, author = served.commit.sha, served.commit.author
+        pass_id = self.store.next_pass()
+        started: dict[str, float] = {}
+
+        def before(action: Action) -> bool:
+            key = action_key(action)
+            started[key] = time.monotonic()
+            # Marked acted before it is sent: should the process die with it in flight, what it changed
+            # is ours and the next pass re-takes the baseline instead of reporting it as drift.
+            self.store.set_status(
+                action.object,
+                desired="",
+                observed={},
+                phase="acted",
+                message="sent",
+                now=self.backends.clock(),
+            )
+            return self.store.record_action_started(
+                revision=revision, pass_id=pass_id, key=key, action=action, now=self.backends.clock()
+            )
+
+        def after(outcome: Outcome) -> None:
+            key = action_key(outcome.action)
+            result = "ok" if outcome.ok else f"error: {outcome.detail}"
+            if outcome.ok and outcome.detail != "ok":
+                result = f"ok: {outcome.detail}"
+            self.store.record_action_finished(
+                revision=revision, pass_id=pass_id, key=key, result=result, now=self.backends.clock()
+            )
+            self.audit.append(
+                revision=revision,
+                author=author,
+                action=outcome.action,
+                result=result,
+                duration_ms=int(outcome.duration * 1000),
+                time=self.backends.clock(),
+            )
+            self.on_outcome(outcome)
+
+        return apply_plan(
+            planned,
+            exchange=self.backends.exchange,
+            dns=self.backends.dns,
+            on_start=before,
+            on_outcome=after,
+            should_stop=self.should_stop,
+        )
+
+    def _settle_interrupted(self) -> None:
+        """An action journaled as started but never finished: the process died with it in flight.
+        Its outcome is unknown; the next observation decides, and the planner never repeats an effect
+        it observes, so it is recorded and not replayed."""
+        for record in self.store.unfinished_actions():
+            result = "interrupted: the controller stopped during this action; the next observation decides"
+            self.store.record_action_finished(
+                revision=record.revision,
+                pass_id=record.pass_id,
+                key=record.action_key,
+                result=result,
+                now=self.backends.clock(),
+            )
+            self.audit.append(
+                revision=record.revision,
+                author="stagectl",
+                action=record.action,
+                result=result,
+                duration_ms=0,
+                time=self.backends.clock(),
+            )
+
+
+def _changed(expected: dict[str, object], observed: dict[str, object]) -> str:
+    keys = sorted(k for k in {*expected, *observed} if expected.get(k) != observed.get(k))
+    return ", ".join(f"{k} {expected.get(k)!r} -> {observed.get(k)!r}" for k in keys)[:300]

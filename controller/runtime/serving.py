@@ -1,0 +1,58 @@
+"""Which revision the controller serves: the branch head when it is signed (if required) and valid,
+else the last good revision, with the refusal reported and remembered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from controller import errors
+from controller.desired import loader
+from controller.desired.models import DesiredState
+from controller.runtime.source import CommitInfo, GitSource
+from controller.runtime.store import Store
+
+log = logging.getLogger("stagectl.source")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    desired: DesiredState
+    commit: CommitInfo
+    refused: str | None = None  # why the head was not served, when it was not
+
+
+def serve(source: GitSource, store: Store) -> Served:
+    """Fetch, take the head, verify and validate it; fall back to the last good revision if it fails.
+
+    Raises errors.Refused when no revision was ever good: nothing may be applied then.
+    """
+    head = source.refresh()
+    try:
+        return Served(_load(source, head), source.commit(head))
+    except errors.InvalidInput as error:
+        reason = f"revision {head[:12]} is invalid: " + "; ".join(error.problems[:20])
+    except errors.Refused as error:  # an unsigned or badly signed commit
+        reason = f"revision {head[:12]} refused: {error}"
+    if store.revisions().refused != head:
+        log.error("%s", reason)
+    store.record_refused(head, reason)
+    good = store.revisions().good
+    if good is None:
+        raise errors.Refused(f"{reason}; no earlier revision was ever valid, so nothing is applied")
+    return Served(_load(source, good, check=False), source.commit(good), refused=reason)
+
+
+def _load(source: GitSource, revision: str, *, check: bool = True) -> DesiredState:
+    if check and source.policy is not None:
+        source.verify(revision)
+    files = source.read_tree(revision)
+    desired = loader.load_files(
+        files, root=f"{source.name}@{revision[:12]}/{source.desired_dir}", revision=revision
+    )
+    return desired
+
+
+def mark_good(store: Store, served: Served) -> None:
+    if served.refused is None:
+        store.record_good(served.commit.sha)

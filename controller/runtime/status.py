@@ -1,0 +1,189 @@
+"""The controller's status after a pass: Ready / Reconciling / Stalled conditions (as Flux reports them),
+per batch its progress and failed users with the documented fix, DNS cutover phases, gates, drift."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.model.actions import Plan
+from controller.model.snapshot import Snapshot, at
+from controller.model.statuses import FAILED_USER_STATUSES
+from controller.planner.dns import desired_values, same_values
+from controller.runtime.applier import ApplyReport
+
+if TYPE_CHECKING:
+    from controller.runtime.serving import Served
+    from controller.runtime.store import Store
+
+STATUS_FILE = "status.json"
+
+# Gates that clear by themselves with time or Exchange's progress; any other gate needs a person.
+_TIME_GATES = frozenset({"ttl-lead", "batches-completed", "remove-after-cutover"})
+
+# The documented fix beside each failure (EXCHANGE-FACTS §9, table 1).
+_FIXES = {
+    "MigrationRecipientNotFoundException": "sync the mail user (directory sync) or fix the address",
+    "UserDuplicateInOtherBatchException": "remove the user from the other batch, or remove the old batch",
+    "UserAlreadyBeingMigratedException": "remove the orphaned move request, then retry",
+    "TooManyBadItemsPermanentException": "investigate; approve with Set-MigrationBatch -ApproveSkippedItems",
+    "TooManyLargeItemsPermanentException": "remove items over 150 MB from the mailbox, then retry",
+    "QuotaExceededException": "assign a licence with a larger mailbox quota, then retry",
+    "MigrationTransientException": "transient: the migration service retries by itself",
+}
+
+
+def fix_for(error_summary: str) -> str:
+    return next((fix for name, fix in _FIXES.items() if name in error_summary), "see the error; then retry")
+
+
+def build(
+    served: Served,
+    planned: Plan,
+    report: ApplyReport,
+    snapshot: Snapshot,
+    findings: tuple[str, ...],
+    store: Store,
+) -> dict[str, object]:
+    desired = served.desired
+    batches = {b.Identity.lower(): b for b in snapshot.exchange.batches or []}
+    failed_users: dict[str, list[dict[str, str]]] = {}
+    for user in snapshot.exchange.users or []:
+        if user.Status.lower() in FAILED_USER_STATUSES:
+            failed_users.setdefault(user.BatchId.lower(), []).append(
+                {"address": user.Identity, "error": user.ErrorSummary, "fix": fix_for(user.ErrorSummary)}
+            )
+    batch_rows = []
+    for batch in desired.batches:
+        found = batches.get(batch.key)
+        batch_rows.append(
+            {
+                "name": batch.name,
+                "desired": batch.state.value,
+                "status": None
+                if snapshot.exchange.batches is None
+                else (found.Status if found else "absent"),
+                "synced": found.SyncedCount if found else 0,
+                "total": found.TotalCount if found else len(batch.members),
+                "failed": found.FailedCount if found else 0,
+                "failedUsers": failed_users.get(batch.key, [])[:20],
+            }
+        )
+    return {
+        "conditions": _conditions(served, planned, report),
+        "revision": {
+            "served": served.commit.sha,
+            "author": served.commit.author,
+            "subject": served.commit.subject,
+            "refused": served.refused,
+        },
+        "observedAt": at(snapshot.observedAt),
+        "batches": batch_rows,
+        "dns": _dns_rows(served, snapshot, planned),
+        "waiting": [{"object": w.object, "reason": w.reason} for w in planned.waiting],
+        "blocked": [{"object": b.object, "gate": b.gate, "reason": b.reason} for b in planned.blocked],
+        "drift": [
+            {"object": a.object, "expected": a.desired, "observed": a.observed, "since": at(a.opened_at)}
+            for a in store.open_alerts()
+        ],
+        "findings": list(findings),
+        "lastPass": {
+            "applied": sum(1 for o in report.outcomes if o.ok),
+            "failed": None
+            if report.failed is None
+            else f"{report.failed.action.object}: {report.failed.detail}",
+            "notDone": len(report.not_done),
+        },
+    }
+
+
+def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict[str, object]]:
+    stalls = [f"{b.object}: {b.gate}" for b in planned.blocked if b.gate not in _TIME_GATES]
+    if served.refused:
+        stalls.insert(0, served.refused)
+    if report.failed is not None:
+        stalls.insert(0, f"{report.failed.action.object} failed: {report.failed.detail}")
+    progressing = bool(
+        report.outcomes or planned.waiting or any(b.gate in _TIME_GATES for b in planned.blocked)
+    )
+    ready = not stalls and not progressing and not planned.actions
+    reconciling_reason = (
+        f"applied {len(report.outcomes)} actions, {len(planned.waiting)} waiting"
+        if progressing
+        else "nothing in progress"
+    )
+    return [
+        {
+            "type": "Ready",
+            "status": ready,
+            "reason": "Converged" if ready else ("Stalled" if stalls else "Progressing"),
+            "message": f"revision {served.commit.sha[:12]} applied" if ready else "not yet converged",
+        },
+        {
+            "type": "Reconciling",
+            "status": progressing,
+            "reason": "Progressing" if progressing else "Idle",
+            "message": reconciling_reason,
+        },
+        {
+            "type": "Stalled",
+            "status": bool(stalls),
+            "reason": "NeedsAttention" if stalls else "None",
+            "message": "; ".join(stalls[:5]),
+        },
+    ]
+
+
+def _dns_rows(served: Served, snapshot: Snapshot, planned: Plan) -> list[dict[str, object]]:
+    rows = []
+    low_ttl = served.desired.policy.low_ttl
+    blocked = {b.object for b in planned.blocked}
+    for record in served.desired.records:
+        observed = snapshot.dns.get(record.zone)
+        found = (
+            None
+            if observed is None
+            else next(
+                (
+                    r
+                    for r in observed
+                    if r.name.lower() == record.name.lower() and r.type == record.type.value
+                ),
+                None,
+            )
+        )
+        if observed is None:
+            phase = "unknown"
+        elif found is not None and same_values(record, found, desired_values(record, found)):
+            phase = "cut over" if record.cutover else "in sync"
+        elif record.cutover and found is not None and found.ttl <= low_ttl:
+            phase = "TTL lowered, waiting"
+        else:
+            phase = "waiting for gates" if f"dns/{record.key}" in blocked else "changing"
+        rows.append(
+            {
+                "record": record.key,
+                "ttl": found.ttl if found else None,
+                "values": list(found.values) if found else [],
+                "phase": phase,
+            }
+        )
+    return rows
+
+
+def write(state_dir: Path, data: dict[str, object]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".status.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, default=str)
+    os.replace(temporary, state_dir / STATUS_FILE)
+
+
+def read(state_dir: Path) -> dict[str, object] | None:
+    try:
+        return json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,390 @@
+"""The state directory's SQLite database: memory, revisions, per-object status, open drift, action journal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller import errors, redact
+from controller.model.actions import Action
+from controller.model.snapshot import Memory, at
+
+DATABASE_FILE = "state.sqlite"
+SCHEMA_VERSION = 1
+
+_ALERT_COLUMNS = "fingerprint, object, desired, observed, opened_at"
+_ACTION_COLUMNS = "revision, pass_id, action_key, action, started_at, finished_at, result"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS object_status (
+    object     TEXT PRIMARY KEY,
+    desired    TEXT,
+    observed   TEXT,
+    phase      TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_alerts (
+    fingerprint TEXT PRIMARY KEY,
+    object      TEXT NOT NULL,
+    desired     TEXT,
+    observed    TEXT,
+    opened_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    revision    TEXT NOT NULL,
+    pass_id     INTEGER NOT NULL,
+    action_key  TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    result      TEXT,
+    PRIMARY KEY (revision, pass_id, action_key)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    attempted: str | None = None  # the newest revision a pass started on
+    applied: str | None = None  # the newest revision whose pass finished without error
+    good: str | None = None  # the newest valid revision: served while a newer one is invalid
+    refused: str | None = None  # the newest invalid or refused revision…
+    refused_reason: str | None = None  # …and why, one sentence
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStatus:
+    object: str
+    desired: object
+    observed: object
+    phase: str
+    message: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    fingerprint: str
+    object: str
+    desired: object
+    observed: object
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    revision: str
+    pass_id: int
+    action_key: str
+    action: dict[str, object]  # redacted `as_data()`
+    started_at: datetime
+    finished_at: datetime | None
+    result: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+def action_key(action: Action) -> str:
+    """A stable identity for an action: sha256 of its canonical data (secrets are references there)."""
+    return hashlib.sha256(_canonical(action.as_data()).encode()).hexdigest()
+
+
+class Store:
+    """One connection per process, shared by its threads under a lock; every write is a transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an action recorded as started survives a power cut, so it is never silently issued twice.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise errors.ExternalFailure(f"the state database {path} cannot be opened: {error}") from error
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(state_dir / DATABASE_FILE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise errors.InvalidInput(
+                f"the state database {self.path} was written by a newer stagectl (schema {version})"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction() as db:
+            # Statement by statement: executescript() would commit the surrounding transaction.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
+    # --- settings: memory and revisions ----------------------------------------------------------
+
+    def _get(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def _set(self, db: sqlite3.Connection, name: str, value: str | None) -> None:
+        if value is None:
+            db.execute("DELETE FROM settings WHERE name = ?", (name,))
+        else:
+            db.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    def load_memory(self) -> Memory:
+        text = self._get("memory")
+        return Memory() if text is None else Memory.model_validate_json(text)
+
+    def save_memory(self, memory: Memory) -> None:
+        with self._transaction() as db:
+            self._set(db, "memory", memory.model_dump_json())
+
+    def revisions(self) -> Revisions:
+        return Revisions(
+            attempted=self._get("revision.attempted"),
+            applied=self._get("revision.applied"),
+            good=self._get("revision.good"),
+            refused=self._get("revision.refused"),
+            refused_reason=self._get("revision.refused_reason"),
+        )
+
+    def record_attempted(self, revision: str) -> None:
+        with self._transaction() as db:
+            self._set(db, "revision.attempted", revision)
+
+    def record_good(self, revision: str) -> None:
+        """`revision` loaded and validated: it becomes the one served; an older refusal is forgotten."""
+        with self._transaction() as db:
+            self._set(db, "revision.good", revision)
+            self._set(db, "revision.refused", None)
+            self._set(db, "revision.refused_reason", None)
+
+    def record_refused(self, revision: str, reason: str) -> None:
+        """`revision` is invalid or its signature refused; the last good revision keeps being served."""
+        with self._transaction() as db:
+            self._set(db, "revision.refused", revision)
+            self._set(db, "revision.refused_reason", redact.redact_text(reason))
+
+    def record_applied(self, revision: str, memory: Memory | None = None) -> None:
+        """A pass on `revision` finished; the plan's memory is saved in the same transaction."""
+        with self._transaction() as db:
+            self._set(db, "revision.applied", revision)
+            if memory is not None:
+                self._set(db, "memory", memory.model_dump_json())
+
+    def next_pass(self) -> int:
+        """A new pass number, strictly increasing across restarts."""
+        with self._transaction() as db:
+            current = int(self._get("pass") or 0) + 1
+            self._set(db, "pass", str(current))
+        return current
+
+    # --- per-object status -----------------------------------------------------------------------
+
+    def set_status(
+        self, object: str, *, desired: object, observed: object, phase: str, message: str, now: datetime
+    ) -> None:
+        self.set_statuses([(object, desired, observed)], phase=phase, message=message, now=now)
+
+    def set_statuses(
+        self, rows: Iterable[tuple[str, object, object]], *, phase: str, message: str, now: datetime
+    ) -> None:
+        """(object, desired, observed) rows in one transaction: one fsync a pass, not one per object."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO object_status (object, desired, observed, phase, message, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(object) DO UPDATE SET desired = excluded.desired, "
+                "observed = excluded.observed, phase = excluded.phase, message = excluded.message, "
+                "updated_at = excluded.updated_at",
+                [
+                    (obj, _data(desired), _data(observed), phase, redact.redact_text(message), at(now))
+                    for obj, desired, observed in rows
+                ],
+            )
+
+    def remove_status(self, object: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM object_status WHERE object = ?", (object,))
+
+    def statuses(self) -> list[ObjectStatus]:
+        rows = self._query(
+            "SELECT object, desired, observed, phase, message, updated_at FROM object_status ORDER BY object"
+        )
+        return [
+            ObjectStatus(
+                object=str(obj),
+                desired=_load(desired),
+                observed=_load(observed),
+                phase=str(phase),
+                message=str(message),
+                updated_at=_time(updated),
+            )
+            for obj, desired, observed, phase, message, updated in rows
+        ]
+
+    # --- drift alerts ----------------------------------------------------------------------------
+
+    def open_alert(
+        self, fingerprint: str, *, object: str, desired: object = None, observed: object = None, now: datetime
+    ) -> bool:
+        """Record an open drift; True only the first time, so its alert is sent once (across restarts)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO open_alerts (fingerprint, object, desired, observed, opened_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO NOTHING",
+                (fingerprint, object, _data(desired), _data(observed), at(now)),
+            )
+            return cursor.rowcount == 1
+
+    def close_alert(self, fingerprint: str) -> OpenAlert | None:
+        """Forget a drift that cleared; returns it when it was open (send the "cleared" alert), else None."""
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM open_alerts WHERE fingerprint = ?",
+                (fingerprint,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM open_alerts WHERE fingerprint = ?", (fingerprint,))
+            return _alert(row)
+
+    def open_alerts(self) -> list[OpenAlert]:
+        rows = self._query(f"SELECT {_ALERT_COLUMNS} FROM open_alerts ORDER BY opened_at, object")
+        return [_alert(row) for row in rows]
+
+    # --- the action journal ----------------------------------------------------------------------
+
+    def record_action_started(
+        self, *, revision: str, pass_id: int, key: str, action: Action, now: datetime
+    ) -> bool:
+        """Journal an action before it is sent; False if this pass already started it (do not send again)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO actions (revision, pass_id, action_key, action, started_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(revision, pass_id, action_key) DO NOTHING",
+                (revision, pass_id, key, _data(action.as_data()), at(now)),
+            )
+            return cursor.rowcount == 1
+
+    def record_action_finished(
+        self, *, revision: str, pass_id: int, key: str, result: str, now: datetime
+    ) -> None:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE actions SET finished_at = ?, result = ? "
+                "WHERE revision = ? AND pass_id = ? AND action_key = ?",
+                (at(now), redact.redact_text(result), revision, pass_id, key),
+            )
+            if cursor.rowcount != 1:
+                raise ValueError(f"action {key[:12]} of pass {pass_id} was never recorded as started")
+
+    def actions(self, *, revision: str | None = None, pass_id: int | None = None) -> list[ActionRecord]:
+        sql = f"SELECT {_ACTION_COLUMNS} FROM actions"
+        clauses, parameters = [], []
+        if revision is not None:
+            clauses.append("revision = ?")
+            parameters.append(revision)
+        if pass_id is not None:
+            clauses.append("pass_id = ?")
+            parameters.append(pass_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(sql + where + " ORDER BY pass_id, started_at, rowid", tuple(parameters))
+        return [_action(row) for row in rows]
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        """Actions started but never finished: the process died while they were in flight."""
+        rows = self._query(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL "
+            "ORDER BY pass_id, started_at, rowid"
+        )
+        return [_action(row) for row in rows]
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _data(value: object) -> str | None:
+    """Data as stored: redacted JSON (None stays NULL, meaning unknown)."""
+    return None if value is None else _canonical(redact.redact_data(value))
+
+
+def _load(text: object) -> object:
+    return None if text is None else json.loads(str(text))
+
+
+def _time(text: object) -> datetime:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _alert(row: tuple[object, ...] | sqlite3.Row) -> OpenAlert:
+    fingerprint, obj, desired, observed, opened = row
+    return OpenAlert(str(fingerprint), str(obj), _load(desired), _load(observed), _time(opened))
+
+
+def _action(row: tuple[object, ...]) -> ActionRecord:
+    revision, pass_id, key, action, started, finished, result = row
+    data = _load(action)
+    return ActionRecord(
+        revision=str(revision),
+        pass_id=int(str(pass_id)),
+        action_key=str(key),
+        action=data if isinstance(data, dict) else {},
+        started_at=_time(started),
+        finished_at=None if finished is None else _time(finished),
+        result=None if result is None else str(result),
+    )
+
+
+def as_mapping(revisions: Revisions) -> Mapping[str, str | None]:
+    """Revisions as plain data, for `stagectl status --format json`."""
+    return {
+        "attempted": revisions.attempted,
+        "applied": revisions.applied,
+        "good": revisions.good,
+        "refused": revisions.refused,
+        "refusedReason": revisions.refused_reason,
+    }

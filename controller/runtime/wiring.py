@@ -1,0 +1,75 @@
+"""Build a Reconciler from the controller configuration: source, store, audit log, backends, alert sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from controller import errors
+from controller.notify import alerts
+from controller.runtime import audit
+from controller.runtime.backends import Rehearsal, open_backends
+from controller.runtime.config import ControllerConfig
+from controller.runtime.reconciler import Reconciler
+from controller.runtime.source import GitSource, SignaturePolicy
+from controller.runtime.store import Store
+
+
+def source_of(config: ControllerConfig) -> GitSource:
+    if config.source is None:
+        raise errors.InvalidInput("source: the configuration names no git repository to follow")
+    repo = config.source.repo
+    if "://" not in repo and not repo.startswith("git@"):
+        repo = str(config.path(repo))
+    verify = config.source.verify
+    policy = None
+    if verify is not None:
+        policy = SignaturePolicy(
+            allowed_signers=config.path(verify.allowed_signers) if verify.allowed_signers else None,
+            gpg_home=config.path(verify.gpg_home) if verify.gpg_home else None,
+        )
+    return GitSource(
+        repo,
+        branch=config.source.branch,
+        desired_dir=config.source.desired_dir,
+        workdir=config.path(config.state_dir),
+        verify=policy,
+    )
+
+
+def sinks_of(config: ControllerConfig) -> list[alerts.AlertSink]:
+    sinks: list[alerts.AlertSink] = []
+    for sink in config.alerts:
+        url = alerts.resolve_secret(sink.url_ref)
+        if sink.type == "webhook":
+            sinks.append(alerts.WebhookSink(url=url, secret_ref=sink.secret_ref))
+        elif sink.type == "teams":
+            sinks.append(alerts.TeamsSink(url=url))
+        else:
+            sinks.append(alerts.SlackSink(url=url))
+    return sinks
+
+
+def build(
+    config: ControllerConfig,
+    *,
+    rehearsal: Rehearsal | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Reconciler:
+    """A reconciler over the configured backends; `rehearsal` opens `sim` backends (the commands pass it)."""
+    state_dir: Path = config.path(config.state_dir)
+    return Reconciler(
+        config=config,
+        source=source_of(config),
+        store=Store.open(state_dir),
+        audit=audit.AuditLog(audit.path_in(state_dir)),
+        backends=open_backends(exchange=None, dns=None, config=config, rehearsal=rehearsal),
+        alerts=alerts.AlertDispatcher(sinks_of(config)),
+        should_stop=should_stop,
+    )
+
+
+def close(reconciler: Reconciler) -> None:
+    reconciler.alerts.close(timeout=10.0)
+    reconciler.backends.close()
+    reconciler.store.close()
