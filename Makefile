@@ -30,9 +30,12 @@ test: setup bind
 demo: setup
 	$(BIN)/python -m controller.sim.demo
 
+# ruff; the layer contracts in pyproject.toml ([tool.importlinter]); mypy, strict on controller/.
 lint: setup
 	$(BIN)/ruff check controller tests bench
 	$(BIN)/ruff format --check controller tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 schemas: setup
 	$(BIN)/stagectl schema --out schemas

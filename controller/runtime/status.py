@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller.model.actions import Plan
 from controller.model.snapshot import Snapshot, at
@@ -187,3 +187,45 @@ def read(state_dir: Path) -> dict[str, object] | None:
         return json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+
+
+def as_text(data: dict[str, Any]) -> str:
+    """The status as `stagectl status` prints it: conditions, revision, batches, DNS, gates, drift."""
+    lines = []
+    for condition in data["conditions"]:
+        message = f": {condition['message']}" if condition["message"] else ""
+        lines.append(f"{condition['type']:<12}{condition['status']!s:<6} {condition['reason']}{message}")
+    revision = data["revision"]
+    lines += [
+        "",
+        f"revision    {revision['served'][:12]}  {revision['subject']}  ({revision['author']})",
+        f"observed    {data['observedAt']}",
+    ]
+    if revision["refused"]:
+        lines.append(f"refused     {revision['refused']}")
+    lines += ["", f"{'batch':<24}{'desired':<11}{'Exchange':<22}{'synced':>10}{'failed':>8}"]
+    for batch in data["batches"]:
+        progress = f"{batch['synced']}/{batch['total']}"
+        lines.append(
+            f"{batch['name']:<24}{batch['desired']:<11}{batch['status'] or 'unknown':<22}"
+            f"{progress:>10}{batch['failed']:>8}"
+        )
+        for user in batch["failedUsers"]:
+            lines.append(f"    failed {user['address']}: {user['error'][:120]}")
+            lines.append(f"           fix: {user['fix']}")
+    lines += ["", f"{'DNS record':<36}{'TTL':>7}  phase"]
+    for record in data["dns"]:
+        lines.append(
+            f"{record['record']:<36}{record['ttl'] if record['ttl'] is not None else '-':>7}  "
+            f"{record['phase']}"
+        )
+    for title, key in (("blocked", "blocked"), ("waiting", "waiting")):
+        for entry in data[key]:
+            gate = f" [{entry['gate']}]" if "gate" in entry else ""
+            lines.append(f"{title:<8} {entry['object']}{gate}: {entry['reason']}")
+    for drift in data["drift"]:
+        lines.append(
+            f"drift    {drift['object']} since {drift['since']}: expected {drift['expected']}, "
+            f"observed {drift['observed']}"
+        )
+    return "\n".join(lines) + "\n"

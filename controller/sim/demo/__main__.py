@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from controller.commands.status import to_text
 from controller.runtime import audit, status, wiring
 from controller.runtime.config import load_config
 from controller.sim.backends import REHEARSAL
@@ -79,7 +78,7 @@ def report(config_path: Path) -> None:
     print("$ stagectl status")
     data = status.read(state_dir)
     if data is not None:
-        print(to_text(data))
+        print(status.as_text(data))
     print("$ stagectl audit show")
     for record in audit.show(audit.path_in(state_dir)):
         action = record["action"]
