@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from controller.model.snapshot import Memory
+from controller.model.snapshot import Memory, at
+
+JsonObject = dict[str, object]
+"""Plain JSON-ready data, as actions render and drift compares. Named at module level because inside
+the classes below the field `object` shadows the builtin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +43,14 @@ class CredentialRef:
 
 
 ParameterValue = str | int | bool | datetime | tuple[str, ...] | CsvRows | CredentialRef
+RenderedValue = str | int | bool | list[str]
 
 
-def render_value(value: ParameterValue) -> object:
+def render_value(value: ParameterValue) -> RenderedValue:
     """A parameter as plain JSON data, with secrets and CSV bodies replaced by their description."""
     if isinstance(value, CsvRows | CredentialRef):
         return str(value)
     if isinstance(value, datetime):
-        from controller.model.snapshot import at
-
         return at(value)
     if isinstance(value, tuple):
         return list(value)
@@ -68,7 +71,7 @@ class ExchangeAction:
     def params(self) -> Mapping[str, ParameterValue]:
         return dict(self.parameters)
 
-    def as_data(self) -> dict[str, object]:
+    def as_data(self) -> JsonObject:
         return {
             "system": self.system,
             "cmdlet": self.cmdlet,
@@ -76,6 +79,10 @@ class ExchangeAction:
             "object": self.object,
             "reason": self.reason,
         }
+
+
+DnsChangeKind = Literal["create", "update", "ttl"]
+"""Create an absent RRset, replace its values, or change only its TTL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +103,9 @@ class DnsAction:
     previous_values: tuple[str, ...] | None
     object: str  # "dns/<zone>/<name>/<TYPE>"
     reason: str
-    kind: Literal["create", "update", "ttl"] = "update"
+    kind: DnsChangeKind = "update"
 
-    def as_data(self) -> dict[str, object]:
+    def as_data(self) -> JsonObject:
         return {
             "system": self.system,
             "zone": self.zone,
@@ -139,8 +146,8 @@ class Drift:
     """Observed differs from what the controller had converged."""
 
     object: str
-    desired: object
-    observed: object
+    desired: JsonObject  # the facets the controller had converged
+    observed: JsonObject
     reason: str
 
 

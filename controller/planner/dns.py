@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from controller.desired.models import DesiredState, Record, RecordType, format_duration
-from controller.model.actions import DnsAction
+from controller.model.actions import DnsAction, DnsChangeKind
 from controller.model.snapshot import RRset, Snapshot, at
 from controller.planner.draft import Draft
 
@@ -96,6 +96,7 @@ def plan_dns(
                     f"the SPF string changes with the cutover: {batches_gate}",
                 )
                 continue
+        action: DnsAction | None
         if found is None:
             action = _action(record, values, None, kind="create", ttl=record.ttl, reason="absent -> create")
         elif same_values(record, found, values):
@@ -127,14 +128,13 @@ def _plan_cutover(
     draft: Draft,
     desired: DesiredState,
     record: Record,
-    found: RRset | None,
+    found: RRset,
     values: tuple[str, ...],
     *,
     now: datetime,
     batches_gate: str | None,
     lowering: list[DnsAction],
 ) -> DnsAction | None:
-    assert found is not None
     obj = _obj(record)
     low_ttl = desired.policy.low_ttl
     ready = True
@@ -193,7 +193,7 @@ def _action(
     values: tuple[str, ...] | list[str],
     found: RRset | None,
     *,
-    kind: str,
+    kind: DnsChangeKind,
     ttl: int,
     reason: str,
 ) -> DnsAction:
@@ -207,5 +207,5 @@ def _action(
         previous_values=None if found is None else tuple(found.values),
         object=_obj(record),
         reason=reason,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
     )

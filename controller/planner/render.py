@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
+from controller.model.actions import Action, DnsAction, ExchangeAction, Plan, render_value
 
 
 def plan_data(plan: Plan) -> dict[str, object]:
@@ -38,16 +38,15 @@ def summary(plan: Plan) -> str:
 def describe(action: Action) -> str:
     """One line: `New-MigrationBatch -Name Batch1-IT -CSVData <2 rows> -AutoStart` or a DNS change."""
     if isinstance(action, ExchangeAction):
-        data = action.as_data()["parameters"]
-        assert isinstance(data, dict)
         parts = [action.cmdlet]
-        for name, value in data.items():
-            if value is True:
+        for name, value in action.params.items():
+            shown = render_value(value)  # secrets and CSV bodies as their description
+            if shown is True:
                 parts.append(f"-{name}")
-            elif isinstance(value, list):
-                parts.append(f"-{name} {','.join(str(v) for v in value)}")
+            elif isinstance(shown, list):
+                parts.append(f"-{name} {','.join(shown)}")
             else:
-                parts.append(f"-{name} {value}")
+                parts.append(f"-{name} {shown}")
         return " ".join(parts)
     return _describe_dns(action)
 
