@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 
-from controller.desired import models as desired
+from controller.desired import models
 
 MAX_CSV_BYTES = 10 * 1024 * 1024
 _REFUSED_COLUMNS = {"password": "Password", "forcechangepassword": "ForceChangePassword"}
@@ -24,14 +24,14 @@ def read_members(data: bytes) -> tuple[list[Row], list[Row]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        row = data[: error.start].count(b"\n") + 1
-        return [], [(row, f"not UTF-8 (byte 0x{data[error.start]:02x}): save the CSV as UTF-8")]
+        line = data[: error.start].count(b"\n") + 1
+        return [], [(line, f"not UTF-8 (byte 0x{data[error.start]:02x}): save the CSV as UTF-8")]
     members: list[Row] = []
     problems: list[Row] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     column = -1
     width = 0
-    match = desired.ADDRESS_PATTERN.match
+    match = models.ADDRESS_PATTERN.match
     try:
         for row in reader:
             if not any(cell.strip() for cell in row):

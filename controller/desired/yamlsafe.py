@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -66,8 +67,19 @@ class Document:
         return self.start
 
 
-def _position(mark: yaml.Mark) -> Position:
-    return mark.line + 1, mark.column + 1
+class _Mark(Protocol):
+    """A parser's mark: PyYAML's own or libyaml's, which share no base class."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def column(self) -> int: ...
+
+
+def _position(mark: _Mark | None) -> Position:
+    """The 1-based position of `mark`; the start of the file when the parser gave none."""
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def load_documents(text: bytes) -> Iterator[Document]:
@@ -90,8 +102,7 @@ def load_documents(text: bytes) -> Iterator[Document]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = _position(mark) if mark else (1, 1)
+        line, column = _position(error.problem_mark or error.context_mark)
         problem = " ".join(part for part in (error.context, error.problem) if part)
         raise YamlError(line, column, f"YAML syntax: {problem or 'cannot parse'}") from None
     except yaml.YAMLError as error:  # reader errors: bad encoding, control characters
