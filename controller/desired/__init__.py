@@ -1,3 +1,4 @@
-"""The desired state: the migration repository's documents as pydantic models (`models`), loaded
-from YAML and CSV safely (`loader`, `yamlsafe`, `csvmembers`, `records`) with file:line:column problems.
+"""The desired state: the migration repository's documents as pydantic models (`models`), loaded from
+YAML and CSV safely (`loader`, through `yamlsafe`, `documents`, `kinds`, `csvmembers`, `records` and
+`consistency`) with every problem at its file:line:column (`problems`).
 """

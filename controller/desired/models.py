@@ -1,7 +1,7 @@
 """Pydantic models of the desired state (DESIGN §2) and the resolved `DesiredState` the planner reads.
 
-The YAML documents are validated into the `*Document` models; `controller.loader` turns files into
-documents, reports every problem with its file:line:column, and builds a `DesiredState`.
+The YAML documents are validated into the `*Document` models; `controller.desired.loader` turns files
+into documents, reports every problem with its file:line:column, and builds a `DesiredState`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from controller.desired import models as desired
+from controller.desired import models
 from controller.desired.models import RecordType
 
 Problem = tuple[tuple[str | int, ...], str]  # (path inside the document, message)
@@ -108,7 +108,7 @@ _VALUE_PARSERS: dict[RecordType, Callable[[str], str]] = {
 }
 
 
-def check_record(spec: desired.RecordSpec, index: int) -> tuple[tuple[str, ...], list[Problem]]:
+def check_record(spec: models.RecordSpec, index: int) -> tuple[tuple[str, ...], list[Problem]]:
     """The normalised values of one record and the problems of its values, spf and cutover."""
     here: tuple[str | int, ...] = ("spec", "records", index)
     problems: list[Problem] = []
@@ -147,7 +147,7 @@ def _is_spf(value: str) -> bool:
 
 
 def check_zone(
-    zone: str, specs: list[desired.RecordSpec], lines: Callable[[int], int]
+    zone: str, specs: list[models.RecordSpec], lines: Callable[[int], int]
 ) -> tuple[list[tuple[int, str, tuple[str, ...]]], list[Problem]]:
     """(index, relative name, values) for each good record of a zone, and the zone's problems.
 
