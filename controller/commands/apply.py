@@ -12,7 +12,7 @@ from controller.planner.plan import plan
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("apply", help="observe, plan and apply the actions")
     common.add_desired_arguments(parser)
     common.add_backend_arguments(parser)

@@ -71,8 +71,9 @@ def load_desired(args: argparse.Namespace) -> DesiredState:
 
 
 def state_dir(args: argparse.Namespace, config: ControllerConfig | None) -> Path | None:
-    if args.state is not None:
-        return args.state
+    chosen: Path | None = args.state
+    if chosen is not None:
+        return chosen
     return config.path(config.state_dir) if config is not None else None
 
 

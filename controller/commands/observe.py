@@ -8,7 +8,7 @@ import sys
 from controller.commands import common
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("observe", help="print what Exchange and DNS hold now, as snapshot JSON")
     common.add_desired_arguments(parser)
     common.add_backend_arguments(parser)

@@ -13,7 +13,7 @@ from controller.planner import render
 from controller.planner.plan import plan
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("plan", help="show the actions that would converge Exchange and DNS")
     common.add_desired_arguments(parser)
     common.add_backend_arguments(parser)

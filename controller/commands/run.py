@@ -13,7 +13,7 @@ from controller.runtime.reconciler import PassResult
 from controller.sim.backends import REHEARSAL
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="follow the repository and converge Exchange and DNS")
     parser.add_argument("--config", type=Path, required=True, help="the controller configuration file")
     parser.add_argument("--once", action="store_true", help="one pass, then exit")

@@ -21,7 +21,7 @@ def schema_files() -> dict[str, str]:
     return files
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("schema", help="write the JSON Schemas of the desired-state documents")
     parser.add_argument("--out", type=Path, default=Path("schemas"), metavar="DIR", help="default: schemas/")
     parser.set_defaults(func=run)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller import errors
@@ -15,13 +16,15 @@ from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
 from controller.sim.exchange.state import Completion
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sim", help="the Exchange Online simulator: init, advance, show, fail, stop-batch"
     )
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
-    def command(name: str, help_text: str, func: object) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument(
             "--state", type=Path, required=True, metavar="FILE", help="the simulator's state file"
@@ -59,7 +62,7 @@ def _moment(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _duration(text: str) -> object:
+def _duration(text: str) -> timedelta:
     try:
         return desired.parse_duration(text)
     except ValueError as error:

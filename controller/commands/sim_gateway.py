@@ -12,7 +12,7 @@ from types import FrameType
 from controller import errors, secrets
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sim-gateway",
         help="serve the simulator over PSRP (WSMan) until SIGTERM/SIGINT; prints its URL first",

@@ -12,7 +12,7 @@ from controller.runtime import status
 from controller.runtime.config import load_config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("status", help="show what the controller last saw and did")
     parser.add_argument("--config", type=Path, required=True, help="the controller configuration file")
     parser.add_argument("--format", choices=("text", "json"), default="text")

@@ -15,7 +15,7 @@ from controller.desired.models import DesiredState
 _PROBLEM = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)$", re.S)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("validate", help="validate the desired state (exit 0 valid, 1 invalid)")
     parser.add_argument(
         "directory",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 import requests
 from pydantic import Field, model_validator
 from pypsrp import exceptions as pypsrp_errors
-from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.complex_objects import PSInvocationState
+from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from controller import secrets
@@ -19,6 +20,8 @@ from controller.exchange import errors, psrp_values
 
 # Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (DESIGN §1).
 UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
+
+_Result = TypeVar("_Result")
 
 
 class PsrpSettings(Model):
@@ -106,11 +109,7 @@ class PsrpRunner:
         validation: bool | str = s.cert_validation
         if s.cert_validation and s.ca_bundle:
             validation = str(Path(s.ca_bundle).expanduser())  # requests verifies against this bundle only
-        extra = (
-            {"certificate_pem": s.certificate_pem, "certificate_key_pem": s.certificate_key_pem}
-            if s.auth == "certificate"
-            else {}
-        )
+        certificate = s.auth == "certificate"
         wsman = WSMan(
             s.host,
             port=s.port,
@@ -119,7 +118,9 @@ class PsrpRunner:
             ssl=s.ssl,
             path=s.path,
             auth=s.auth,
-            cert_validation=validation,
+            # pypsrp annotates cert_validation as bool, yet hands it to requests' `verify` as it is, and
+            # requests takes a CA bundle path there too: the path is what pins the gateway's CA.
+            cert_validation=validation,  # type: ignore[arg-type]
             connection_timeout=s.connection_timeout,
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
@@ -127,7 +128,8 @@ class PsrpRunner:
             # Basic over plain HTTP: only the loopback simulator; message encryption needs NTLM/Kerberos.
             encryption="never" if (not s.ssl and s.auth in ("basic", "certificate")) else "auto",
             no_proxy=s.host in ("127.0.0.1", "localhost", "::1"),
-            **extra,
+            certificate_pem=s.certificate_pem if certificate else None,
+            certificate_key_pem=s.certificate_key_pem if certificate else None,
         )
         pool = RunspacePool(wsman, configuration_name=s.configuration_name)
         self._wsman, self._pool, self._keys_exchanged = wsman, pool, False
@@ -156,11 +158,11 @@ class PsrpRunner:
             with contextlib.suppress(Exception):  # closing a broken transport may fail again
                 wsman.close()
 
-    def _transport(self, call, *args):  # type: ignore[no-untyped-def]
+    def _transport(self, call: Callable[[], _Result]) -> _Result:
         """Run a pypsrp call, turning transport failures into the Exchange layer's errors."""
         endpoint = self.settings.endpoint
         try:
-            return call(*args)
+            return call()
         except pypsrp_errors.AuthenticationError:
             self._drop()
             raise errors.AuthenticationError(
@@ -212,9 +214,7 @@ class PsrpRunner:
     def _invoke(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
         pool = self._pool
         assert pool is not None
-        if not self._keys_exchanged and any(
-            isinstance(v, psrp_values.Credential) for v in parameters.values()
-        ):
+        if not self._keys_exchanged and any(isinstance(v, secrets.Credential) for v in parameters.values()):
             self._transport(pool.exchange_keys)  # a PSCredential's SecureString needs the session key
             self._keys_exchanged = True
         shell = PowerShell(pool)

@@ -57,7 +57,8 @@ def to_clixml(value: object) -> object:
     """A runner parameter value in the form pypsrp serialises with the right CLIXML type."""
     if isinstance(value, Credential):
         # The password travels as a SecureString encrypted with the session key (exchange_keys first).
-        return PSCredential(username=value.username, password=value.password)
+        # pypsrp leaves PSCredential.__init__(**kwargs) unannotated; the keywords are its documented ones.
+        return PSCredential(username=value.username, password=value.password)  # type: ignore[no-untyped-call]
     if isinstance(value, bool | str | bytes):
         return value  # B, S, BA (Byte[]): pypsrp picks these from the Python type
     if isinstance(value, int):

@@ -123,7 +123,8 @@ def _envelope(action: str, relates_to: str, children: tuple[ET.Element, ...]) ->
     ET.SubElement(header, f"{{{NS['wsa']}}}To").text = ANONYMOUS
     body = ET.SubElement(envelope, f"{{{NS['s']}}}Body")
     body.extend(children)
-    return ET.tostring(envelope, encoding="utf-8", xml_declaration=False)
+    data: bytes = ET.tostring(envelope, encoding="utf-8", xml_declaration=False)
+    return data
 
 
 def reply(request: WSManRequest, *children: ET.Element) -> bytes:
