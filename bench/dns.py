@@ -9,7 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.dns.rfc2136 import Rfc2136Backend
+from controller.dns.settings import Rfc2136Settings
 from controller.model.actions import DnsAction
 from tests.support.bind import ZONE, bind_zone, wait_until_serving
 

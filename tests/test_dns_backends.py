@@ -13,7 +13,8 @@ import dns.update
 import pytest
 
 from controller.dns.base import DnsBackend, DnsPermanentError, DnsTransientError
-from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.dns.rfc2136 import Rfc2136Backend
+from controller.dns.settings import Rfc2136Settings
 from controller.dns.wire import to_rdatas
 from controller.model.actions import DnsAction
 from controller.model.snapshot import RRset

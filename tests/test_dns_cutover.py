@@ -7,7 +7,8 @@ from pathlib import Path
 
 from controller.desired.loader import load_files
 from controller.desired.models import DesiredState
-from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.dns.rfc2136 import Rfc2136Backend
+from controller.dns.settings import Rfc2136Settings
 from controller.model.actions import DnsAction, Plan
 from controller.model.snapshot import (
     ExchangeObserved,

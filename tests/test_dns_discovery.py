@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from controller.dns.base import DnsPermanentError, DnsTransientError
-from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.dns.rfc2136 import Rfc2136Backend
+from controller.dns.settings import Rfc2136Settings
 from controller.model.snapshot import RRset
 from tests.support.bind import ZONE, BindZone, bind_zone, free_port
 from tests.support.dns import MX, lower_mx_ttl

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from controller.dns.base import DnsPermanentError
-from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+from controller.dns.rfc2136 import Rfc2136Backend
+from controller.dns.settings import Rfc2136Settings
 from controller.dns.tsig import load_key, parse_env_value, parse_key_file
 from controller.model.actions import DnsAction
 from controller.model.snapshot import RRset

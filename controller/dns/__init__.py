@@ -1,1 +1,1 @@
-"""DNS: the seam (`base.DnsBackend`), the RFC 2136 backend on dnspython and the simulator."""
+"""DNS: the seam (`base.DnsBackend`) and the RFC 2136 backend on dnspython (the simulator: controller.sim)."""

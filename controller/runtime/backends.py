@@ -143,7 +143,8 @@ def open_dns(
         if not config.dns.state:
             raise errors.InvalidInput("dns.state: the simulator's state file is required for backend sim")
         return _rehearsal(rehearsal, "dns.backend: sim").dns(config.path(config.dns.state))
-    from controller.dns.rfc2136 import Rfc2136Backend, Rfc2136Settings
+    from controller.dns.rfc2136 import Rfc2136Backend
+    from controller.dns.settings import Rfc2136Settings
 
     return Rfc2136Backend(_settings(Rfc2136Settings, config.dns.rfc2136 or {}, where="dns.rfc2136"))
 

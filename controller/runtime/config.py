@@ -105,7 +105,7 @@ def _backend_problems(config: ControllerConfig, document: yamlsafe.Document, pat
 
         sections.append((("exchange", "psrp"), PsrpSettings, config.exchange.psrp or {}))
     if config.dns.backend == "rfc2136":
-        from controller.dns.rfc2136 import Rfc2136Settings
+        from controller.dns.settings import Rfc2136Settings
 
         sections.append((("dns", "rfc2136"), Rfc2136Settings, config.dns.rfc2136 or {}))
     problems: list[str] = []
