@@ -53,7 +53,8 @@ class DnsSimBackend:
 
     @staticmethod
     def _zone(state: State, zone: str) -> dict[str, Any] | None:
-        return state["zones"].get(zone.lower().rstrip("."))
+        zones: dict[str, dict[str, Any]] = state["zones"]
+        return zones.get(zone.lower().rstrip("."))
 
     # -- helpers for tests and the demo ----------------------------------------------------------------
 
