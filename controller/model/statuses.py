@@ -33,6 +33,11 @@ _BY_LOWER = {status.value.lower(): status for status in BatchStatus}
 MOVING = frozenset({BatchStatus.STARTING, BatchStatus.SYNCING, BatchStatus.INCREMENTAL_SYNCING})
 """Mailboxes are being copied: Stop-MigrationBatch works, -AddUsers is refused."""
 
+IN_FLIGHT = frozenset(
+    {BatchStatus.STARTING, BatchStatus.STOPPING, BatchStatus.COMPLETING, BatchStatus.WAITING}
+)
+"""Exchange is carrying out a transition: the next step, and -AddUsers, wait until it settles."""
+
 SYNCED = frozenset({BatchStatus.SYNCED, BatchStatus.SYNCED_WITH_ERRORS})
 """Complete-MigrationBatch is accepted only from these."""
 

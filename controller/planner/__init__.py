@@ -1,1 +1,1 @@
-"""The planner's parts, one per managed kind; `controller.plan.plan` puts them together. All pure."""
+"""The planner's parts, one per managed kind; `controller.planner.plan.plan` puts them together. All pure."""

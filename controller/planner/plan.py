@@ -16,7 +16,7 @@ from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
 from controller.model.statuses import COMPLETED, SYNCED, BatchStatus
 from controller.planner import dns as dns_part
-from controller.planner.batches import plan_batches
+from controller.planner.batches.lifecycle import plan_batches
 from controller.planner.draft import Draft, listing
 from controller.planner.endpoint import plan_endpoint
 

@@ -1,0 +1,1 @@
+"""Migration batches, one decision each: its lifecycle, its members, its settings, its failed users. Pure."""

@@ -1,0 +1,61 @@
+"""What every batch decision reads besides the batch itself, and how a batch is named in the plan. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from controller.desired.models import Batch, DesiredState
+from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedUser
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every batch decision reads besides the batch itself."""
+
+    desired: DesiredState
+    endpoint_problem: str | None  # why New-MigrationBatch cannot run now, None when the endpoint is there
+    mail_users: frozenset[str] | None  # None: could not be read
+    mailboxes: frozenset[str]  # members already migrated (empty when unknown: the guard then stays silent)
+    users: dict[str, dict[str, ObservedUser]] | None  # batch key -> member key -> user; None: unknown
+    now: datetime
+
+    @classmethod
+    def read(
+        cls,
+        desired: DesiredState,
+        exchange: ExchangeObserved,
+        *,
+        endpoint_problem: str | None,
+        now: datetime,
+    ) -> Context:
+        """Index what Exchange reported by lower-cased address, the identity members compare on."""
+        return cls(
+            desired=desired,
+            endpoint_problem=endpoint_problem,
+            mail_users=None
+            if exchange.mailUsers is None
+            else frozenset(a.lower() for a in exchange.mailUsers),
+            mailboxes=frozenset(a.lower() for a in exchange.mailboxes or ()),
+            users=_users_by_batch(exchange.users),
+            now=now,
+        )
+
+
+def _users_by_batch(users: list[ObservedUser] | None) -> dict[str, dict[str, ObservedUser]] | None:
+    if users is None:
+        return None
+    index: dict[str, dict[str, ObservedUser]] = {}
+    for user in users:
+        index.setdefault(user.BatchId.lower(), {})[user.Identity.lower()] = user
+    return index
+
+
+def batch_object(batch: Batch) -> str:
+    """The plan's name for a batch: `batch/<name>`."""
+    return f"batch/{batch.name}"
+
+
+def progress(found: ObservedBatch) -> str:
+    failed = f", {found.FailedCount} failed" if found.FailedCount else ""
+    return f"{found.SyncedCount}/{found.TotalCount} synced{failed}"

@@ -1,0 +1,113 @@
+"""Who is in a batch: the mail-users gate, members added with one -AddUsers, removed one by one. Pure."""
+
+from __future__ import annotations
+
+from controller.desired.models import Batch, BatchState
+from controller.model.actions import CsvRows, ExchangeAction
+from controller.model.snapshot import ObservedBatch
+from controller.model.statuses import COMPLETED, IN_FLIGHT, MOVING, BatchStatus
+from controller.planner.batches.context import Context, batch_object, progress
+from controller.planner.draft import Draft, listing
+
+
+def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
+    """A planned batch: say whether its members could start today, without acting."""
+    if context.mail_users is None:
+        draft.note(batch_object(batch), "planned; readiness unknown: Exchange recipients could not be read")
+        return
+    missing = [m.address for m in batch.members if m.key not in context.mail_users]
+    if missing:
+        draft.note(
+            batch_object(batch),
+            f"planned; not ready: {len(missing)} of {len(batch.members)} members are not "
+            f"mail users in Exchange Online yet: {listing(missing)}",
+        )
+    else:
+        draft.note(batch_object(batch), f"planned; ready: all {len(batch.members)} members are mail users")
+
+
+def ready(draft: Draft, batch: Batch, keys: list[str], context: Context) -> bool:
+    """The mail-users gate (DESIGN §4): every member to start must exist in Exchange Online."""
+    if context.mail_users is None:
+        draft.block(
+            batch_object(batch),
+            "mail-users",
+            "Exchange recipients could not be read, so readiness is unknown",
+        )
+        return False
+    by_key = {m.key: m.address for m in batch.members}
+    missing = [by_key[key] for key in keys if key not in context.mail_users]
+    if missing:
+        draft.block(
+            batch_object(batch),
+            "mail-users",
+            f"{len(missing)} members are not mail users in Exchange Online "
+            f"(directory sync?): {listing(missing)}",
+        )
+        return False
+    return True
+
+
+def plan_membership(
+    draft: Draft, batch: Batch, found: ObservedBatch, status: BatchStatus, context: Context
+) -> bool:
+    """Members added -> one -AddUsers with only the new rows; removed -> Remove-MigrationUser each.
+
+    Returns False when membership still has to change before the batch may move on.
+    """
+    obj = batch_object(batch)
+    if context.users is None:
+        draft.note(obj, "migration users could not be read; membership changes wait for the next pass")
+        return True
+    if batch.key not in context.users and status in COMPLETED:
+        # DESIGN §3: users are read only for batches that are not finished, so none listed for a
+        # Completed batch is unknown, not an empty batch whose every member was "added".
+        return True
+    current = context.users.get(batch.key, {})
+    wanted = {m.key: m for m in batch.members}
+    added = [m for key, m in wanted.items() if key not in current]
+    gone = [u for key, u in current.items() if key not in wanted]
+    if not added and not gone:
+        return True
+    if status in COMPLETED or status is BatchStatus.COMPLETING:
+        draft.block(
+            obj,
+            "transitions",
+            f"membership changed ({len(added)} added, {len(gone)} removed) but the "
+            f"batch is {status.value}; start a new batch for them",
+        )
+        return True
+    for user in gone:
+        draft.act(
+            ExchangeAction(
+                "Remove-MigrationUser",
+                (("Identity", user.Identity),),
+                obj,
+                f"{user.Identity} left the batch in the repository",
+            )
+        )
+    if not added:
+        return True
+    if status in MOVING or status in IN_FLIGHT:
+        draft.wait(
+            obj,
+            f"{status.value} ({progress(found)}); {len(added)} new members are added once it ends "
+            "(Exchange refuses -AddUsers while a batch syncs)",
+        )
+        return False
+    starting = batch.state in (BatchState.STARTED, BatchState.COMPLETED)
+    if starting and not ready(draft, batch, [m.key for m in added], context):
+        return False
+    draft.act(
+        ExchangeAction(
+            "Set-MigrationBatch",
+            (
+                ("Identity", batch.name),
+                ("AddUsers", True),
+                ("CSVData", CsvRows(tuple(m.address for m in added))),
+            ),
+            obj,
+            f"{len(added)} members added in the repository: {listing([m.address for m in added])}",
+        )
+    )
+    return False
