@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
+from typing import Any
 
 REDACTED = "<redacted>"
 
@@ -89,6 +90,11 @@ def redact_data(value: object, *, secrets: Iterable[str] = ()) -> object:
     return _redact(value, known)
 
 
+def redact_mapping(value: Mapping[str, object], *, secrets: Iterable[str] = ()) -> dict[str, object]:
+    """`redact_data` of a mapping, typed as the mapping it returns (a webhook body, say)."""
+    return _redact_mapping(value, tuple(secrets))
+
+
 def _redact(value: object, secrets: tuple[str, ...]) -> object:
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -101,7 +107,7 @@ def _redact(value: object, secrets: tuple[str, ...]) -> object:
     if _is_credential_object(value):
         return REDACTED
     if isinstance(value, Mapping):
-        return {str(key): _redact_entry(str(key), item, secrets) for key, item in value.items()}
+        return _redact_mapping(value, secrets)
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact(item, secrets) for item in value]
     if hasattr(value, "model_dump"):
@@ -110,6 +116,11 @@ def _redact(value: object, secrets: tuple[str, ...]) -> object:
         return _redact(asdict(value), secrets)
     # Unknown objects are rendered as text and then scrubbed like any other text.
     return redact_text(str(value), secrets=secrets)
+
+
+def _redact_mapping(value: Mapping[Any, object], secrets: tuple[str, ...]) -> dict[str, object]:
+    # Keys of any type (a Mapping's key type is invariant); they come out as text.
+    return {str(key): _redact_entry(str(key), item, secrets) for key, item in value.items()}
 
 
 def _redact_entry(key: str, item: object, secrets: tuple[str, ...]) -> object:

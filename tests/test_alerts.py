@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from controller import errors
-from controller.notify import alerts
+from controller.notify import alerts, delivery, webhooks
 from controller.runtime import store
 
 FLUSH = 60.0  # an upper bound for a stuck test, never an expectation about speed
-FAST = alerts.RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)
+FAST = delivery.RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -86,11 +86,11 @@ def batch_drift(kind: str = "opened") -> alerts.Alert:
     )
 
 
-_started: list[alerts.AlertDispatcher] = []
+_started: list[delivery.AlertDispatcher] = []
 
 
-def dispatcher(*sinks: alerts.AlertSink, **options: object) -> alerts.AlertDispatcher:
-    sender = alerts.AlertDispatcher(list(sinks), retry=FAST, rng=random.Random(7), **options)  # type: ignore[arg-type]
+def dispatcher(*sinks: delivery.AlertSink, **options: object) -> delivery.AlertDispatcher:
+    sender = delivery.AlertDispatcher(list(sinks), retry=FAST, rng=random.Random(7), **options)  # type: ignore[arg-type]
     _started.append(sender)
     return sender
 
@@ -122,7 +122,7 @@ def test_describe_drift_in_words() -> None:
 
 def test_webhook_is_signed_with_hmac(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STAGECTL_TEST_HOOK_SECRET", "shared-secret")
-    sink = alerts.WebhookSink(endpoint.url, secret_ref="env:STAGECTL_TEST_HOOK_SECRET")
+    sink = webhooks.WebhookSink(endpoint.url, secret_ref="env:STAGECTL_TEST_HOOK_SECRET")
     assert sink.name == f"webhook {endpoint.url.split('/hooks')[0]}"  # the path is not in the name
     assert "secret-path" not in repr(sink) and "shared-secret" not in repr(sink)
     sender = dispatcher(sink)
@@ -132,7 +132,7 @@ def test_webhook_is_signed_with_hmac(endpoint: Endpoint, monkeypatch: pytest.Mon
 
     [request] = endpoint.received
     expected = hmac.new(b"shared-secret", request.body, hashlib.sha256).hexdigest()
-    assert request.headers[alerts.SIGNATURE_HEADER] == f"sha256={expected}"
+    assert request.headers[webhooks.SIGNATURE_HEADER] == f"sha256={expected}"
     assert request.headers["Content-Type"] == "application/json"
     payload = request.json()
     assert payload == {
@@ -144,57 +144,57 @@ def test_webhook_is_signed_with_hmac(endpoint: Endpoint, monkeypatch: pytest.Mon
         "revision": "c" * 40,
         "fingerprint": alert.fingerprint,
     }
-    assert sender.stats == alerts.DeliveryStats(delivered=1)
+    assert sender.stats == delivery.DeliveryStats(delivered=1)
     sender.close()
 
 
 def test_webhook_without_secret_is_unsigned(endpoint: Endpoint, tmp_path: Path) -> None:
-    sender = dispatcher(alerts.WebhookSink(endpoint.url))
+    sender = dispatcher(webhooks.WebhookSink(endpoint.url))
     sender.submit(batch_drift())
     assert sender.flush(FLUSH)
-    assert alerts.SIGNATURE_HEADER not in endpoint.received[0].headers
+    assert webhooks.SIGNATURE_HEADER not in endpoint.received[0].headers
     secret_file = tmp_path / "hook.secret"
     secret_file.write_text("from-a-file\n", encoding="utf-8")
-    assert alerts.resolve_secret(f"file:{secret_file}") == "from-a-file"
+    assert webhooks.resolve_secret(f"file:{secret_file}") == "from-a-file"
 
 
 def test_delivery_is_retried_after_a_500(endpoint: Endpoint) -> None:
     endpoint.statuses = [500, 503, 429]
     outcomes: list[str] = []
     sender = dispatcher(
-        alerts.WebhookSink(endpoint.url), on_result=lambda _s, _a, outcome: outcomes.append(outcome)
+        webhooks.WebhookSink(endpoint.url), on_result=lambda _s, _a, outcome: outcomes.append(outcome)
     )
     sender.submit(batch_drift())
     assert sender.flush(FLUSH)
     assert len(endpoint.received) == 4
     assert len({request.body for request in endpoint.received}) == 1  # the same alert each time
-    assert sender.stats == alerts.DeliveryStats(delivered=1)
+    assert sender.stats == delivery.DeliveryStats(delivered=1)
     assert outcomes == ["delivered"]
 
 
 def test_retries_end_and_a_client_error_is_not_retried(endpoint: Endpoint) -> None:
     endpoint.statuses = [500] * FAST.attempts + [400]
-    sender = dispatcher(alerts.WebhookSink(endpoint.url))
+    sender = dispatcher(webhooks.WebhookSink(endpoint.url))
     sender.submit(batch_drift("opened"))
     sender.submit(batch_drift("cleared"))
     assert sender.flush(FLUSH)
     assert len(endpoint.received) == FAST.attempts + 1
-    assert sender.stats == alerts.DeliveryStats(failed=2)
+    assert sender.stats == delivery.DeliveryStats(failed=2)
 
 
 def test_an_unreachable_sink_does_not_block(endpoint: Endpoint) -> None:
     port = endpoint.url.split(":")[2].split("/")[0]
     sender = dispatcher(
-        alerts.SlackSink(f"http://127.0.0.1:{port}/x"), alerts.SlackSink("http://127.0.0.1:9/x")
+        webhooks.SlackSink(f"http://127.0.0.1:{port}/x"), webhooks.SlackSink("http://127.0.0.1:9/x")
     )
     sender.submit(batch_drift())
     assert sender.flush(FLUSH)
-    assert sender.stats == alerts.DeliveryStats(delivered=1, failed=1)
+    assert sender.stats == delivery.DeliveryStats(delivered=1, failed=1)
 
 
 def test_submit_never_waits_for_delivery_and_a_full_queue_drops(endpoint: Endpoint) -> None:
     endpoint.gate.clear()  # the server holds every request until the test lets it go
-    sender = dispatcher(alerts.WebhookSink(endpoint.url), queue_size=2)
+    sender = dispatcher(webhooks.WebhookSink(endpoint.url), queue_size=2)
     assert sender.submit(batch_drift("opened"))
     assert sender.submit(batch_drift("cleared"))
     assert not sender.submit(batch_drift("opened"))  # returned while the first is still in flight
@@ -206,7 +206,7 @@ def test_submit_never_waits_for_delivery_and_a_full_queue_drops(endpoint: Endpoi
 
 
 def test_teams_card(endpoint: Endpoint) -> None:
-    sender = dispatcher(alerts.TeamsSink(endpoint.url))
+    sender = dispatcher(webhooks.TeamsSink(endpoint.url))
     sender.submit(batch_drift())
     assert sender.flush(FLUSH)
     body = endpoint.received[0].json()
@@ -221,7 +221,7 @@ def test_teams_card(endpoint: Endpoint) -> None:
 
 
 def test_slack_message(endpoint: Endpoint) -> None:
-    sender = dispatcher(alerts.SlackSink(endpoint.url))
+    sender = dispatcher(webhooks.SlackSink(endpoint.url))
     sender.submit(batch_drift("cleared"))
     assert sender.flush(FLUSH)
     body = endpoint.received[0].json()
@@ -240,7 +240,7 @@ def test_secrets_in_observed_data_are_not_sent(endpoint: Endpoint) -> None:
         observed={"Authentication": "Ntlm", "Password": "new-secret"},
         revision="d" * 40,
     )
-    sender = dispatcher(alerts.WebhookSink(endpoint.url), alerts.SlackSink(endpoint.url))
+    sender = dispatcher(webhooks.WebhookSink(endpoint.url), webhooks.SlackSink(endpoint.url))
     sender.submit(alert)
     assert sender.flush(FLUSH)
     for request in endpoint.received:
@@ -251,12 +251,12 @@ def test_secrets_in_observed_data_are_not_sent(endpoint: Endpoint) -> None:
 def test_secret_references_fail_without_showing_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STAGECTL_TEST_UNSET", raising=False)
     with pytest.raises(errors.InvalidInput, match="env:STAGECTL_TEST_UNSET names an unset"):
-        alerts.WebhookSink("https://hooks.example.com/x", secret_ref="env:STAGECTL_TEST_UNSET")
+        webhooks.WebhookSink("https://hooks.example.com/x", secret_ref="env:STAGECTL_TEST_UNSET")
     with pytest.raises(errors.InvalidInput, match="by reference") as caught:
-        alerts.resolve_secret("hunter2")
+        webhooks.resolve_secret("hunter2")
     assert "hunter2" not in str(caught.value)
     with pytest.raises(errors.InvalidInput, match="http"):
-        alerts.SlackSink("ftp://example.com/x")
+        webhooks.SlackSink("ftp://example.com/x")
 
 
 def test_one_alert_per_drift_across_a_restart_and_one_when_it_clears(
@@ -265,7 +265,7 @@ def test_one_alert_per_drift_across_a_restart_and_one_when_it_clears(
     """The reconciler's use: the store decides whether an alert is news; the dispatcher sends it."""
     drift = batch_drift()
 
-    def observe(sender: alerts.AlertDispatcher, db: store.Store, *, drifting: bool) -> None:
+    def observe(sender: delivery.AlertDispatcher, db: store.Store, *, drifting: bool) -> None:
         if drifting and db.open_alert(
             drift.fingerprint, object=drift.object, desired=drift.desired, observed=drift.observed, now=NOW
         ):
@@ -285,7 +285,7 @@ def test_one_alert_per_drift_across_a_restart_and_one_when_it_clears(
         if drifting is None:  # a restart: new process state, same state directory
             continue
         db = store.Store.open(tmp_path)
-        sender = dispatcher(alerts.WebhookSink(endpoint.url))
+        sender = dispatcher(webhooks.WebhookSink(endpoint.url))
         observe(sender, db, drifting=drifting)
         assert sender.close(FLUSH)
         db.close()

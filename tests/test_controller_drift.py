@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.notify.alerts import SIGNATURE_HEADER
+from controller.notify.webhooks import SIGNATURE_HEADER
 from controller.sim.exchange.state import STOP_SECONDS
 from tests.support.controller import (
     PILOT,

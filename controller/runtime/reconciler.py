@@ -12,7 +12,8 @@ from pathlib import Path
 from controller.desired.models import DriftAction
 from controller.model.actions import Action, Drift, Plan
 from controller.model.snapshot import Snapshot
-from controller.notify.alerts import Alert, AlertDispatcher
+from controller.notify.alerts import Alert
+from controller.notify.delivery import AlertDispatcher
 from controller.planner.plan import plan
 from controller.runtime import drift, status
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller import errors
-from controller.notify import alerts
+from controller.notify import delivery, webhooks
 from controller.runtime import audit
 from controller.runtime.backends import Rehearsal, open_backends
 from controller.runtime.config import ControllerConfig
@@ -37,16 +37,16 @@ def source_of(config: ControllerConfig) -> GitSource:
     )
 
 
-def sinks_of(config: ControllerConfig) -> list[alerts.AlertSink]:
-    sinks: list[alerts.AlertSink] = []
+def sinks_of(config: ControllerConfig) -> list[delivery.AlertSink]:
+    sinks: list[delivery.AlertSink] = []
     for sink in config.alerts:
-        url = alerts.resolve_secret(sink.url_ref)
+        url = webhooks.resolve_secret(sink.url_ref)
         if sink.type == "webhook":
-            sinks.append(alerts.WebhookSink(url=url, secret_ref=sink.secret_ref))
+            sinks.append(webhooks.WebhookSink(url=url, secret_ref=sink.secret_ref))
         elif sink.type == "teams":
-            sinks.append(alerts.TeamsSink(url=url))
+            sinks.append(webhooks.TeamsSink(url=url))
         else:
-            sinks.append(alerts.SlackSink(url=url))
+            sinks.append(webhooks.SlackSink(url=url))
     return sinks
 
 
@@ -64,7 +64,7 @@ def build(
         store=Store.open(state_dir),
         audit=audit.AuditLog(audit.path_in(state_dir)),
         backends=open_backends(exchange=None, dns=None, config=config, rehearsal=rehearsal),
-        alerts=alerts.AlertDispatcher(sinks_of(config)),
+        alerts=delivery.AlertDispatcher(sinks_of(config)),
         should_stop=should_stop,
     )
 
