@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.model.actions import Action, Blocked, Drift, Note, Waiting
+from controller.model.actions import Action, Blocked, Drift, ExchangeAction, Note, ParameterValue, Waiting
 from controller.model.snapshot import Memory
 
 
@@ -28,6 +28,16 @@ class Draft:
 
     def note(self, obj: str, reason: str) -> None:
         self.notes.append(Note(obj, reason))
+
+    def correct_settings(
+        self, cmdlet: str, *, identity: str, obj: str, changes: list[tuple[str, ParameterValue]]
+    ) -> None:
+        """One Set-* call with only the settings that differ from what Exchange shows; none when none do."""
+        if changes:
+            names = ", ".join(name for name, _ in changes)
+            self.act(
+                ExchangeAction(cmdlet, (("Identity", identity), *changes), obj, f"settings differ: {names}")
+            )
 
     def remember(self, **changes: object) -> None:
         self.memory = self.memory.model_copy(update=changes)

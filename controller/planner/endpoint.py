@@ -28,17 +28,9 @@ def plan_endpoint(draft: Draft, endpoint: Endpoint, observed: list[ObservedEndpo
             "a staged migration needs ExchangeOutlookAnywhere",
         )
         return f"endpoint {endpoint.name} is of type {found.EndpointType}"
-    changes = _differences(endpoint, found)
-    if changes:
-        names = ", ".join(name for name, _ in changes)
-        draft.act(
-            ExchangeAction(
-                "Set-MigrationEndpoint",
-                (("Identity", endpoint.name), *changes),
-                obj,
-                f"settings differ: {names}",
-            )
-        )
+    draft.correct_settings(
+        "Set-MigrationEndpoint", identity=endpoint.name, obj=obj, changes=_differences(endpoint, found)
+    )
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.desired.models import Batch, DesiredState
-from controller.model.actions import ExchangeAction, ParameterValue
+from controller.model.actions import ParameterValue
 from controller.model.snapshot import ObservedBatch
 from controller.planner.batches.context import Context, batch_object
 from controller.planner.draft import Draft
@@ -32,13 +32,6 @@ def plan_settings(draft: Draft, batch: Batch, found: ObservedBatch, context: Con
         changes.append(("StartAfter", batch.start_after))
     if batch.complete_after is not None and found.CompleteAfterUTC != batch.complete_after:
         changes.append(("CompleteAfter", batch.complete_after))
-    if changes:
-        names = ", ".join(name for name, _ in changes)
-        draft.act(
-            ExchangeAction(
-                "Set-MigrationBatch",
-                (("Identity", batch.name), *changes),
-                batch_object(batch),
-                f"settings differ: {names}",
-            )
-        )
+    draft.correct_settings(
+        "Set-MigrationBatch", identity=batch.name, obj=batch_object(batch), changes=changes
+    )
