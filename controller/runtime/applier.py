@@ -77,10 +77,11 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
             dns.apply(action)
         else:
             exchange.apply(action)
-    except CmdletError as error:
-        if action.cmdlet == "Complete-MigrationBatch" and COMPLETION_UNSUPPORTED in (
-            error.exception_type,
-            error.category.removeprefix("Cmdlet-"),
+    except CmdletError as error:  # raised by Exchange only; `isinstance` tells the type checker
+        if (
+            isinstance(action, ExchangeAction)
+            and action.cmdlet == "Complete-MigrationBatch"
+            and COMPLETION_UNSUPPORTED in (error.exception_type, error.category.removeprefix("Cmdlet-"))
         ):
             name = str(action.params["Identity"])
             report.memory = report.memory.model_copy(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
@@ -24,12 +24,16 @@ from controller import errors
 from controller.dns.base import DnsBackend
 from controller.runtime.config import ControllerConfig
 
+if TYPE_CHECKING:  # imported where a backend is opened: `stagectl validate` never loads them
+    from controller.exchange.client import ExchangeClient
+    from controller.exchange.runner import CmdletRunner
+
 SettingsT = TypeVar("SettingsT", bound="BaseModel")
 
 
 @dataclass(frozen=True, slots=True)
 class Backends:
-    exchange: Any  # controller.exchange.client.ExchangeClient
+    exchange: ExchangeClient
     dns: DnsBackend
     clock: Callable[[], datetime]
     exchange_sim: Path | None = None  # the simulator's state file, when Exchange is simulated
@@ -41,7 +45,7 @@ class Backends:
 class Rehearsal(Protocol):
     """The simulators, opened from their state files (implemented by `controller.sim.backends`)."""
 
-    def exchange(self, path: Path) -> Any:
+    def exchange(self, path: Path) -> ExchangeClient:
         """An ExchangeClient over the Exchange Online simulator's state file."""
         ...
 
@@ -66,7 +70,7 @@ def _rehearsal(rehearsal: Rehearsal | None, what: str) -> Rehearsal:
 
 def open_exchange(
     spec: str | None, config: ControllerConfig | None, *, rehearsal: Rehearsal | None = None
-) -> tuple[Any, Path | None]:
+) -> tuple[ExchangeClient, Path | None]:
     from controller.exchange.client import ExchangeClient
 
     if spec is not None and spec.startswith("sim:"):
@@ -111,7 +115,7 @@ def _with_paths(config: ControllerConfig, settings: dict[str, Any]) -> dict[str,
     }
 
 
-def _psrp_runner(settings: dict[str, Any]) -> Any:
+def _psrp_runner(settings: dict[str, Any]) -> CmdletRunner:
     from controller.exchange.psrp import PsrpRunner, PsrpSettings
 
     return PsrpRunner(_settings(PsrpSettings, settings, where="exchange.psrp"))

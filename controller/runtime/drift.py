@@ -78,11 +78,11 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
         for user in exchange.users or []:
             members.setdefault(user.BatchId.lower(), []).append(user.Identity.lower())
         for batch in desired.batches:
-            found = batches.get(batch.key)
-            if found is None:
+            observed_batch = batches.get(batch.key)
+            if observed_batch is None:
                 facets[f"batch/{batch.name}"] = {"exists": False}
                 continue
-            status = BatchStatus.parse(found.Status)
+            status = BatchStatus.parse(observed_batch.Status)
             entry: Facets = {"exists": True, "stopped": status in (BatchStatus.STOPPED, BatchStatus.STOPPING)}
             if exchange.users is not None:
                 entry["members"] = sorted(members.get(batch.key, []))

@@ -138,10 +138,11 @@ class Reconciler:
                 )
 
     def _baselines(self) -> dict[str, drift.Baseline]:
+        # A baseline row holds the facets it was saved with (`{}` once acted on): always a mapping.
         return {
-            s.object: drift.Baseline(str(s.desired), s.observed)  # type: ignore[arg-type]
+            s.object: drift.Baseline(str(s.desired), s.observed)
             for s in self.store.statuses()
-            if s.phase in ("baseline", "acted")
+            if s.phase in ("baseline", "acted") and isinstance(s.observed, dict)
         }
 
     def _acted(self) -> set[str]:

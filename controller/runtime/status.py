@@ -138,7 +138,7 @@ def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict
 
 
 def _dns_rows(served: Served, snapshot: Snapshot, planned: Plan) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     low_ttl = served.desired.policy.low_ttl
     blocked = {b.object for b in planned.blocked}
     for record in served.desired.records:
@@ -184,9 +184,10 @@ def write(state_dir: Path, data: dict[str, object]) -> None:
 
 def read(state_dir: Path) -> dict[str, object] | None:
     try:
-        return json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        data: dict[str, object] = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    return data  # an object, as `write` wrote it
 
 
 def as_text(data: dict[str, Any]) -> str:

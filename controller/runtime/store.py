@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sqlite3
@@ -64,11 +65,14 @@ class Revisions:
     refused_reason: str | None = None  # …and why, one sentence
 
 
+# `object` is the column's name; inside these classes it hides the builtin type, hence `builtins.object`.
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectStatus:
     object: str
-    desired: object
-    observed: object
+    desired: builtins.object
+    observed: builtins.object
     phase: str
     message: str
     updated_at: datetime
@@ -78,8 +82,8 @@ class ObjectStatus:
 class OpenAlert:
     fingerprint: str
     object: str
-    desired: object
-    observed: object
+    desired: builtins.object
+    observed: builtins.object
     opened_at: datetime
 
 
@@ -323,7 +327,8 @@ class Store:
 
     def actions(self, *, revision: str | None = None, pass_id: int | None = None) -> list[ActionRecord]:
         sql = f"SELECT {_ACTION_COLUMNS} FROM actions"
-        clauses, parameters = [], []
+        clauses: list[str] = []
+        parameters: list[object] = []
         if revision is not None:
             clauses.append("revision = ?")
             parameters.append(revision)
