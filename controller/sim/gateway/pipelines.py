@@ -1,0 +1,129 @@
+"""The gateway's pipelines: each created pipeline runs its one cmdlet on the runner in a thread of its own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from psrpcore import CreatePipelineEvent, PowerShell, ServerPipeline
+from psrpcore.types import ErrorRecord, PipelineState, PSInvocationState, PSRPMessageType
+
+from controller.exchange import errors
+from controller.exchange.runner import CmdletRunner
+from controller.sim.gateway import cmdlets as gateway_cmdlets
+from controller.sim.gateway.cmdlets import Outcome, ReceivedCall
+from controller.sim.gateway.shells import Events, Shell
+
+OUTPUT_SLICE = 200  # output objects serialised per hold of the pool lock
+
+
+class Pipelines:
+    """Runs the pipelines the shells create against `runner`, allowing only the `cmdlets` named.
+
+    `received` lists every cmdlet call seen, in order, with Credential passwords redacted.
+    """
+
+    def __init__(self, runner: CmdletRunner, *, cmdlets: Iterable[str] | None = None) -> None:
+        self.runner = runner
+        self.cmdlets = frozenset(cmdlets) if cmdlets is not None else gateway_cmdlets.DEFAULT_CMDLETS
+        self.received: list[ReceivedCall] = []
+        self._lock = threading.Lock()  # guards received
+        self._runner_lock = threading.Lock()  # one cmdlet at a time: a runner need not be thread-safe
+
+    def start(self, shell: Shell, events: Events) -> None:
+        """Start a thread for each pipeline the events created; the WSMan request need not wait for it."""
+        for event in events:
+            if isinstance(event, CreatePipelineEvent):
+                with shell.cond:
+                    pipeline = shell.pool.pipeline_table[event.pipeline_id]
+                threading.Thread(
+                    target=self._run, args=(shell, pipeline), name="psrp-pipeline", daemon=True
+                ).start()
+
+    def _run(self, shell: Shell, pipeline: ServerPipeline) -> None:
+        with shell.cond:
+            metadata = pipeline.metadata
+            pipeline.start()
+            shell.flush()
+        # psrpcore keeps the CreatePipeline message's PowerShell here, though it annotates a PSObject.
+        assert isinstance(metadata, PowerShell)
+        outcome = self._execute(metadata)
+        with shell.cond:
+            if shell.is_closed():
+                return
+            for message in outcome.warnings:
+                pipeline.write_warning(message)
+        # Serialise large outputs in slices, releasing the lock between them, so that a waiting Receive
+        # ships the first objects while the rest are still being serialised.
+        for start in range(0, len(outcome.output), OUTPUT_SLICE):
+            with shell.cond:
+                if shell.is_closed():
+                    return
+                for obj in outcome.output[start : start + OUTPUT_SLICE]:
+                    pipeline.write_output(obj)
+                shell.flush()
+        with shell.cond:
+            if shell.is_closed():
+                return
+            for record in outcome.errors:
+                pipeline.prepare_message(record, message_type=PSRPMessageType.ErrorRecord)
+            if outcome.terminating is None:
+                pipeline.complete()
+            else:
+                _fail(pipeline, outcome.terminating)
+            shell.finished.add(pipeline.pipeline_id)
+            shell.flush()
+
+    def _execute(self, metadata: PowerShell) -> Outcome:
+        outcome = Outcome()
+        cmdlet, raw_parameters, refusal = gateway_cmdlets.describe(metadata)
+        if refusal is not None or cmdlet is None:
+            outcome.terminating = refusal
+            return outcome
+        try:
+            parameters = gateway_cmdlets.bind(raw_parameters, cmdlet)
+        except gateway_cmdlets.BindingError as error:
+            outcome.terminating = gateway_cmdlets.binding_failed(cmdlet, str(error))
+            return outcome
+        with self._lock:
+            self.received.append(ReceivedCall(cmdlet, gateway_cmdlets.redact(parameters)))
+        if cmdlet not in self.cmdlets:
+            outcome.terminating = gateway_cmdlets.command_not_found(cmdlet)
+            return outcome
+        with self._runner_lock:
+            try:
+                rows = self.runner.run(cmdlet, parameters)
+            except errors.ExchangeError as error:
+                rows = []
+                record, terminating = gateway_cmdlets.from_exchange_error(cmdlet, error)
+                if terminating:
+                    outcome.terminating = record
+                else:
+                    outcome.errors.append(record)
+            except Exception as error:  # a runner bug must fail this pipeline, not the gateway
+                rows = []
+                outcome.terminating = gateway_cmdlets.error_record(
+                    cmdlet=cmdlet, exception_type="InternalGatewayException", message=type(error).__name__
+                )
+            outcome.warnings = [str(w) for w in getattr(rows, "warnings", None) or []]
+            outcome.warnings += _drain_warnings(self.runner)
+        outcome.output = [gateway_cmdlets.output_object(cmdlet, row) for row in rows]
+        return outcome
+
+
+def _fail(pipeline: ServerPipeline, record: ErrorRecord) -> None:
+    """Mark a pipeline Failed with its terminating error; psrpcore has no public call for this."""
+    pipeline.prepare_message(
+        PipelineState(PipelineState=int(PSInvocationState.Failed), ExceptionAsErrorRecord=record)
+    )
+    pipeline.state = PSInvocationState.Failed
+
+
+def _drain_warnings(runner: CmdletRunner) -> list[str]:
+    """Warnings a runner keeps in a `warnings` list (besides its output's `.warnings`), taken once."""
+    pending = getattr(runner, "warnings", None)
+    if not isinstance(pending, list):
+        return []
+    taken = [str(w) for w in pending]
+    pending.clear()
+    return taken
