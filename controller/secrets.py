@@ -25,8 +25,14 @@ class SecretError(errors.InvalidInput):
 def resolve(ref: str) -> str:
     """The secret behind `env:NAME` or `file:PATH` (a file's trailing newline is not part of it)."""
     scheme, _, name = ref.partition(":")
+    if scheme not in ("env", "file"):
+        # Not a reference at all: perhaps the secret itself was pasted here, so none of it is repeated.
+        raise SecretError(
+            "a secret reference has an unknown scheme: write env:NAME or file:PATH "
+            "(the value given is not repeated, in case it is the secret itself)"
+        )
     if not name:
-        raise SecretError(f"secret reference {ref!r}: write env:NAME or file:PATH")
+        raise SecretError(f"secret reference {scheme}: name the variable or file after the colon")
     if scheme == "env":
         value = os.environ.get(name)
         if value is None:
@@ -38,8 +44,8 @@ def resolve(ref: str) -> str:
             raise SecretError(f"secret reference {ref}: cannot read the file ({error.strerror})") from None
         except UnicodeDecodeError:
             raise SecretError(f"secret reference {ref}: the file is not UTF-8 text") from None
-    else:
-        raise SecretError(f"secret reference {ref}: unknown scheme {scheme!r}; write env:NAME or file:PATH")
+    else:  # pragma: no cover - the scheme was checked above
+        raise AssertionError(scheme)
     if not value:
         raise SecretError(f"secret reference {ref}: the secret is empty")
     return value

@@ -191,9 +191,16 @@ def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     for ref, needle in (
         ("env:STAGECTL_TEST_MISSING", "not set"),
         (f"file:{tmp_path / 'nope'}", "cannot read"),
-        ("vault:x", "unknown scheme"),
         ("env:STAGECTL_TEST_NOCOLON", "username:password"),
     ):
         with pytest.raises(secrets.SecretError, match=needle) as caught:
             secrets.credential(ref)
         assert ref in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("pasted", ["vault:x", "hunter2", "svc:hunter2", "Hunter2:"])
+def test_a_value_that_is_not_a_reference_is_never_repeated(pasted: str) -> None:
+    """Someone pasted the secret where its reference belongs: the error must not carry it to a log."""
+    with pytest.raises(secrets.SecretError, match="unknown scheme") as caught:
+        secrets.credential(pasted)
+    assert pasted not in str(caught.value) and "hunter2" not in str(caught.value).lower()
