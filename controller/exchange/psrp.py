@@ -17,6 +17,7 @@ from pypsrp.wsman import WSMan
 from controller import secrets
 from controller.desired.models import Model, SecretRef
 from controller.exchange import errors, psrp_values
+from controller.exchange.runner import CmdletOutput
 
 # Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (DESIGN §1).
 UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
@@ -233,7 +234,7 @@ class PsrpRunner:
             raise errors.CmdletError(
                 cmdlet, "PipelineFailedException", "the pipeline failed without an error record"
             )
-        return psrp_values.CmdletOutput([psrp_values.output_row(item) for item in output], warnings=warned)
+        return CmdletOutput([psrp_values.output_row(item) for item in output], warnings=warned)
 
     def close(self) -> None:
         pool = self._pool

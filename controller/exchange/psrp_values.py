@@ -45,14 +45,6 @@ def parse_datetime(text: str) -> dt.datetime | None:
         return None
 
 
-class CmdletOutput(list[dict[str, object]]):
-    """One call's output rows plus the warnings it wrote."""
-
-    def __init__(self, rows: list[dict[str, object]], *, warnings: list[str]) -> None:
-        super().__init__(rows)
-        self.warnings = warnings
-
-
 def to_clixml(value: object) -> object:
     """A runner parameter value in the form pypsrp serialises with the right CLIXML type."""
     if isinstance(value, Credential):

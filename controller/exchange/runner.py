@@ -2,12 +2,13 @@
 
 A runner never receives PowerShell text. Parameter values are plain data: str, int, bool (a switch is
 True), datetime (UTC), list[str], bytes (CSVData) or `secrets.Credential`. Errors are `errors.ExchangeError`s.
-The simulator (`simulator.SimRunner`) and pypsrp (`psrp.PsrpRunner`) implement it.
+The simulator (`store.SimRunner`) and pypsrp (`psrp.PsrpRunner`) implement it; both return a
+`CmdletOutput`, so the warnings a call wrote travel with its objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 
@@ -17,3 +18,11 @@ class CmdletRunner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class CmdletOutput(list[dict[str, object]]):
+    """One call's output objects plus the warnings it wrote (e.g. "Micro delay applied")."""
+
+    def __init__(self, rows: Iterable[dict[str, object]] = (), *, warnings: list[str] | None = None) -> None:
+        super().__init__(rows)
+        self.warnings: list[str] = warnings if warnings is not None else []
