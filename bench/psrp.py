@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.exchange.psrp import PsrpRunner
-from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.store import SimRunner, SimStore
 from tests.support.gateway import PASSWORD, FakeRunner, make_pki, running_gateway, settings_for
 
 BATCHES = 100

@@ -10,7 +10,7 @@ import pytest
 from controller.commands import cli
 from controller.model.snapshot import RRset
 from controller.sim.dns import DnsSimBackend
-from controller.sim.exchange.simulator import SimStore
+from controller.sim.exchange.store import SimStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "desired"

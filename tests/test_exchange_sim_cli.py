@@ -11,7 +11,7 @@ import pytest
 from controller import errors
 from controller.commands import sim as sim_command
 from controller.secrets import Credential
-from controller.sim.exchange.simulator import SimRunner, SimStore
+from controller.sim.exchange.store import SimRunner, SimStore
 
 DESIRED = Path(__file__).resolve().parent.parent / "desired"
 

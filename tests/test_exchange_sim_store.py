@@ -10,7 +10,8 @@ import pytest
 
 from controller.exchange.errors import CmdletError, PermanentError, ThrottledError
 from controller.secrets import Credential
-from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.store import SimRunner, SimStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 ENDPOINT = {

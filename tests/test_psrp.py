@@ -18,8 +18,9 @@ from pypsrp.wsman import WSMan
 from controller.exchange import errors
 from controller.exchange.psrp import PsrpRunner, PsrpSettings
 from controller.secrets import Credential
-from controller.sim.exchange.simulator import ExchangeSimulator, SimRunner, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
 from controller.sim.exchange.state import ThrottleMode
+from controller.sim.exchange.store import SimRunner, SimStore
 from controller.sim.gateway.server import PsrpGateway
 from tests.support.gateway import PASSWORD, USER, FakeRunner, running_gateway, settings_for
 

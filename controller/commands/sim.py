@@ -12,8 +12,9 @@ from controller import errors
 from controller.desired import models as desired
 from controller.exchange.errors import ExchangeError
 from controller.sim.exchange import engine as sim_engine
-from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
 from controller.sim.exchange.state import Completion
+from controller.sim.exchange.store import SimStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

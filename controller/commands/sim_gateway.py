@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.sim.exchange.simulator import SimRunner
+    from controller.sim.exchange.store import SimRunner
     from controller.sim.gateway.server import PsrpGateway, server_ssl_context
 
     if not args.state.exists():

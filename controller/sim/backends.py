@@ -9,7 +9,7 @@ from pathlib import Path
 from controller import errors
 from controller.exchange.client import ExchangeClient
 from controller.sim.dns import DnsSimBackend
-from controller.sim.exchange.simulator import SimRunner, SimStore
+from controller.sim.exchange.store import SimRunner, SimStore
 
 
 class _Simulators:

@@ -23,7 +23,8 @@ from controller.runtime.config import ControllerConfig, load_config
 from controller.runtime.reconciler import PassResult, Reconciler
 from controller.sim.backends import REHEARSAL
 from controller.sim.dns import DnsSimBackend
-from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.store import SimStore
 from tests.support.gitrepo import GitRepo
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

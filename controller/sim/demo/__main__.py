@@ -21,7 +21,7 @@ from controller.runtime import audit, status, wiring
 from controller.runtime.config import load_config
 from controller.sim.backends import REHEARSAL
 from controller.sim.demo import phases, services
-from controller.sim.exchange.simulator import SimStore
+from controller.sim.exchange.store import SimStore
 
 STEP_HOURS = 6
 MAX_PASSES = 120

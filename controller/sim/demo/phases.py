@@ -14,7 +14,8 @@ from pathlib import Path
 from controller.model.snapshot import Memory
 from controller.planner import render
 from controller.runtime.reconciler import PassResult
-from controller.sim.exchange.simulator import ExchangeSimulator, SimStore
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.store import SimStore
 
 ADMIN = ("Ada Admin", "ada.admin@contoso.com")
 CONSULTANT = ("Max Consultant", "max@migration-partners.example")

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from controller.sim import bind, pki
-from controller.sim.exchange.simulator import SimStore
+from controller.sim.exchange.store import SimStore
 
 START = "2026-11-24T09:00:00Z"
 GATEWAY_USER = "stagectl"

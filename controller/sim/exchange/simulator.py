@@ -1,139 +1,22 @@
-"""An in-memory Exchange Online migration service with a virtual UTC clock, persisted as one JSON file.
+"""The simulated Exchange Online tenant: its cmdlet table, virtual UTC clock and injected faults.
 
 `ExchangeSimulator` answers the migration cmdlets (EXCHANGE-FACTS §1–§4, §9) with Exchange's property
-names; `SimStore` shares one simulated tenant between processes under a file lock; `SimRunner` is the
-`runner.CmdletRunner` over it (one transaction per call) and `LocalRunner` the same over an object in memory.
+names: the directory's Get-Recipient here, the endpoint and batch cmdlets in endpoints.py and batches.py.
+`LocalRunner` is the `runner.CmdletRunner` over a simulator in memory; store.py keeps one in a shared file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from controller.exchange.errors import ExchangeError, PermanentError, ThrottledError
-from controller.secrets import Credential
-from controller.sim.exchange import batches, engine
+from controller.exchange.errors import ThrottledError
+from controller.exchange.runner import CmdletOutput
+from controller.sim.exchange import batches, endpoints, engine
 from controller.sim.exchange import state as s
 from controller.sim.exchange.params import Bound, bind, fail, not_found, result_size
 
 MICRO_DELAY = "Micro delay applied. Actual delayed: 500 msecs, Enforced"
-
-
-class CmdletOutput(list[dict[str, object]]):
-    """A cmdlet's output objects plus the warnings it wrote (e.g. "Micro delay applied")."""
-
-    def __init__(self, objects: list[dict[str, object]] = (), *, warnings: list[str] | None = None) -> None:  # type: ignore[assignment]
-        super().__init__(objects)
-        self.warnings: list[str] = warnings or []
-
-
-def _endpoint_output(endpoint: s.Endpoint) -> dict[str, object]:
-    return {
-        "Identity": endpoint.name,
-        "EndpointType": "ExchangeOutlookAnywhere",
-        "ExchangeServer": endpoint.exchange_server,
-        "RpcProxyServer": endpoint.rpc_proxy_server,
-        "UseAutoDiscover": endpoint.autodiscover,
-        "Authentication": endpoint.authentication,
-        "EmailAddress": endpoint.email_address,
-        "MaxConcurrentMigrations": endpoint.max_concurrent,
-        "Username": endpoint.username,
-    }
-
-
-def _endpoint_settings(b: Bound, endpoint: s.Endpoint) -> None:
-    """Apply and check the settings New- and Set-MigrationEndpoint share (EXCHANGE-FACTS §4)."""
-    credentials = b.values.get("Credentials")
-    if credentials is not None:
-        if not isinstance(credentials, Credential) or not credentials.username:
-            raise fail(b.cmdlet, "ParameterBindingException", "Cannot bind parameter 'Credentials'.")
-        endpoint.username = credentials.username
-    for name, field in (
-        ("ExchangeServer", "exchange_server"),
-        ("RpcProxyServer", "rpc_proxy_server"),
-        ("EmailAddress", "email_address"),
-    ):
-        if b.has(name):
-            setattr(endpoint, field, b.text(name))
-    authentication = b.text("Authentication")
-    if authentication is not None:
-        if authentication.lower() not in ("basic", "ntlm"):
-            raise fail(
-                b.cmdlet, "ParameterBindingValidationException", "Authentication must be Basic or NTLM."
-            )
-        endpoint.authentication = "Basic" if authentication.lower() == "basic" else "NTLM"
-    limit = b.integer("MaxConcurrentMigrations")
-    if limit is not None:
-        if not 1 <= limit <= s.MAX_CONCURRENT_LIMIT:
-            raise fail(
-                b.cmdlet,
-                "ParameterBindingValidationException",
-                f"MaxConcurrentMigrations must be between 1 and {s.MAX_CONCURRENT_LIMIT}.",
-            )
-        endpoint.max_concurrent = limit
-    # MigrationJobConnectionSettingsIncomplete (EXCHANGE-FACTS §9.2): manual settings need both servers.
-    missing = [
-        n
-        for n, v in (
-            ("ExchangeServer", endpoint.exchange_server),
-            ("RpcProxyServer", endpoint.rpc_proxy_server),
-        )
-        if not v
-    ]
-    if endpoint.autodiscover:
-        missing = [] if endpoint.email_address else ["EmailAddress"]
-    if missing:
-        raise fail(
-            b.cmdlet,
-            "MigrationPermanentException",
-            f'MigrationJobConnectionSettingsIncomplete("{missing[0]}"): the endpoint needs {missing[0]}.',
-        )
-
-
-def new_endpoint(state: s.SimState, b: Bound) -> list[dict[str, object]]:
-    if not b.switch("ExchangeOutlookAnywhere"):
-        raise fail(
-            b.cmdlet, "ParameterBindingException", "The simulator serves ExchangeOutlookAnywhere only."
-        )
-    name = b.text("Name", required=True) or ""
-    if b.values.get("Credentials") is None:
-        raise fail(b.cmdlet, "ParameterBindingException", "-Credentials is required.")
-    if s.key(name) in state.endpoints:
-        raise fail(
-            b.cmdlet, "MigrationPermanentException", f'A migration endpoint named "{name}" already exists.'
-        )
-    endpoint = s.Endpoint(name=name, autodiscover=b.switch("Autodiscover"))
-    _endpoint_settings(b, endpoint)
-    state.endpoints[s.key(name)] = endpoint
-    return [_endpoint_output(endpoint)]
-
-
-def set_endpoint(state: s.SimState, b: Bound) -> list[dict[str, object]]:
-    identity = b.text("Identity", required=True) or ""
-    current = state.endpoints.get(s.key(identity))
-    if current is None:
-        raise not_found(b.cmdlet, identity)
-    endpoint = current.model_copy(deep=True)
-    _endpoint_settings(b, endpoint)  # on a copy: a refused change leaves the endpoint as it was
-    state.endpoints[s.key(identity)] = endpoint
-    engine.advance_to(state, state.now)  # a larger MaxConcurrentMigrations frees slots at once
-    return []
-
-
-def get_endpoint(state: s.SimState, b: Bound) -> list[dict[str, object]]:
-    identity = b.text("Identity")
-    if identity is None:
-        return [_endpoint_output(endpoint) for endpoint in state.endpoints.values()]
-    endpoint = state.endpoints.get(s.key(identity))
-    if endpoint is None:
-        raise not_found(b.cmdlet, identity)
-    return [_endpoint_output(endpoint)]
 
 
 def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
@@ -156,21 +39,13 @@ def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
 
 
 Handler = Callable[[s.SimState, Bound], list[dict[str, object]]]
-ENDPOINT_SETTINGS = (
-    "Credentials",
-    "EmailAddress",
-    "ExchangeServer",
-    "RpcProxyServer",
-    "Authentication",
-    "MaxConcurrentMigrations",
-)
 CMDLETS: dict[str, tuple[tuple[str, ...], Handler]] = {
     "New-MigrationEndpoint": (
-        ("ExchangeOutlookAnywhere", "Name", "Autodiscover", *ENDPOINT_SETTINGS),
-        new_endpoint,
+        ("ExchangeOutlookAnywhere", "Name", "Autodiscover", *endpoints.SETTINGS),
+        endpoints.new_endpoint,
     ),
-    "Set-MigrationEndpoint": (("Identity", *ENDPOINT_SETTINGS), set_endpoint),
-    "Get-MigrationEndpoint": (("Identity",), get_endpoint),
+    "Set-MigrationEndpoint": (("Identity", *endpoints.SETTINGS), endpoints.set_endpoint),
+    "Get-MigrationEndpoint": (("Identity",), endpoints.get_endpoint),
     "New-MigrationBatch": (
         (
             "Name",
@@ -314,92 +189,6 @@ class LocalRunner:
 
     def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
         return self.simulator.call(cmdlet, parameters)
-
-    def close(self) -> None:
-        pass
-
-
-class SimStore:
-    """The simulator's JSON file, shared by processes: each transaction holds an exclusive fcntl lock."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def create(self, simulator: ExchangeSimulator) -> None:
-        """Write a new tenant, replacing any state at the path."""
-        with self._locked():
-            self._save(simulator)
-
-    def load(self) -> ExchangeSimulator:
-        """The tenant as it is now, read under the lock; changes to it are not saved."""
-        with self._locked():
-            return ExchangeSimulator.from_json(self._read())
-
-    def now(self) -> datetime:
-        """The tenant's virtual time."""
-        return self.load().now
-
-    def _read(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            raise PermanentError(
-                f"simulator state {self.path} does not exist; create it with `stagectl sim init`"
-            ) from None
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[ExchangeSimulator]:
-        """Load, yield, save atomically; an unexpected exception discards the changes."""
-        with self._locked():
-            simulator = ExchangeSimulator.from_json(self._read())
-            yield simulator
-            self._save(simulator)
-
-    def _save(self, simulator: ExchangeSimulator) -> None:
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(simulator.to_json())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-
-
-class SimRunner:
-    """`CmdletRunner` over a `SimStore`: each call is one transaction, so processes never lose updates."""
-
-    def __init__(self, path: str | os.PathLike[str], *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.store = SimStore(path)
-        self._sleep = sleep
-
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
-        error: ExchangeError | None = None
-        output = CmdletOutput()
-        with self.store.transaction() as simulator:
-            latency = simulator.state.latency_seconds
-            try:
-                output = simulator.call(cmdlet, parameters)
-            except ExchangeError as refused:  # the call is still counted: keep the transaction
-                error = refused
-        if latency > 0:
-            self._sleep(latency)  # outside the lock: a slow call must not stall other processes
-        if error is not None:
-            raise error
-        return output
 
     def close(self) -> None:
         pass

@@ -1,7 +1,7 @@
 """The Exchange Online simulator's state: tenant directory, endpoints, batches, users and injected faults.
 
 Everything here is plain data that round-trips through JSON, so separate processes (CLI runs, the PSRP
-gateway) share one simulated tenant through `simulator.SimStore`.
+gateway) share one simulated tenant through `store.SimStore`.
 """
 
 from __future__ import annotations
