@@ -232,7 +232,7 @@ def _minimum(desired: DesiredState, dns_start: dict[tuple[str, str], RRset]) -> 
         if found is None:
             changes += 1
         elif record.cutover:
-            # DESIGN §4: the TTL is lowered first, then the values swap once the old TTL has expired.
+            # contract §4: the TTL is lowered first, then the values swap once the old TTL has expired.
             changes += (found.ttl > desired.policy.low_ttl) + (sorted(found.values) != sorted(record.values))
         elif record.spf is not None:
             changes += record.spf not in found.values

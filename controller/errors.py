@@ -1,4 +1,4 @@
-"""Errors the CLI turns into one sentence and an exit code (DESIGN §6)."""
+"""Errors the CLI turns into one sentence and an exit code (contract §6)."""
 
 from __future__ import annotations
 

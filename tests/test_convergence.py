@@ -312,7 +312,7 @@ P, C, S, X, D, R = (
     BatchState.COMPLETED,
     BatchState.REMOVED,
 )
-# (first revision, second revision) per batch: the forward moves an administrator commits (DESIGN §2).
+# (first revision, second revision) per batch: the forward moves an administrator commits (contract §2).
 PATHS = [(C, S), (S, X), (S, D), (D, R), (P, S), (P, D), (X, S), (C, D), (P, C), (X, D)]
 PATHS += [(state, state) for state in (P, C, S, X, D)]
 TO_THE_END = [(first, final) for first, final in PATHS if final in (D, R)]  # the migration carried through
@@ -494,7 +494,7 @@ def batch(name: str, state: BatchState, count: int, *, first: int = 0) -> Batch:
 
 
 def test_completion_unsupported_counts_synced_as_complete() -> None:
-    """EXCHANGE-FACTS §8: Complete-MigrationBatch refused is remembered, and the cutover still happens."""
+    """exchange-facts §8: Complete-MigrationBatch refused is remembered, and the cutover still happens."""
     batches = (batch("Batch1-IT", BatchState.COMPLETED, 5), batch("Batch2-Sales", BatchState.COMPLETED, 12))
     desired = desired_state(batches, "r1")
     with simulators(completion=sim_state.Completion.UNSUPPORTED) as loop:

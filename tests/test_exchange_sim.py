@@ -1,4 +1,4 @@
-"""The Exchange Online simulator follows the documented rules (EXCHANGE-FACTS §1–§4, §8, §9)."""
+"""The Exchange Online simulator follows the documented rules (exchange-facts §1–§4, §8, §9)."""
 
 from __future__ import annotations
 
@@ -370,7 +370,7 @@ def test_result_size_default_1000_and_null_identity(sim: ExchangeSimulator) -> N
         sim.add_recipient(address)
     assert len(sim.call("Get-Recipient", {})) == 1000
     assert len(sim.call("Get-Recipient", {"ResultSize": "Unlimited"})) == 1530
-    # EXCHANGE-FACTS §3: Get-MigrationUser with a non-existent -Identity returns all objects.
+    # exchange-facts §3: Get-MigrationUser with a non-existent -Identity returns all objects.
     assert (
         len(sim.call("Get-MigrationUser", {"Identity": "nobody@contoso.com", "ResultSize": "Unlimited"}))
         == 1500

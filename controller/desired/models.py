@@ -1,4 +1,4 @@
-"""Pydantic models of the desired state (DESIGN §2) and the resolved `DesiredState` the planner reads.
+"""Pydantic models of the desired state (contract §2) and the resolved `DesiredState` the planner reads.
 
 The YAML documents are validated into the `*Document` models; `controller.desired.loader` turns files
 into documents, reports every problem with its file:line:column, and builds a `DesiredState`.
@@ -25,15 +25,15 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "stagectl/v1"
-MAX_BATCH_MEMBERS = 2000  # EXCHANGE-FACTS §1: "a maximum of 2,000 rows"
-MAX_BATCHES = 100  # EXCHANGE-FACTS §1: MaxNumberOfBatches
+MAX_BATCH_MEMBERS = 2000  # exchange-facts §1: "a maximum of 2,000 rows"
+MAX_BATCHES = 100  # exchange-facts §1: MaxNumberOfBatches
 MAX_BATCH_NAME = 64
 MIN_TTL, MAX_TTL = 30, 604800
-MAX_LOW_TTL = 3600  # Microsoft: "3,600 seconds (one hour) or less" before the migration (EXCHANGE-FACTS §7)
+MAX_LOW_TTL = 3600  # Microsoft: "3,600 seconds (one hour) or less" before the migration (exchange-facts §7)
 
 
 class BatchState(StrEnum):
-    """What the repository asks of a batch; states move forward only (DESIGN §2)."""
+    """What the repository asks of a batch; states move forward only (contract §2)."""
 
     PLANNED = "planned"
     CREATED = "created"
@@ -204,7 +204,7 @@ class Endpoint(Model):
     rpc_proxy_server: Hostname | None = None
     email_address: Address
     authentication: Authentication = Authentication.BASIC
-    # The cmdlet reference says the default is 100, the migration articles say 20 (EXCHANGE-FACTS §1);
+    # The cmdlet reference says the default is 100, the migration articles say 20 (exchange-facts §1);
     # we always send the value so the default never matters.
     max_concurrent_migrations: int = Field(default=20, ge=1, le=100)
     credentials_ref: SecretRef

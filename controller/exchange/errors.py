@@ -4,7 +4,7 @@ from __future__ import annotations
 
 MAX_REMOTE_TEXT = 500
 
-# Exception types and FailureCategory values that mean "the object does not exist" (EXCHANGE-FACTS §9.4).
+# Exception types and FailureCategory values that mean "the object does not exist" (exchange-facts §9.4).
 NOT_FOUND_TYPES = frozenset(
     {"ManagementObjectNotFoundException", "MigrationBatchNotFoundException", "ObjectNotFoundException"}
 )

@@ -19,7 +19,7 @@ from controller.desired.models import Model, SecretRef
 from controller.exchange import errors, psrp_values
 from controller.exchange.runner import CmdletOutput
 
-# Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (DESIGN §1).
+# Get-MigrationBatch / Get-MigrationUser return 1,000 objects unless told otherwise (contract §1).
 UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
 
 _Result = TypeVar("_Result")

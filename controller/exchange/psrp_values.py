@@ -19,7 +19,7 @@ from controller.secrets import Credential
 THROTTLING_TYPES = frozenset(
     {"ServerBusyException", "OverBudgetException", "ThrottlingException", "TooManyRequestsException"}
 )
-# The session broke under us (token expiry closes the runspace, EXCHANGE-FACTS §9.4): reconnect and retry.
+# The session broke under us (token expiry closes the runspace, exchange-facts §9.4): reconnect and retry.
 SESSION_TYPES = frozenset(
     {"InvalidRunspaceStateException", "PSRemotingTransportException", "PSRemotingDataStructureException"}
 )

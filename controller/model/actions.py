@@ -134,7 +134,7 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
-    """Held back by a safety gate (DESIGN §4) or an impossible transition."""
+    """Held back by a safety gate (contract §4) or an impossible transition."""
 
     object: str
     gate: str

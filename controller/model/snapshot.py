@@ -1,4 +1,4 @@
-"""The planner's other input (DESIGN §3): what was observed in Exchange and DNS, plus the controller's memory.
+"""The planner's other input (contract §3): what was observed in Exchange and DNS, plus memory.
 
 Unknown is never absent: a kind or a zone that could not be read is `None`; an empty list means it was
 read and nothing exists. Exchange objects keep their PowerShell property names.

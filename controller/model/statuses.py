@@ -1,4 +1,4 @@
-"""Exchange's migration status values (EXCHANGE-FACTS §3) and how the planner groups them."""
+"""Exchange's migration status values (exchange-facts §3) and how the planner groups them."""
 
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ SYNCED = frozenset({BatchStatus.SYNCED, BatchStatus.SYNCED_WITH_ERRORS})
 COMPLETED = frozenset({BatchStatus.COMPLETED, BatchStatus.COMPLETED_WITH_ERRORS})
 
 RETRYABLE = frozenset({BatchStatus.FAILED, BatchStatus.SYNCED_WITH_ERRORS, BatchStatus.COMPLETED_WITH_ERRORS})
-"""Start-MigrationBatch retries the failed users of these (EXCHANGE-FACTS §2)."""
+"""Start-MigrationBatch retries the failed users of these (exchange-facts §2)."""
 
 FAILED_USER_STATUSES = frozenset({"failed", "incrementalfailed", "completionfailed", "corrupted"})
 
-# The error a member gets when no mail user exists for it (EXCHANGE-FACTS §9 row 1.1): retrying
+# The error a member gets when no mail user exists for it (exchange-facts §9 row 1.1): retrying
 # cannot help until directory sync creates the mail user.
 RECIPIENT_NOT_FOUND = "MigrationRecipientNotFoundException"

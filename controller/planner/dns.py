@@ -1,5 +1,5 @@
 """DNS: per managed RRset, create or replace it; cutover records lower their TTL first, then change
-values behind the batches-completed and ttl-lead gates (DESIGN §4). Pure."""
+values behind the batches-completed and ttl-lead gates (contract §4). Pure."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def plan_dns(
                     draft.block(_obj(record), "batches-completed", batches_gate)
                     continue
             elif record.spf is not None:
-                # DESIGN §1 step 6: SPF moves to Exchange Online with the cutover; until then the
+                # contract §1 step 6: SPF moves to Exchange Online with the cutover; until then the
                 # on-premises senders must stay allowed, so a new string waits for every batch.
                 draft.block(
                     _obj(record),

@@ -20,7 +20,7 @@ from controller.planner.batches.lifecycle import plan_batches
 from controller.planner.draft import Draft, listing
 from controller.planner.endpoint import plan_endpoint
 
-# The change-size gate (DESIGN §4, as octoDNS does it): above this share of managed objects removed or
+# The change-size gate (contract §4, as octoDNS does it): above this share of managed objects removed or
 # rewritten in one plan, destructive actions need `force`; small migrations are exempt.
 CHANGE_SIZE_MIN_OBJECTS = 10
 CHANGE_SIZE_MAX_SHARE = 0.30
@@ -39,7 +39,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         draft.note(
             "migration",
             "targetDeliveryDomain is not sent: Microsoft documents it for remote moves, and a "
-            "staged migration sets TargetAddress itself (EXCHANGE-FACTS §1)",
+            "staged migration sets TargetAddress itself (exchange-facts §1)",
         )
     return Plan(
         revision=desired.revision,

@@ -1,4 +1,4 @@
-"""Plan renderings: text for people, JSON (DESIGN §3) for machines, Markdown for a pull-request comment."""
+"""Plan renderings: text for people, JSON (contract §3) for machines, Markdown for a pull-request comment."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from controller.exchange.errors import CmdletError, ExchangeError
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Memory
 
-# EXCHANGE-FACTS §8: Exchange may refuse to complete a staged batch; that answer is final, not a failure.
+# exchange-facts §8: Exchange may refuse to complete a staged batch; that answer is final, not a failure.
 COMPLETION_UNSUPPORTED = "MigrationBatchCannotBeCompletedException"
 
 

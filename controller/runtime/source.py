@@ -1,4 +1,4 @@
-"""The git source (DESIGN §5): the tracked branch's committed desired tree, commit metadata, signatures."""
+"""The git source (contract §5): the tracked branch's committed desired tree, commit metadata, signatures."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ STATUS_FILE = "status.json"
 # Gates that clear by themselves with time or Exchange's progress; any other gate needs a person.
 _TIME_GATES = frozenset({"ttl-lead", "batches-completed", "remove-after-cutover"})
 
-# The documented fix beside each failure (EXCHANGE-FACTS §9, table 1).
+# The documented fix beside each failure (exchange-facts §9, table 1).
 _FIXES = {
     "MigrationRecipientNotFoundException": "sync the mail user (directory sync) or fix the address",
     "UserDuplicateInOtherBatchException": "remove the user from the other batch, or remove the old batch",

@@ -27,7 +27,7 @@ KEY_NAME = "stagectl-key"
 READONLY_KEY_NAME = "readonly-key"  # a key the server knows but never lets update: REFUSED
 START_DEADLINE = 15.0  # seconds; BIND answers ~0.2 s after start, this only bounds a broken start
 
-# The zone every test starts from (DESIGN §2 example, before the cutover). SOA refresh is long so a
+# The zone every test starts from (contract §2 example, before the cutover). SOA refresh is long so a
 # secondary without NOTIFY stays behind for the whole test.
 ZONE_TEXT = """\
 $ORIGIN contoso.com.

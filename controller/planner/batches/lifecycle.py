@@ -12,7 +12,7 @@ from controller.planner.batches import members, retry, settings
 from controller.planner.batches.context import Context, batch_object, progress
 from controller.planner.draft import Draft
 
-# How far along a batch is, to recognise backward transitions (DESIGN §2: states move forward only).
+# How far along a batch is, to recognise backward transitions (contract §2: states move forward only).
 _DESIRED_RANK = {
     BatchState.PLANNED: 0,
     BatchState.CREATED: 1,
@@ -208,7 +208,7 @@ def _plan_running(
             draft.note(
                 obj,
                 f"{status.value}: Exchange does not support completing this staged batch, so Synced "
-                "counts as complete (EXCHANGE-FACTS §8)",
+                "counts as complete (exchange-facts §8)",
             )
             return
         failed = f"; {found.FailedCount} failed users stay failed" if found.FailedCount else ""
@@ -223,7 +223,7 @@ def _plan_running(
 
 
 def _plan_removal(draft: Draft, batch: Batch, status: BatchStatus, context: Context) -> None:
-    """The remove-after-cutover gate (DESIGN §4); a batch that never started loses nothing on removal."""
+    """The remove-after-cutover gate (contract §4); a batch that never started loses nothing on removal."""
     obj = batch_object(batch)
     if status is BatchStatus.REMOVING:
         draft.wait(obj, "Removing")

@@ -27,7 +27,7 @@ def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
 
 
 def ready(draft: Draft, batch: Batch, keys: list[str], context: Context) -> bool:
-    """The mail-users gate (DESIGN §4): every member to start must exist in Exchange Online."""
+    """The mail-users gate (contract §4): every member to start must exist in Exchange Online."""
     if context.mail_users is None:
         draft.block(
             batch_object(batch),
@@ -60,7 +60,7 @@ def plan_membership(
         draft.note(obj, "migration users could not be read; membership changes wait for the next pass")
         return True
     if batch.key not in context.users and status in COMPLETED:
-        # DESIGN §3: users are read only for batches that are not finished, so none listed for a
+        # contract §3: users are read only for batches that are not finished, so none listed for a
         # Completed batch is unknown, not an empty batch whose every member was "added".
         return True
     current = context.users.get(batch.key, {})

@@ -1,7 +1,7 @@
-"""The simulator's migration batch and user cmdlets, following EXCHANGE-FACTS §1–§4 and §9.
+"""The simulator's migration batch and user cmdlets, following exchange-facts §1–§4 and §9.
 
 Each cmdlet validates everything before it changes anything, so a refused call leaves the state as it was.
-Exception types come from the decompiled resource keys of EXCHANGE-FACTS §9.4 where Microsoft gives no
+Exception types come from the decompiled resource keys of exchange-facts §9.4 where Microsoft gives no
 English text; the texts here are the simulator's own wording of them.
 """
 
@@ -275,7 +275,7 @@ def get_user(state: s.SimState, b: Bound) -> Output:
         pairs = [(batch, user) for batch, user in pairs if s.key(batch.name) == s.key(batch_id)]
     if identity is not None:
         matching = [(batch, user) for batch, user in pairs if s.key(user.identity) == s.key(identity)]
-        # EXCHANGE-FACTS §3: a null *or non-existent* -Identity returns all objects.
+        # exchange-facts §3: a null *or non-existent* -Identity returns all objects.
         pairs = matching or pairs
     size = result_size(b)
     return [user_output(batch, user) for batch, user in pairs[:size]]

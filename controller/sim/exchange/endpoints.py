@@ -1,4 +1,4 @@
-"""The simulator's migration endpoint cmdlets: New-, Set- and Get-MigrationEndpoint (EXCHANGE-FACTS §4)."""
+"""The simulator's migration endpoint cmdlets: New-, Set- and Get-MigrationEndpoint (exchange-facts §4)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _endpoint_output(endpoint: s.Endpoint) -> dict[str, object]:
 
 
 def _endpoint_settings(b: Bound, endpoint: s.Endpoint) -> None:
-    """Apply and check the settings New- and Set-MigrationEndpoint share (EXCHANGE-FACTS §4)."""
+    """Apply and check the settings New- and Set-MigrationEndpoint share (exchange-facts §4)."""
     credentials = b.values.get("Credentials")
     if credentials is not None:
         if not isinstance(credentials, Credential) or not credentials.username:
@@ -62,7 +62,7 @@ def _endpoint_settings(b: Bound, endpoint: s.Endpoint) -> None:
                 f"MaxConcurrentMigrations must be between 1 and {s.MAX_CONCURRENT_LIMIT}.",
             )
         endpoint.max_concurrent = limit
-    # MigrationJobConnectionSettingsIncomplete (EXCHANGE-FACTS §9.2): manual settings need both servers.
+    # MigrationJobConnectionSettingsIncomplete (exchange-facts §9.2): manual settings need both servers.
     missing = [
         n
         for n, v in (

@@ -97,7 +97,7 @@ def _finish_sync(state: s.SimState, batch: s.Batch, address: str, at: datetime) 
     user.error, user.last_sync = "", at
     recipient = state.recipients.get(address)
     if recipient is not None:
-        # EXCHANGE-FACTS §6: the initial sync converts the mail user to a mailbox.
+        # exchange-facts §6: the initial sync converts the mail user to a mailbox.
         recipient.type = s.RecipientType.USER_MAILBOX
 
 

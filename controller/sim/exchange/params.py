@@ -88,7 +88,7 @@ class Bound:
         raise self._bad(name, value)
 
     def moment(self, name: str) -> datetime | None:
-        """A DateTime; one without a time zone is UTC, as in Exchange Online (EXCHANGE-FACTS §1)."""
+        """A DateTime; one without a time zone is UTC, as in Exchange Online (exchange-facts §1)."""
         value = self.values.get(name)
         if value is None:
             return None
@@ -136,7 +136,7 @@ def bind(cmdlet: str, parameters: Mapping[str, object], allowed: tuple[str, ...]
 
 
 def parse_csv(cmdlet: str, data: bytes, *, allow_unknown_columns: bool = False) -> list[str]:
-    """The EmailAddress column of a staged CSV, checked as the service checks it (EXCHANGE-FACTS §9.3).
+    """The EmailAddress column of a staged CSV, checked as the service checks it (exchange-facts §9.3).
 
     The check texts are undocumented; these say what is wrong. Repeated rows count once (assumption).
     """

@@ -1,6 +1,6 @@
 """The simulated Exchange Online tenant: its cmdlet table, virtual UTC clock and injected faults.
 
-`ExchangeSimulator` answers the migration cmdlets (EXCHANGE-FACTS §1–§4, §9) with Exchange's property
+`ExchangeSimulator` answers the migration cmdlets (exchange-facts §1–§4, §9) with Exchange's property
 names: the directory's Get-Recipient here, the endpoint and batch cmdlets in endpoints.py and batches.py.
 `LocalRunner` is the `runner.CmdletRunner` over a simulator in memory; store.py keeps one in a shared file.
 """

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-# EXCHANGE-FACTS §1: 100 batches per tenant, 2,000 rows per staged CSV, 64-character batch names.
+# exchange-facts §1: 100 batches per tenant, 2,000 rows per staged CSV, 64-character batch names.
 MAX_BATCHES = 100
 MAX_CSV_ROWS = 2000
 MAX_BATCH_NAME = 64
@@ -26,7 +26,7 @@ REMOVE_SECONDS = 5 * 60.0
 
 
 class Completion(StrEnum):
-    """Whether Complete-MigrationBatch is accepted for staged batches (EXCHANGE-FACTS §8)."""
+    """Whether Complete-MigrationBatch is accepted for staged batches (exchange-facts §8)."""
 
     SUPPORTED = "supported"
     UNSUPPORTED = "unsupported"

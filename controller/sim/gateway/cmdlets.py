@@ -23,7 +23,7 @@ from psrpcore.types import (
 from controller.exchange import errors
 from controller.secrets import Credential
 
-# The cmdlets the controller uses (EXCHANGE-FACTS §1-§4); anything else is CommandNotFound, as in a JEA
+# The cmdlets the controller uses (exchange-facts §1-§4); anything else is CommandNotFound, as in a JEA
 # endpoint or a session whose role does not include it.
 DEFAULT_CMDLETS = frozenset(
     {
@@ -145,7 +145,7 @@ def error_record(
     fully_qualified_id: str | None = None,
     recommended_action: str | None = None,
 ) -> ErrorRecord:
-    """An ErrorRecord shaped as EXO shows one (EXCHANGE-FACTS §9.0): type, message, [FailureCategory=…] id."""
+    """An ErrorRecord shaped as EXO shows one (exchange-facts §9.0): type, message, [FailureCategory=…] id."""
     exception = NETException(Message=message)
     exception.PSObject.type_names = [exception_type, "System.Exception", "System.Object"]
     short_type = exception_type.rpartition(".")[2]
