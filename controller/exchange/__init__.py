@@ -1,1 +1,1 @@
-"""Exchange Online: the seam (`runner.CmdletRunner`), the client over it, the psrp backend, the simulator."""
+"""Exchange Online: the seam (`runner.CmdletRunner`), the client over it, the pypsrp backend."""
