@@ -25,7 +25,7 @@ from controller.desired.models import DesiredState
 from controller.model import snapshot
 from controller.model.actions import CsvRows, DnsAction, ExchangeAction, Plan
 from controller.model.statuses import MOVING, SYNCED, BatchStatus
-from controller.planner import plan
+from controller.planner import checksum, plan
 
 CASES = Path(__file__).parent / "cases"
 BASE = CASES / "_base"
@@ -83,7 +83,7 @@ def test_case_is_pure(name: str) -> None:
     desired, observed, expected = load_case(name)
     first, second = run(desired, observed, expected), run(desired, observed, expected)
     assert first == second
-    assert first.checksum == second.checksum == plan.checksum(desired, observed)
+    assert first.checksum == second.checksum == checksum.of(desired, observed)
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

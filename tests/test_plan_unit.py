@@ -11,7 +11,7 @@ import pytest
 from controller.desired.models import DesiredState
 from controller.model.actions import CredentialRef, CsvRows, ExchangeAction
 from controller.model.snapshot import Snapshot
-from controller.planner import plan, render
+from controller.planner import checksum, plan, render
 from tests import test_plan_cases as cases
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
@@ -31,28 +31,28 @@ def _with_status(observed: Snapshot, status: str) -> Snapshot:
 def test_checksum_ignores_when_the_world_was_observed() -> None:
     desired, observed = _case("done-when-syncing-ttl-3600")
     later = observed.model_copy(update={"observedAt": observed.observedAt + timedelta(minutes=7)})
-    assert plan.checksum(desired, later) == plan.checksum(desired, observed)
+    assert checksum.of(desired, later) == checksum.of(desired, observed)
     assert plan.plan(desired, later, NOW).checksum == plan.plan(desired, observed, NOW).checksum
 
 
 def test_checksum_changes_when_a_batch_status_changes() -> None:
     desired, observed = _case("done-when-syncing-ttl-3600")
-    assert plan.checksum(desired, _with_status(observed, "Synced")) != plan.checksum(desired, observed)
+    assert checksum.of(desired, _with_status(observed, "Synced")) != checksum.of(desired, observed)
 
 
 def test_checksum_changes_with_the_revision_and_the_memory() -> None:
     desired, observed = _case("done-when-syncing-ttl-3600")
     other_revision = dataclasses.replace(desired, revision="rev2")
-    assert plan.checksum(other_revision, observed) != plan.checksum(desired, observed)
+    assert checksum.of(other_revision, observed) != checksum.of(desired, observed)
     remembered = observed.model_copy(
         update={"memory": observed.memory.model_copy(update={"cutoverAt": NOW - timedelta(days=1)})}
     )
-    assert plan.checksum(desired, remembered) != plan.checksum(desired, observed)
+    assert checksum.of(desired, remembered) != checksum.of(desired, observed)
 
 
 def test_checksum_is_the_documented_sha256_form() -> None:
     desired, observed = _case("converged-empty-plan")
-    digest = plan.checksum(desired, observed)
+    digest = checksum.of(desired, observed)
     assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
 
 

@@ -219,6 +219,10 @@ class Policy(Model):
     low_ttl: int = Field(default=300, ge=MIN_TTL, le=MAX_LOW_TTL)
     ttl_lead_time: Duration = timedelta(hours=48)
     remove_after_cutover: Duration = timedelta(hours=72)
+    rollback_window: Duration = Field(
+        default=timedelta(hours=24),
+        description="after the cutover swap the TTL stays low this long, then the desired TTL follows",
+    )
     retry_failed: int = Field(default=3, ge=0, le=20)
     drift: DriftPolicy = DriftPolicy()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller.model.actions import DnsAction
@@ -32,6 +32,7 @@ class DnsObserved:
 
     zones: Mapping[str, list[RRset] | None]
     findings: tuple[str, ...] = ()
+    errors: Mapping[str, str] = field(default_factory=dict)  # zone -> why it could not be read
 
 
 class DnsBackend(Protocol):

@@ -64,13 +64,31 @@ class ExchangeObserved(BaseModel):
     )
 
 
+class ServerAnswer(BaseModel):
+    """What one authoritative server answered for an RRset: the TTL lead is measured on the slowest one.
+
+    `error` is set (and the rest may be None) when the server could not be read; `ttl` and `values` are
+    None when the server serves no such RRset; `serial` is the zone's SOA serial that server serves.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    server: str  # as configured or discovered: "ns2.contoso.com (192.0.2.2:53)"
+    primary: bool = False
+    serial: int | None = None
+    ttl: int | None = None
+    values: list[str] | None = None
+    error: str | None = None
+
+
 class RRset(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str  # relative to the zone, "@" for the apex
     type: str
-    ttl: int
-    values: list[str]
+    ttl: int  # the primary's
+    values: list[str]  # the primary's; TXT character-strings joined, unquoted
+    servers: list[ServerAnswer] = []  # every authoritative server's answer; empty: one source only
 
     @property
     def key(self) -> tuple[str, str]:
@@ -94,6 +112,8 @@ class Memory(BaseModel):
     cutoverAt: AwareDatetime | None = None  # when MX was first observed at its desired value
     retries: dict[str, RetryCount] = {}  # batch key -> Start-MigrationBatch retries for one revision
     completionUnsupported: list[str] = []  # batches whose Complete-MigrationBatch was refused
+    laggingSince: dict[str, AwareDatetime] = {}  # "zone/server" -> first seen behind or unreadable
+    swappedAt: dict[str, AwareDatetime] = {}  # "zone/name/TYPE" -> values swapped at the low TTL
 
 
 class Snapshot(BaseModel):
@@ -102,6 +122,7 @@ class Snapshot(BaseModel):
     observedAt: AwareDatetime
     exchange: ExchangeObserved = ExchangeObserved()
     dns: dict[str, list[RRset] | None] = {}
+    unreadable: dict[str, str] = {}  # "exchange/batches", "dns/contoso.com" -> why it could not be read
     memory: Memory = Memory()
 
     def to_json(self) -> str:

@@ -7,14 +7,13 @@ blocks and the updated memory come out. Order: endpoint, batches, DNS (TTL lower
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 
 from controller.desired.models import BatchState, DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
 from controller.model.statuses import COMPLETED, SYNCED, BatchStatus
+from controller.planner import checksum
 from controller.planner import dns as dns_part
 from controller.planner.batches.lifecycle import plan_batches
 from controller.planner.draft import Draft, listing
@@ -43,7 +42,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         )
     return Plan(
         revision=desired.revision,
-        checksum=checksum(desired, snapshot),
+        checksum=checksum.of(desired, snapshot),
         actions=tuple(draft.actions),
         waiting=tuple(draft.waiting),
         blocked=tuple(draft.blocked),
@@ -51,18 +50,6 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         notes=tuple(draft.notes),
         memory=draft.memory,
     )
-
-
-def checksum(desired: DesiredState, snapshot: Snapshot) -> str:
-    """sha256 over (revision, desired digest, snapshot); the observation time is left out so that
-    observing an unchanged world again gives the same checksum and `apply --checksum` accepts it."""
-    observed = snapshot.model_dump(mode="json", exclude={"observedAt"})
-    body = json.dumps(
-        {"revision": desired.revision, "desired": desired.digest, "snapshot": observed},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
 def batches_gate(desired: DesiredState, exchange: ExchangeObserved, memory: Memory) -> str | None:
