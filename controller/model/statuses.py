@@ -51,3 +51,9 @@ FAILED_USER_STATUSES = frozenset({"failed", "incrementalfailed", "completionfail
 # The error a member gets when no mail user exists for it (exchange-facts §9 row 1.1): retrying
 # cannot help until directory sync creates the mail user.
 RECIPIENT_NOT_FOUND = "MigrationRecipientNotFoundException"
+
+ARRIVED_USER_STATUSES = frozenset(
+    {"synced", "incrementalsynced", "completionsynced", "completed", "completedwithwarnings"}
+)
+"""A member whose migration user shows one of these has its mailbox in Exchange Online (exchange-facts §3):
+the batches-completed gate counts it as arrived, as it does an address that has a mailbox."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.desired.models import BatchState, DesiredState
+from controller.desired.models import DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
-from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
-from controller.model.statuses import COMPLETED, SYNCED, BatchStatus
-from controller.planner import checksum
+from controller.model.snapshot import Snapshot
+from controller.planner import checksum, completion
 from controller.planner import dns as dns_part
 from controller.planner.batches.lifecycle import plan_batches
-from controller.planner.draft import Draft, listing
+from controller.planner.draft import Draft
 from controller.planner.endpoint import plan_endpoint
 
 # The change-size gate (contract §4, as octoDNS does it): above this share of managed objects removed or
@@ -31,7 +30,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     dns_part.update_memory(draft, desired, snapshot)
     endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
     plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
-    gate = batches_gate(desired, snapshot.exchange, draft.memory)
+    gate = completion.batches_gate(draft, desired, snapshot.exchange, force=force)
     dns_part.plan_dns(draft, desired, snapshot, now=now, batches_gate=gate)
     _change_size_gate(draft, desired, force=force)
     if desired.migration.target_delivery_domain:
@@ -50,25 +49,6 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         notes=tuple(draft.notes),
         memory=draft.memory,
     )
-
-
-def batches_gate(desired: DesiredState, exchange: ExchangeObserved, memory: Memory) -> str | None:
-    """The batches-completed gate: None when every batch is Completed (or Synced where Exchange said
-    completion is unsupported), else the reason the cutover must wait."""
-    if exchange.batches is None:
-        return "Exchange batches could not be read, so completion is unknown"
-    observed = {b.Identity.lower(): b for b in exchange.batches}
-    unsupported = {name.lower() for name in memory.completionUnsupported}
-    pending: list[str] = []
-    for batch in desired.batches:
-        if batch.state is BatchState.REMOVED:
-            continue
-        found = observed.get(batch.key)
-        status = BatchStatus.parse(found.Status) if found is not None else None
-        done = status in COMPLETED or (status in SYNCED and batch.key in unsupported)
-        if not done:
-            pending.append(f"{batch.name} is {found.Status if found is not None else 'not created'}")
-    return f"not every batch is completed: {listing(pending, limit=3)}" if pending else None
 
 
 def _change_size_gate(draft: Draft, desired: DesiredState, *, force: bool) -> None:

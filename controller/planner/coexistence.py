@@ -1,0 +1,156 @@
+"""The SPF string through the migration (contract §4): left alone until the first batch starts, then a
+coexistence string that authorises on-premises and Exchange Online, then the repository's string in the
+same pass as the MX swap. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.desired.models import Record, RecordType
+from controller.model.actions import Action, DnsAction, DnsChangeKind, ExchangeAction
+from controller.model.snapshot import ExchangeObserved, RRset
+from controller.model.statuses import BatchStatus
+from controller.planner import spf
+from controller.planner.draft import Draft
+from controller.planner.records import action, desired_values, obj, same_values
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """Where a zone's mail goes: `final` once the MX swap is observed or planned in this pass."""
+
+    final: bool
+    started: bool  # a batch has started (or starts in this plan): Exchange Online sends for migrated users
+    mx_gate: tuple[str, str] | None  # the gate and reason holding the MX swap, when one does
+
+
+def phase(
+    draft: Draft,
+    zone: str,
+    records: list[Record],
+    observed: list[RRset],
+    *,
+    batches_gate: str | None,
+    exchange: ExchangeObserved,
+) -> Phase:
+    """The zone's apex MX decides; a zone without a cutover MX goes final when the batches gate opens."""
+    mx = next((r for r in records if r.cutover and r.type is RecordType.MX and r.name == "@"), None)
+    mx_gate: tuple[str, str] | None = None
+    if mx is None:
+        final = batches_gate is None
+        if batches_gate is not None:
+            mx_gate = ("batches-completed", batches_gate)
+    else:
+        found = next((rr for rr in observed if rr.name == "@" and rr.type == "MX"), None)
+        at_desired = found is not None and same_values(mx, found, desired_values(mx, found))
+        swapping = any(
+            isinstance(a, DnsAction) and a.object == obj(mx) and a.kind != "ttl" for a in draft.actions
+        )
+        final = at_desired or swapping
+        mx_gate = next(((b.gate, b.reason) for b in draft.blocked if b.object == obj(mx)), None)
+    started = (
+        any(BatchStatus.parse(b.Status) not in (None, BatchStatus.CREATED) for b in exchange.batches or ())
+        or first_start(draft.actions) is not None
+    )
+    return Phase(final=final, started=started, mx_gate=mx_gate)
+
+
+def first_start(actions: list[Action]) -> int | None:
+    """Where the first batch start of the plan is: the coexistence string must be in place before it."""
+    for index, planned in enumerate(actions):
+        if isinstance(planned, ExchangeAction) and (
+            planned.cmdlet == "Start-MigrationBatch"
+            or (planned.cmdlet == "New-MigrationBatch" and planned.params.get("AutoStart") is True)
+        ):
+            return index
+    return None
+
+
+def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase) -> None:
+    """One `spf:` record: refuse what RFC 7208 makes an error, else the string its phase calls for."""
+    assert record.spf is not None
+    name = obj(record)
+    observed = spf.spf_strings(found.values) if found is not None else []
+    if len(observed) > 1:
+        draft.block(
+            name,
+            "spf",
+            f"{len(observed)} SPF strings at {record.name} ({' | '.join(observed)}): receivers treat that "
+            "as a permerror (RFC 7208 §4.5); leave one before the controller changes SPF",
+        )
+        return
+    if not _within_limit(draft, record, record.spf, "the repository's SPF string", "in the repository"):
+        return
+    final = desired_values(record, found)
+    if found is not None and same_values(record, found, final):
+        if found.ttl != record.ttl:
+            draft.act(
+                action(
+                    record,
+                    final,
+                    found,
+                    kind="ttl",
+                    ttl=record.ttl,
+                    reason=f"TTL {found.ttl} -> {record.ttl}",
+                )
+            )
+        return
+    if now_phase.final:
+        kind: DnsChangeKind = "create" if found is None else "update"
+        reason = "with the MX swap, the final SPF string: Exchange Online receives and sends all mail now"
+        draft.act(action(record, final, found, kind=kind, ttl=record.ttl, reason=reason))
+        return
+    gate, why = now_phase.mx_gate or ("batches-completed", "the MX has not been swapped yet")
+    if not now_phase.started:
+        draft.block(
+            name,
+            gate,
+            "on-premises phase: no batch has started, so the SPF string stays as it is; from the first "
+            f"started batch it authorises Exchange Online too, and it becomes {record.spf!r} with the "
+            "MX swap",
+        )
+        return
+    if not observed or found is None:
+        draft.block(
+            name,
+            gate,
+            f"coexistence phase: no SPF string at {record.name} to extend; {record.spf!r} is written with "
+            f"the MX swap ({why})",
+        )
+        return
+    coexisting = spf.coexistence(observed[0])
+    if coexisting == observed[0]:
+        draft.block(
+            name,
+            gate,
+            "coexistence phase: the SPF string authorises on-premises and Exchange Online until the MX swap; "
+            f"{record.spf!r} follows with it ({why})",
+        )
+        return
+    if not _within_limit(draft, record, coexisting, "the coexistence SPF string", f"at {record.name} first"):
+        return
+    values = desired_values(record, found, spf=coexisting)
+    coexist = action(
+        record,
+        values,
+        found,
+        kind="update",
+        ttl=record.ttl,
+        reason="coexistence phase from the first started batch: migrated users send from Exchange Online "
+        f"while the MX still points on-premises: {observed[0]!r} -> {coexisting!r}",
+    )
+    start = first_start(draft.actions)
+    draft.actions.insert(len(draft.actions) if start is None else start, coexist)
+
+
+def _within_limit(draft: Draft, record: Record, text: str, what: str, where: str) -> bool:
+    count = spf.lookups(text)
+    if count <= spf.MAX_LOOKUPS:
+        return True
+    draft.block(
+        obj(record),
+        "spf",
+        f"{what} {text!r} would need {count} DNS lookups, more than the {spf.MAX_LOOKUPS} RFC 7208 §4.6.4 "
+        f"allows (receivers return permerror); shorten the SPF string {where}",
+    )
+    return False
