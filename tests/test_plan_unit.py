@@ -31,28 +31,65 @@ def _with_status(observed: Snapshot, status: str) -> Snapshot:
 def test_checksum_ignores_when_the_world_was_observed() -> None:
     desired, observed = _case("done-when-syncing-ttl-3600")
     later = observed.model_copy(update={"observedAt": observed.observedAt + timedelta(minutes=7)})
-    assert checksum.of(desired, later) == checksum.of(desired, observed)
     assert plan.plan(desired, later, NOW).checksum == plan.plan(desired, observed, NOW).checksum
 
 
-def test_checksum_changes_when_a_batch_status_changes() -> None:
-    desired, observed = _case("done-when-syncing-ttl-3600")
-    assert checksum.of(desired, _with_status(observed, "Synced")) != checksum.of(desired, observed)
+def test_checksum_changes_when_a_batch_status_changes_what_is_done() -> None:
+    desired, observed = _case("completed-synced-complete")
+    synced, syncing = (
+        plan.plan(desired, observed, NOW),
+        plan.plan(desired, _with_status(observed, "Syncing"), NOW),
+    )
+    assert [a.cmdlet for a in synced.actions if isinstance(a, ExchangeAction)] == ["Complete-MigrationBatch"]
+    assert synced.checksum != syncing.checksum
 
 
-def test_checksum_changes_with_the_revision_and_the_memory() -> None:
+def test_checksum_changes_with_the_revision() -> None:
     desired, observed = _case("done-when-syncing-ttl-3600")
     other_revision = dataclasses.replace(desired, revision="rev2")
-    assert checksum.of(other_revision, observed) != checksum.of(desired, observed)
-    remembered = observed.model_copy(
-        update={"memory": observed.memory.model_copy(update={"cutoverAt": NOW - timedelta(days=1)})}
+    assert plan.plan(other_revision, observed, NOW).checksum != plan.plan(desired, observed, NOW).checksum
+
+
+def test_a_moved_world_with_the_same_actions_is_the_same_plan() -> None:
+    """Progress and memory that change no action leave the checksum: the reviewed actions still hold."""
+    desired, observed = _case("done-when-syncing-ttl-3600")
+    batches = [
+        b.model_copy(update={"SyncedCount": b.SyncedCount + 1}) for b in observed.exchange.batches or []
+    ]
+    moved = observed.model_copy(
+        update={
+            "exchange": observed.exchange.model_copy(update={"batches": batches}),
+            "memory": observed.memory.model_copy(update={"cutoverAt": NOW - timedelta(days=1)}),
+        }
     )
-    assert checksum.of(desired, remembered) != checksum.of(desired, observed)
+    before, after = plan.plan(desired, observed, NOW), plan.plan(desired, moved, NOW)
+    assert [w.reason for w in before.waiting] != [w.reason for w in after.waiting], "the wait moved"
+    assert after.actions == before.actions
+    assert after.checksum == before.checksum
+
+
+def test_a_time_gate_that_opens_changes_the_checksum() -> None:
+    """The snapshot is the same; the TTL lead passes between the two plans and the cutover appears."""
+    desired, observed = _case("mx-cutover-after-lead")
+    waiting, open_ = plan.plan(desired, observed, NOW - timedelta(hours=3)), plan.plan(desired, observed, NOW)
+    assert not waiting.actions and [a.object for a in open_.actions] == ["dns/contoso.com/@/MX"]
+    assert waiting.checksum != open_.checksum
+
+
+def test_checksum_covers_every_csv_row_not_only_their_count() -> None:
+    desired, _ = _case("converged-empty-plan")
+
+    def start(*addresses: str) -> ExchangeAction:
+        rows = CsvRows(addresses)
+        return ExchangeAction("New-MigrationBatch", (("Name", "B"), ("CSVData", rows)), "batch/B", "new")
+
+    assert render.describe(start("a@contoso.com")) == render.describe(start("b@contoso.com"))
+    assert checksum.of(desired, [start("a@contoso.com")]) != checksum.of(desired, [start("b@contoso.com")])
 
 
 def test_checksum_is_the_documented_sha256_form() -> None:
     desired, observed = _case("converged-empty-plan")
-    digest = checksum.of(desired, observed)
+    digest = plan.plan(desired, observed, NOW).checksum
     assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
 
 

@@ -41,7 +41,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         )
     return Plan(
         revision=desired.revision,
-        checksum=checksum.of(desired, snapshot),
+        checksum=checksum.of(desired, draft.actions),
         actions=tuple(draft.actions),
         waiting=tuple(draft.waiting),
         blocked=tuple(draft.blocked),
