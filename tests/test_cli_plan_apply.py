@@ -95,7 +95,8 @@ def test_plan_on_a_syncing_batch_lowers_the_ttl_waits_and_blocks_the_mx(
         capsys, "plan", str(EXAMPLE), "--observed", str(snapshot), "--format", "json", "--detailed-exitcode"
     )
     plan = json.loads(out)
-    assert code == 2
+    assert code == 3, "changes present, but users and mailboxes are null (unknown): unknown wins"
+    assert list(plan["unknown"]) == ["exchange/users", "exchange/mailboxes"]
     mx = [a for a in plan["actions"] if a.get("object") == "dns/contoso.com/@/MX"]
     assert mx == [{**mx[0], "ttl": 300, "values": ["10 mail.contoso.com."]}], (
         "the TTL is lowered, values kept"
@@ -127,7 +128,7 @@ def test_apply_then_plan_again_gives_no_actions(
     backends = ("--exchange", f"sim:{exchange}", "--dns", f"sim:{dns}")
     code, out, err = _run(capsys, "apply", str(EXAMPLE), *backends, "--yes")
     assert code == 0, err
-    assert "applied 4 actions" in out
+    assert "applied 5 actions" in out  # with the coexistence SPF string before the first batch starts
     with SimStore(exchange).transaction() as sim:
         assert sim.calls("New-MigrationEndpoint") == 1
         assert sim.calls("New-MigrationBatch") == 2  # Batch0-IT and Batch1-EarlyAdopters are started
@@ -173,7 +174,7 @@ def test_a_failed_action_stops_apply_with_an_account(
     assert code == 1
     assert "stopped at endpoint/StagedEndpoint" in err
     assert "environment variable ONPREM_MIGRATION_CREDENTIALS is not set" in err
-    assert "0 actions were applied before it; 3 were not attempted" in err
+    assert "0 actions were applied before it; 4 were not attempted" in err  # the coexistence SPF too
     assert "not done: batch/Batch0-IT" in err
     with SimStore(exchange).transaction() as sim:
         assert sim.calls("New-MigrationBatch") == 0

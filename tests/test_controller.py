@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from controller.exchange.errors import CmdletError
 from tests.support.controller import (
     PILOT,
     PILOT_MEMBERS,
+    WAVE_MEMBERS,
     Workspace,
     batch_yaml,
     desired_files,
     make_workspace,
 )
+from tests.support.gateway import PASSWORD as GATEWAY_PASSWORD
+from tests.support.gateway import USER as GATEWAY_USER
+from tests.support.gateway import FakeRunner, running_gateway
 from tests.support.gitrepo import ssh_keypair
 
 
@@ -195,3 +200,57 @@ def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tm
     assert served.served.commit.sha == resigned
     assert served.served.refused is None
     assert workspace.writes() - before == Counter({"New-MigrationBatch": 1})
+
+
+def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path) -> None:
+    """Over real PSRP: Get-MigrationUser fails, everything else is as the repository says; the empty plan
+    is not a converged one, and status says what could not be read and why."""
+    fake = FakeRunner()
+    fake.rows["Get-MigrationEndpoint"] = [
+        {
+            "Identity": "StagedEndpoint",
+            "EndpointType": "ExchangeOutlookAnywhere",
+            "ExchangeServer": "mail.contoso.com",
+            "RpcProxyServer": "mail.contoso.com",
+            "UseAutoDiscover": False,
+            "Authentication": "Basic",
+            "EmailAddress": "migration.admin@contoso.com",
+            "MaxConcurrentMigrations": 20,
+        }
+    ]
+    fake.rows["Get-Recipient"] = [
+        {"PrimarySmtpAddress": address, "RecipientTypeDetails": "MailUser"}
+        for address in (*PILOT_MEMBERS, *WAVE_MEMBERS)
+    ]
+    fake.raises["Get-MigrationUser"] = CmdletError(
+        "Get-MigrationUser", "MigrationPermanentException", "The migration service did not answer."
+    )
+    with running_gateway(fake) as gateway:
+        psrp = {
+            "host": "127.0.0.1",
+            "port": gateway.port,
+            "ssl": False,
+            "auth": "basic",
+            "username": GATEWAY_USER,
+            "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD",
+            "bootstrap": "none",
+        }
+        workspace = make_workspace(
+            tmp_path / "ws", exchange={"backend": "psrp", "psrp": psrp}, clock="system"
+        )
+        workspace.env["STAGECTL_TEST_GATEWAY_PASSWORD"] = GATEWAY_PASSWORD
+        (workspace.repo.path / "desired" / "dns" / "contoso.com.yaml").unlink()  # no time gate in the way
+        workspace.commit(message="Exchange only")
+        result = workspace.run_pass()
+        assert result.plan.actions == () and result.plan.blocked == ()
+
+    ready = workspace.status()["conditions"][0]  # type: ignore[index]
+    assert ready["type"] == "Ready"
+    assert (ready["status"], ready["reason"]) == (False, "Unknown"), ready
+    assert (
+        "exchange/users: CmdletError: Get-MigrationUser failed: MigrationPermanentException"
+        in ready["message"]
+    )
+    text = workspace.stagectl("status", "--config", str(workspace.config_path))
+    assert "Converged" not in text.stdout
+    assert "unknown     exchange/users: CmdletError: Get-MigrationUser failed" in text.stdout

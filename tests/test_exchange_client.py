@@ -132,6 +132,25 @@ def test_a_kind_that_cannot_be_read_is_unknown(runner: RecordingRunner) -> None:
     assert len(client.problems) == 2
 
 
+def test_why_a_kind_could_not_be_read_is_kept_bounded_and_without_secrets(runner: RecordingRunner) -> None:
+    runner.broken["Get-MigrationBatch"] = CmdletError(
+        "Get-MigrationBatch", "MigrationPermanentException", "refused for password=hunter2 " + "x" * 600
+    )
+    runner.broken["Get-Recipient"] = UnavailableError("gateway went away")
+    client = client_for(runner)
+    client.max_attempts = 1
+    client.observe()
+    assert set(client.unreadable) == {"exchange/batches", "exchange/mailUsers", "exchange/mailboxes"}
+    batches = client.unreadable["exchange/batches"]
+    assert batches.startswith("CmdletError: Get-MigrationBatch failed: MigrationPermanentException: refused")
+    assert "hunter2" not in batches and len(batches) <= 300
+    assert client.unreadable["exchange/mailUsers"] == "UnavailableError: Get-Recipient: gateway went away"
+    client.observe()
+    runner.broken.clear()
+    client.observe()
+    assert client.unreadable == {}, "each observe() says only what it could not read"
+
+
 def test_not_found_on_a_bulk_read_means_none_exist(runner: RecordingRunner) -> None:
     runner.broken["Get-MigrationBatch"] = CmdletError(
         "Get-MigrationBatch", "ManagementObjectNotFoundException", "Couldn't find object"

@@ -1,15 +1,23 @@
-"""`stagectl apply`: observe, plan, and run the plan action by action; stop at the first failure."""
+"""`stagectl apply`: observe, plan, and run the plan action by action; stop at the first failure.
+
+Exit 3 when part of the state could not be read, after applying what the planner did plan: it never
+plans on what it could not read, and the actions it did plan do not depend on it (contract §6).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 from controller import errors
-from controller.commands import common
+from controller.commands import common, reviewed
+from controller.model.actions import Plan
 from controller.planner import render
 from controller.planner.plan import plan
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
+from controller.runtime.observe import unknown
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,24 +39,52 @@ def run(args: argparse.Namespace) -> int:
     backends = common.backends_of(args, config)
     try:
         memory = common.load_memory(directory)
-        snapshot, _ = common.observe_live(desired, backends, memory)
+        snapshot, findings = common.observe_live(desired, backends, memory)
+        for finding in findings:  # said even when there is nothing to apply
+            print(f"note: {finding}", file=sys.stderr)
         result = plan(desired, snapshot, snapshot.observedAt, force=args.force)
-        sys.stdout.write(render.to_text(result))
+        unread = unknown(snapshot)
+        sys.stdout.write(render.to_text(result, unread))
         if args.checksum and args.checksum != result.checksum:
-            raise errors.Refused(
-                f"the plan changed since checksum {args.checksum} was shown (now {result.checksum}): "
-                "Exchange, DNS or the repository moved; run `stagectl plan` again"
-            )
+            _refuse(args.checksum, result, directory)
         if not result.actions:
             common.save_memory(directory, result.memory)
-            return 0
+            return _unknown_exit(unread)
         if not args.yes and not _confirmed(len(result.actions)):
             raise errors.Refused("nothing applied: pass --yes, or answer y at the prompt")
         report = apply_plan(result, exchange=backends.exchange, dns=backends.dns, on_outcome=_print_outcome)
     finally:
         backends.close()
     common.save_memory(directory, report.memory)
-    return _account(report)
+    code = _account(report)
+    return code if code else _unknown_exit(unread)
+
+
+def _refuse(reviewed_checksum: str, result: Plan, directory: Path | None) -> None:
+    """Refuse (exit 1), naming each action added, removed or changed since the reviewed plan."""
+    on_record = reviewed.recorded(directory, reviewed_checksum)
+    if on_record is not None:
+        lines = reviewed.differences(on_record, result.actions)
+    else:
+        where = "no state directory" if directory is None else f"none in {directory / reviewed.PLANS_DIR}"
+        lines = [f"the reviewed plan is not on record ({where}); planned now:"]
+        lines += [f"now      {a.object}: {render.describe(a)}" for a in result.actions] or [
+            "now      nothing"
+        ]
+    raise errors.Refused(
+        f"the plan changed since checksum {reviewed_checksum} was reviewed (now {result.checksum}), "
+        "so nothing was applied; review `stagectl plan` again:\n" + "\n".join(f"  {line}" for line in lines)
+    )
+
+
+def _unknown_exit(unread: Mapping[str, str]) -> int:
+    if not unread:
+        return 0
+    print(
+        f"part of the state could not be read ({', '.join(unread)}): nothing was planned on it; exit 3",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def _confirmed(count: int) -> bool:

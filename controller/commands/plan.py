@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from controller import errors
-from controller.commands import common
+from controller.commands import common, reviewed
 from controller.model.snapshot import Snapshot
 from controller.planner import render
 from controller.planner.plan import plan
+from controller.runtime.observe import unknown
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--observed", type=Path, help="plan against this snapshot instead of observing")
     parser.add_argument("--format", choices=sorted(render.RENDERERS), default="text")
     parser.add_argument("--force", action="store_true", help="let the change-size gate pass")
-    parser.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    parser.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when there are changes, 3 when part of the state could not be read",
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
         snapshot = common.observe_once(args, desired)
         now = snapshot.observedAt
     result = plan(desired, snapshot, now, force=args.force)
-    sys.stdout.write(render.RENDERERS[args.format](result))
-    return 2 if args.detailed_exitcode and result.has_changes else 0
+    unread = unknown(snapshot)
+    sys.stdout.write(render.RENDERERS[args.format](result, unread))
+    # Kept so that `apply --checksum` can name what changed since this plan was reviewed.
+    reviewed.record(common.state_dir(args, common.config_of(args)), result)
+    if not args.detailed_exitcode:
+        return 0
+    return 3 if unread else 2 if result.has_changes else 0
 
 
 def _read_snapshot(path: Path) -> Snapshot:

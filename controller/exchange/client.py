@@ -12,15 +12,23 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from controller import secrets
-from controller.exchange.errors import AuthenticationError, CmdletError, ExchangeError, TransientError
+from controller.exchange.errors import (
+    AuthenticationError,
+    CmdletError,
+    ExchangeError,
+    TransientError,
+    truncate,
+)
 from controller.exchange.runner import CmdletRunner
 from controller.model.actions import CredentialRef, CsvRows, ExchangeAction, ParameterValue
 from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, ObservedUser
+from controller.redact import redact_text
 
 log = logging.getLogger(__name__)
 
 UNLIMITED = "Unlimited"  # without it Get-MigrationBatch/-User/Get-Recipient stop at 1,000 objects
 MAIL_USER_TYPES = ["MailUser", "UserMailbox"]
+REASON_LIMIT = 300  # why a read failed goes into plans and status: long enough to act on, never a dump
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -45,17 +53,21 @@ class ExchangeClient:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._rng = rng or random.Random()
-        self.problems: list[str] = []  # why a kind of the last observe() is unknown
+        self.problems: list[str] = []  # why a kind of the last observe() is unknown, one line each
+        self.unreadable: dict[str, str] = {}  # "exchange/batches" -> why the last observe() could not read it
         self.warnings: list[str] = []  # warnings Exchange wrote (e.g. "Micro delay applied")
 
     def observe(self) -> ExchangeObserved:
         """One bulk read per kind; a kind that could not be read is None (unknown, never absent)."""
-        self.problems = []
-        endpoints = self._read("Get-MigrationEndpoint", {}, ObservedEndpoint)
-        batches = self._read("Get-MigrationBatch", {"ResultSize": UNLIMITED}, ObservedBatch)
-        users = self._read("Get-MigrationUser", {"ResultSize": UNLIMITED}, ObservedUser)
+        self.problems, self.unreadable = [], {}
+        endpoints = self._read(("endpoints",), "Get-MigrationEndpoint", {}, ObservedEndpoint)
+        batches = self._read(("batches",), "Get-MigrationBatch", {"ResultSize": UNLIMITED}, ObservedBatch)
+        users = self._read(("users",), "Get-MigrationUser", {"ResultSize": UNLIMITED}, ObservedUser)
         recipients = self._read(
-            "Get-Recipient", {"RecipientTypeDetails": MAIL_USER_TYPES, "ResultSize": UNLIMITED}, None
+            ("mailUsers", "mailboxes"),
+            "Get-Recipient",
+            {"RecipientTypeDetails": MAIL_USER_TYPES, "ResultSize": UNLIMITED},
+            None,
         )
         mail_users = mailboxes = None
         if recipients is not None:
@@ -110,8 +122,9 @@ class ExchangeClient:
         return value
 
     def _read(
-        self, cmdlet: str, parameters: dict[str, object], model: type[Model] | None
+        self, kinds: tuple[str, ...], cmdlet: str, parameters: dict[str, object], model: type[Model] | None
     ) -> list[Any] | None:
+        """The objects, or None (unknown) with why remembered under each snapshot kind it leaves unknown."""
         try:
             objects = self.call(cmdlet, parameters)
         except AuthenticationError:
@@ -119,18 +132,27 @@ class ExchangeClient:
         except CmdletError as error:
             if error.not_found:  # nothing of this kind exists
                 return []
-            self.problems.append(f"{cmdlet}: {error}")
+            self._unreadable(kinds, cmdlet, f"{type(error).__name__}: {error}")
             return None
         except ExchangeError as error:
-            self.problems.append(f"{cmdlet}: {error}")
+            self._unreadable(kinds, cmdlet, f"{type(error).__name__}: {cmdlet}: {error}")
             return None
         if model is None:
             return objects
         try:
             return [model.model_validate(item) for item in objects]
         except ValidationError as error:
-            self.problems.append(f"{cmdlet}: unexpected output: {error.errors()[0]['msg']}")
+            self._unreadable(
+                kinds, cmdlet, f"ValidationError: {cmdlet}: unexpected output: {error.errors()[0]['msg']}"
+            )
             return None
+
+    def _unreadable(self, kinds: tuple[str, ...], cmdlet: str, why: str) -> None:
+        """Remote text is bounded and scrubbed: it reaches plans, status and logs."""
+        reason = truncate(redact_text(why), REASON_LIMIT)
+        self.problems.append(f"{cmdlet}: {reason}")
+        for kind in kinds:
+            self.unreadable[f"exchange/{kind}"] = reason
 
 
 def _address(recipient: Mapping[str, object]) -> str:

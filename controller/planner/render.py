@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan, render_value
 
+# What could not be read ("exchange/batches", "dns/contoso.com") and why, beside the plan: the renderings
+# show it, so that a plan made without looking never reads as a converged one.
+Unknown = Mapping[str, str]
+NO_UNKNOWN: Unknown = {}
 
-def plan_data(plan: Plan) -> dict[str, object]:
+
+def plan_data(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> dict[str, object]:
     return {
         "revision": plan.revision,
         "checksum": plan.checksum,
+        "unknown": dict(unknown),
         "actions": [action.as_data() for action in plan.actions],
         "waiting": [{"object": w.object, "reason": w.reason} for w in plan.waiting],
         "blocked": [{"object": b.object, "gate": b.gate, "reason": b.reason} for b in plan.blocked],
@@ -24,15 +31,16 @@ def plan_data(plan: Plan) -> dict[str, object]:
     }
 
 
-def to_json(plan: Plan) -> str:
-    return json.dumps(plan_data(plan), indent=2, default=str)
+def to_json(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
+    return json.dumps(plan_data(plan, unknown), indent=2, default=str)
 
 
-def summary(plan: Plan) -> str:
-    return (
+def summary(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
+    counts = (
         f"{len(plan.actions)} to apply, {len(plan.waiting)} waiting, {len(plan.blocked)} blocked, "
         f"{len(plan.drift)} drifted"
     )
+    return f"{counts}, {len(unknown)} unknown" if unknown else counts
 
 
 def describe(action: Action) -> str:
@@ -58,12 +66,13 @@ def _describe_dns(action: DnsAction) -> str:
     return f"{verb} {owner} {action.type} {action.ttl} {values}"
 
 
-def to_text(plan: Plan) -> str:
+def to_text(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
     lines = [
-        f"Plan for revision {plan.revision or '(working tree)'}: {summary(plan)}",
+        f"Plan for revision {plan.revision or '(working tree)'}: {summary(plan, unknown)}",
         f"checksum {plan.checksum}",
     ]
     sections: list[tuple[str, list[tuple[str, str, str]]]] = [
+        (UNKNOWN_TITLE, [(what, "", why) for what, why in unknown.items()]),
         ("Actions, in order", [(a.object, describe(a), a.reason) for a in plan.actions]),
         ("Waiting", [(w.object, "", w.reason) for w in plan.waiting]),
         ("Blocked", [(b.object, b.gate, b.reason) for b in plan.blocked]),
@@ -80,13 +89,20 @@ def to_text(plan: Plan) -> str:
             lines.append(f"{head}{obj:<{width}}  {what or why}")
             if what:
                 lines.append(f"{' ' * len(head)}{'':<{width}}  why: {why}")
-    if not plan.actions:
+    if unknown:
+        lines += ["", _UNKNOWN_VERDICT]
+    elif not plan.actions:
         lines += [
             "",
             "No changes: the observed state matches the repository (see waiting and blocked above).",
         ]
     return "\n".join(_plain(line) for line in lines) + "\n"
 
+
+UNKNOWN_TITLE = "Unknown (could not be read; nothing is planned on it)"
+_UNKNOWN_VERDICT = (
+    "Not converged as far as anyone can tell: part of the state could not be read (see Unknown above)."
+)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -104,13 +120,17 @@ def md(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", _plain(str(text))).replace("\n", " ")
 
 
-def to_markdown(plan: Plan) -> str:
+def to_markdown(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
     out = [
         f"### stagectl plan for `{md(plan.revision[:12]) or 'working tree'}`",
         "",
-        f"**{md(summary(plan))}**",
+        f"**{md(summary(plan, unknown))}**",
         "",
     ]
+    if unknown:
+        out += [f"**Unknown** ({md(_UNKNOWN_VERDICT)})", "", "| what | why |", "|---|---|"]
+        out += [f"| {md(what)} | {md(why)} |" for what, why in unknown.items()]
+        out.append("")
     if plan.actions:
         out += ["| # | object | change | why |", "|---|---|---|---|"]
         out += [
@@ -131,4 +151,8 @@ def to_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-RENDERERS = {"text": to_text, "json": to_json, "markdown": to_markdown}
+RENDERERS: dict[str, Callable[[Plan, Unknown], str]] = {
+    "text": to_text,
+    "json": to_json,
+    "markdown": to_markdown,
+}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
 from controller.desired.models import DesiredState
-from controller.dns.base import DnsBackend
+from controller.dns.base import DnsBackend, DnsObserved
 from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
+
+# Said when a reader left something unknown without a reason (an old snapshot, a backend that gives none).
+NO_REASON = "could not be read (no reason was recorded)"
 
 
 class ExchangeReader(Protocol):
@@ -25,10 +29,45 @@ def wanted_rrsets(desired: DesiredState) -> dict[str, list[tuple[str, str]]]:
 def observe(
     desired: DesiredState, *, exchange: ExchangeReader, dns: DnsBackend, memory: Memory, now: datetime
 ) -> tuple[Snapshot, tuple[str, ...]]:
-    """The snapshot and the DNS findings (for example two authoritative servers that disagree)."""
+    """The snapshot and the DNS findings (for example two authoritative servers that disagree).
+
+    `Snapshot.unreadable` says why each unknown kind or zone could not be read, as the readers said it.
+    """
     exchange_observed = exchange.observe()
     dns_observed = dns.observe(wanted_rrsets(desired))
+    reasons: Mapping[str, str] = getattr(exchange, "unreadable", {})  # ExchangeClient keeps them
     snapshot = Snapshot(
-        observedAt=now, exchange=exchange_observed, dns=dict(dns_observed.zones), memory=memory
+        observedAt=now,
+        exchange=exchange_observed,
+        dns=dict(dns_observed.zones),
+        unreadable={**reasons, **_dns_reasons(dns_observed)},
+        memory=memory,
     )
     return snapshot, dns_observed.findings
+
+
+def _dns_reasons(observed: DnsObserved) -> dict[str, str]:
+    reasons: dict[str, str] = {}
+    for zone, rrsets in observed.zones.items():
+        if rrsets is not None:
+            continue
+        # A backend that gives no error for the zone said why in a finding that starts with its name.
+        said = [f.removeprefix(f"{zone}: ") for f in observed.findings if f.startswith(f"{zone}: ")]
+        reasons[f"dns/{zone}"] = observed.errors.get(zone) or "; ".join(said) or NO_REASON
+    return reasons
+
+
+def unknown(snapshot: Snapshot) -> dict[str, str]:
+    """Everything the snapshot could not read ("exchange/batches", "dns/contoso.com") and why.
+
+    Taken from what is `None`, not only from `unreadable`, so that a snapshot written without reasons
+    still never passes for a complete one.
+    """
+    found: dict[str, str] = {}
+    for kind, value in snapshot.exchange:
+        if value is None:
+            found[f"exchange/{kind}"] = snapshot.unreadable.get(f"exchange/{kind}", NO_REASON)
+    for zone, rrsets in snapshot.dns.items():
+        if rrsets is None:
+            found[f"dns/{zone}"] = snapshot.unreadable.get(f"dns/{zone}", NO_REASON)
+    return found

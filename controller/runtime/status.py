@@ -14,6 +14,7 @@ from controller.model.snapshot import Snapshot, at
 from controller.model.statuses import FAILED_USER_STATUSES
 from controller.planner.dns import desired_values, same_values
 from controller.runtime.applier import ApplyReport
+from controller.runtime.observe import unknown
 
 if TYPE_CHECKING:
     from controller.runtime.serving import Served
@@ -72,8 +73,9 @@ def build(
                 "failedUsers": failed_users.get(batch.key, [])[:20],
             }
         )
+    unread = unknown(snapshot)
     return {
-        "conditions": _conditions(served, planned, report),
+        "conditions": _conditions(served, planned, report, unread),
         "revision": {
             "served": served.commit.sha,
             "author": served.commit.author,
@@ -81,6 +83,7 @@ def build(
             "refused": served.refused,
         },
         "observedAt": at(snapshot.observedAt),
+        "unknown": unread,
         "batches": batch_rows,
         "dns": _dns_rows(served, snapshot, planned),
         "waiting": [{"object": w.object, "reason": w.reason} for w in planned.waiting],
@@ -100,7 +103,9 @@ def build(
     }
 
 
-def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict[str, object]]:
+def _conditions(
+    served: Served, planned: Plan, report: ApplyReport, unread: dict[str, str]
+) -> list[dict[str, object]]:
     stalls = [f"{b.object}: {b.gate}" for b in planned.blocked if b.gate not in _TIME_GATES]
     if served.refused:
         stalls.insert(0, served.refused)
@@ -109,7 +114,8 @@ def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict
     progressing = bool(
         report.outcomes or planned.waiting or any(b.gate in _TIME_GATES for b in planned.blocked)
     )
-    ready = not stalls and not progressing and not planned.actions
+    # Never Converged on what could not be read: the plan was empty only because nothing was planned on it.
+    ready = not stalls and not progressing and not planned.actions and not unread
     reconciling_reason = (
         f"applied {len(report.outcomes)} actions, {len(planned.waiting)} waiting"
         if progressing
@@ -119,8 +125,10 @@ def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict
         {
             "type": "Ready",
             "status": ready,
-            "reason": "Converged" if ready else ("Stalled" if stalls else "Progressing"),
-            "message": f"revision {served.commit.sha[:12]} applied" if ready else "not yet converged",
+            "reason": _ready_reason(ready=ready, stalls=stalls, unread=unread),
+            "message": f"revision {served.commit.sha[:12]} applied"
+            if ready
+            else _unknown_message(unread) or "not yet converged",
         },
         {
             "type": "Reconciling",
@@ -135,6 +143,19 @@ def _conditions(served: Served, planned: Plan, report: ApplyReport) -> list[dict
             "message": "; ".join(stalls[:5]),
         },
     ]
+
+
+def _ready_reason(*, ready: bool, stalls: list[str], unread: dict[str, str]) -> str:
+    if ready:
+        return "Converged"
+    if stalls:
+        return "Stalled"
+    return "Unknown" if unread else "Progressing"
+
+
+def _unknown_message(unread: dict[str, str]) -> str:
+    shown = "; ".join(f"{what}: {why}" for what, why in list(unread.items())[:3])
+    return f"could not be read, so not known to be converged: {shown}" if unread else ""
 
 
 def _dns_rows(served: Served, snapshot: Snapshot, planned: Plan) -> list[dict[str, object]]:
@@ -204,6 +225,8 @@ def as_text(data: dict[str, Any]) -> str:
     ]
     if revision["refused"]:
         lines.append(f"refused     {revision['refused']}")
+    for what, why in data.get("unknown", {}).items():  # a status written before this field has none
+        lines.append(f"unknown     {what}: {why}")
     lines += ["", f"{'batch':<24}{'desired':<11}{'Exchange':<22}{'synced':>10}{'failed':>8}"]
     for batch in data["batches"]:
         progress = f"{batch['synced']}/{batch['total']}"
