@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller import errors
-from controller.desired import loader, yamlsafe
+from controller.desired import loader, models, yamlsafe
 from controller.desired.models import BatchState, RecordType
 
 ROOT = Path(__file__).parent.parent
@@ -186,3 +186,54 @@ def test_files_outside_the_directory_are_not_read_through_symlinks(tmp_path: Pat
 def test_a_missing_directory_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidInput, match="no such directory"):
         loader.load_directory(tmp_path / "nope")
+
+
+def test_an_idn_zone_written_in_a_labels_loads() -> None:
+    state = loader.load_directory(FIXTURES / "valid" / "idn-a-labels")
+    assert state.zones[0].name == "xn--e1afmkfd.xn--p1ai"
+    assert [record.key for record in state.records] == [
+        "xn--e1afmkfd.xn--p1ai/@/MX",
+        "xn--e1afmkfd.xn--p1ai/xn--80a1acny/A",
+        "xn--e1afmkfd.xn--p1ai/www/A",
+        "xn--e1afmkfd.xn--p1ai/autodiscover/CNAME",
+        "xn--e1afmkfd.xn--p1ai/_autodiscover._tcp/SRV",
+    ]
+    assert state.records[0].values == ("10 xn--80a1acny.xn--e1afmkfd.xn--p1ai.",)
+    assert state.migration.endpoint.email_address == "migration.admin@xn--e1afmkfd.xn--p1ai"
+    assert [member.address for batch in state.batches for member in batch.members] == [
+        "Anna@xn--e1afmkfd.xn--p1ai",
+        "boris@xn--e1afmkfd.xn--p1ai",
+    ]
+
+
+def _downstream(state: models.DesiredState) -> object:
+    """What the planner, the DNS wire and Exchange read of a desired state, without where it was written."""
+    endpoint = state.migration.endpoint
+    return (
+        [zone.name for zone in state.zones],
+        [(record.key, record.ttl, record.values) for record in state.records],
+        [(batch.name, [member.address for member in batch.members]) for batch in state.batches],
+        (endpoint.exchange_server, endpoint.rpc_proxy_server, endpoint.email_address),
+        state.migration.notification_emails,
+        state.migration.target_delivery_domain,
+    )
+
+
+def test_unicode_names_load_as_their_a_labels_so_everything_downstream_sees_one_spelling() -> None:
+    unicode = loader.load_directory(FIXTURES / "valid" / "idn-unicode")
+    a_labels = loader.load_directory(FIXTURES / "valid" / "idn-a-labels")
+    assert _downstream(unicode) == _downstream(a_labels)
+    # Unicode upper case is mapped to lower case (UTS #46) before the conversion, as ASCII is compared.
+    assert unicode.migration.endpoint.exchange_server == "xn--80a1acny.xn--e1afmkfd.xn--p1ai"
+    assert unicode.migration.notification_emails == ["Anna@xn--e1afmkfd.xn--p1ai"]
+
+
+def test_a_unicode_name_that_is_ascii_after_mapping_keeps_nothing_unicode() -> None:
+    zone = (
+        "apiVersion: stagectl/v1\nkind: DnsZone\nmetadata: {name: ｃｏｎｔｏｓｏ.com}\nspec:\n"
+        '  records: [{name: "ＷＷＷ", type: CNAME, ttl: 300, values: ["straße.contoso.com."]}]\n'
+    )
+    state = loader.load_files({"migration.yaml": MIGRATION, "z.yaml": zone.encode()})
+    assert [(record.key, record.values) for record in state.records] == [
+        ("contoso.com/www/CNAME", ("xn--strae-oqa.contoso.com.",))
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from controller.commands import cli, schema
@@ -32,3 +33,14 @@ def test_example_files_carry_the_modeline_to_their_schema() -> None:
         target = first.removeprefix("# yaml-language-server: $schema=")
         assert target != first, path
         assert (path.parent / target).resolve().is_file(), path
+
+
+def test_the_schemas_accept_idn_names_in_unicode_and_in_a_labels() -> None:
+    zone = json.loads((ROOT / "schemas" / "dnszone.schema.json").read_text())
+    hostname = re.compile(zone["$defs"]["ZoneMetadata"]["properties"]["name"]["pattern"])
+    for name in ("xn--e1afmkfd.xn--p1ai", "пример.рф", "contoso.com"):
+        assert hostname.match(name), name
+    assert not hostname.match("bad name.com")
+    migration = json.loads((ROOT / "schemas" / "migration.schema.json").read_text())
+    address = migration["$defs"]["Endpoint"]["properties"]["emailAddress"]
+    assert address["format"] == "idn-email"

@@ -137,3 +137,23 @@ def test_mutated_example_is_valid_or_cleanly_invalid(
     assert "Traceback" not in err and "internal error" not in err, err
     if code == 1:
         assert err.strip(), "invalid without a problem"
+
+
+def test_an_idn_desired_state_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["validate", str(ROOT / "tests" / "fixtures" / "valid" / "idn-unicode")]) == 0
+    assert capsys.readouterr().out == "valid: 1 migration, 2 batches (2 members), 1 zone (5 records)\n"
+
+
+def test_an_invalid_idn_name_is_one_sentence_at_its_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
+    zone = tmp_path / "dns" / "contoso.com.yaml"
+    zone.write_text(zone.read_text().replace('["autodiscover.outlook.com."]', '["xn--abc.com."]'))
+    assert "xn--abc.com." in zone.read_text()
+    assert cli.main(["validate", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    line = next(n for n, text in enumerate(zone.read_text().splitlines(), 1) if "xn--abc" in text)
+    assert err[0].startswith(f"{zone}:{line}:")
+    assert "'xn--abc.com.' is not a valid IDNA 2008 name: 'xn--abc' is not a valid A-label" in err[0]
+    assert err[1:] == ["invalid: 1 problem"]

@@ -31,7 +31,6 @@ def read_members(data: bytes) -> tuple[list[Row], list[Row]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     column = -1
     width = 0
-    match = models.ADDRESS_PATTERN.match
     try:
         for row in reader:
             if not any(cell.strip() for cell in row):
@@ -44,11 +43,10 @@ def read_members(data: bytes) -> tuple[list[Row], list[Row]]:
             if len(row) != width:
                 problems.append((reader.line_num, f"row has {len(row)} fields, the header has {width}"))
                 continue
-            address = row[column].strip()
-            if match(address):
-                members.append((reader.line_num, address))
-            else:
-                problems.append((reader.line_num, f"{address!r} is not a valid SMTP address"))
+            try:
+                members.append((reader.line_num, models.smtp_address(row[column].strip())))
+            except ValueError as error:
+                problems.append((reader.line_num, str(error)))
     except csv.Error as error:
         problems.append((reader.line_num or 1, f"not readable as CSV: {error}"))
     if column < 0 and not problems:

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from controller.desired import idn
+
 API_VERSION = "stagectl/v1"
 MAX_BATCH_MEMBERS = 2000  # exchange-facts §1: "a maximum of 2,000 rows"
 MAX_BATCHES = 100  # exchange-facts §1: MaxNumberOfBatches
@@ -93,40 +95,64 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "examples": ["48h", "30m", "2d"]}),
 ]
 
+# The last label of a name: letters, or the A-label of an IDN top-level domain such as xn--p1ai (.рф).
+_TLD = r"([A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
+
 # A dot-atom address: no quoted local parts, no spaces or PowerShell metacharacters such as `;`.
-# The apostrophe stays allowed: o'brien@contoso.com is a real, valid mailbox address.
+# The apostrophe stays allowed: o'brien@contoso.com is a real, valid mailbox address. The local part
+# is ASCII; the domain may be written in Unicode and is checked once converted to its A-labels.
 _ADDRESS = re.compile(
     r"^(?=.{3,254}$)(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+    rf"@([A-Za-z0-9]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+{_TLD}$"
 )
 
 
-ADDRESS_PATTERN = _ADDRESS  # for bulk checks (CSV members) without a model per address
-
-
-def check_address(value: str) -> str:
-    if not _ADDRESS.match(value):
+def smtp_address(value: str) -> str:
+    """`value` with its domain as A-labels (IDNA 2008); raises ValueError unless a valid SMTP address."""
+    local, at, domain = value.rpartition("@")
+    try:
+        converted = f"{local}@{idn.to_ascii(domain)}" if at else value
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a valid SMTP address: {error}") from error
+    if not _ADDRESS.match(converted):
         raise ValueError(f"{value!r} is not a valid SMTP address")
-    return value
+    return converted
 
 
 Address = Annotated[
     str,
-    AfterValidator(check_address),
-    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+    AfterValidator(smtp_address),
+    WithJsonSchema({"type": "string", "format": "idn-email", "maxLength": 254}),
 ]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\.?$")
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$)([A-Za-z0-9]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+{_TLD}\.?$")
+# The same for editors reading the JSON Schema, where a name may still be written in Unicode
+# (`\u00a1-\uffff`: any letter beyond ASCII; the loader does the real IDNA check).
+_LETTER = r"A-Za-z\u00a1-\uffff"
+_HOSTNAME_SCHEMA = (
+    rf"^(?=.{{1,253}}$)([{_LETTER}0-9]([{_LETTER}0-9-]{{0,61}}[{_LETTER}0-9])?\.)+"
+    rf"([{_LETTER}]{{2,63}}|[Xx][Nn]--[A-Za-z0-9-]{{1,59}})\.?$"
+)
 
 
-def check_hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
+def hostname(value: str) -> str:
+    """`value` with its labels as A-labels (IDNA 2008); raises ValueError unless a fully qualified name."""
+    converted = idn.to_ascii(value)
+    if not _HOSTNAME.match(converted):
         raise ValueError(f"{value!r} is not a fully qualified host name")
-    return value
+    return converted
 
 
 Hostname = Annotated[
-    str, AfterValidator(check_hostname), WithJsonSchema({"type": "string", "pattern": _HOSTNAME.pattern})
+    str,
+    AfterValidator(hostname),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _HOSTNAME_SCHEMA,
+            "description": "a fully qualified host name; Unicode labels become A-labels (IDNA 2008)",
+        }
+    ),
 ]
 
 _BATCH_NAME = re.compile(rf"^[A-Za-z0-9-]{{1,{MAX_BATCH_NAME}}}$")
@@ -191,7 +217,7 @@ class BatchMetadata(Model):
 
 class ZoneMetadata(Model):
     name: Hostname = Field(
-        description="the zone, e.g. contoso.com (normalised to lower case, no trailing dot)"
+        description="the zone, e.g. contoso.com or пример.рф (loaded as lower-case A-labels, no final dot)"
     )
 
 

@@ -4,7 +4,8 @@ their record type, one SPF string, CNAMEs alone at their name, one RRset per (na
 Normalisation: record names become relative and lower case ("@" for the apex; an absolute name
 ending in the zone with a trailing dot is accepted and made relative); host names inside MX,
 CNAME and SRV values are lower-cased and A/AAAA addresses written in their canonical form, so that
-they compare equal to what DNS answers. TXT values keep their exact spelling.
+they compare equal to what DNS answers. Names and host names written in Unicode become their
+A-labels (IDNA 2008, `controller.desired.idn`), as DNS carries them. TXT values keep their spelling.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from controller.desired import models
+from controller.desired import idn, models
 from controller.desired.models import RecordType
 
 Problem = tuple[tuple[str | int, ...], str]  # (path inside the document, message)
@@ -27,7 +28,10 @@ SPF_PREFIX = "v=spf1"
 
 def record_name(name: str, zone: str) -> tuple[str | None, str | None]:
     """(relative name, None) or (None, message)."""
-    lowered = name.lower()
+    try:
+        lowered = idn.to_ascii(name).lower()
+    except ValueError as error:
+        return None, f"record name {error}"
     if lowered == "@":
         return "@", None
     if lowered.endswith("."):
@@ -49,8 +53,8 @@ def record_name(name: str, zone: str) -> tuple[str | None, str | None]:
 
 
 def _target(host: str) -> str:
-    """A host name in a record value, lower case; raises ValueError unless fully qualified with a dot."""
-    lowered = host.lower()
+    """A host name in a record value as lower-case A-labels; ValueError unless fully qualified with a dot."""
+    lowered = idn.to_ascii(host).lower()
     if len(lowered) > 254 or not _TARGET.match(lowered):
         raise ValueError(f"{host!r} is not a fully qualified host name ending with '.'")
     return lowered

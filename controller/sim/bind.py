@@ -1,4 +1,5 @@
-"""A real BIND 9 `named` on loopback serving contoso.com with TSIG keys: for `make demo` and the DNS tests."""
+"""A real BIND 9 `named` on loopback serving contoso.com (or another zone) with TSIG keys: for `make demo`
+and the DNS tests."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class Named:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    zone: str = ZONE
 
     @property
     def address(self) -> str:
@@ -118,7 +120,7 @@ class Named:
 
     def serial(self) -> int | None:
         try:
-            answer = self.query(ZONE, "SOA")
+            answer = self.query(self.zone, "SOA")
         except (OSError, dns.exception.DNSException):
             return None
         if answer.rcode() != dns.rcode.NOERROR or not answer.answer:
@@ -136,7 +138,7 @@ def wait_until_serving(server: Named, *, serial: int | None = None) -> None:
         if current is not None and (serial is None or current >= serial):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"named ({server.role}) did not serve {ZONE} in time:\n{server.log()[-3000:]}")
+    raise RuntimeError(f"named ({server.role}) did not serve {server.zone} in time:\n{server.log()[-3000:]}")
 
 
 @dataclass
@@ -188,20 +190,23 @@ def _keys(zone: BindZone) -> str:
 
 
 @contextmanager
-def bind_zone(*, secondary: bool = False, notify: bool = True, extra_records: str = "") -> Iterator[BindZone]:
+def bind_zone(
+    *, secondary: bool = False, notify: bool = True, extra_records: str = "", zone_name: str = ZONE
+) -> Iterator[BindZone]:
     """Start a primary for contoso.com (and a secondary fed by zone transfer); stop both on exit.
 
     With `notify=False` the primary never tells the secondary about changes, and the long SOA
     refresh keeps the secondary behind: the lagging server of the disagreement test.
-    `extra_records` (zone file lines, relative to contoso.com.) are appended to ZONE_TEXT.
+    `extra_records` (zone file lines, relative to the zone) are appended to ZONE_TEXT. `zone_name`
+    serves ZONE_TEXT under another name (an A-label zone for the IDN test), contoso.com replaced by it.
     """
     root = Path(tempfile.mkdtemp(prefix="stagectl-bind-"))
-    primary = Named("primary", free_port(), root / "primary")
-    second = Named("secondary", free_port(), root / "secondary") if secondary else None
+    primary = Named("primary", free_port(), root / "primary", zone=zone_name)
+    second = Named("secondary", free_port(), root / "secondary", zone=zone_name) if secondary else None
     zone = BindZone(primary, second)
     try:
         primary.directory.mkdir()
-        (primary.directory / "contoso.com.db").write_text(ZONE_TEXT + extra_records)
+        (primary.directory / f"{zone_name}.db").write_text(ZONE_TEXT.replace(ZONE, zone_name) + extra_records)
         if second is not None and notify:
             notify_conf = f"notify explicit; notify-delay 0; also-notify {{ 127.0.0.1 port {second.port}; }};"
         else:
@@ -209,7 +214,7 @@ def bind_zone(*, secondary: bool = False, notify: bool = True, extra_records: st
         (primary.directory / "named.conf").write_text(
             _options(primary.directory, primary.port, notify_conf)
             + _keys(zone)
-            + f'zone "{ZONE}" {{ type primary; file "contoso.com.db";'
+            + f'zone "{zone_name}" {{ type primary; file "{zone_name}.db";'
             f" allow-update {{ key {zone.key_name}; }}; allow-transfer {{ 127.0.0.1; }}; }};\n"
         )
         primary.start()
@@ -218,7 +223,7 @@ def bind_zone(*, secondary: bool = False, notify: bool = True, extra_records: st
             (second.directory / "named.conf").write_text(
                 _options(second.directory, second.port, "notify no;")
                 + _keys(zone)
-                + f'zone "{ZONE}" {{ type secondary; file "contoso.com.bak";'
+                + f'zone "{zone_name}" {{ type secondary; file "{zone_name}.bak";'
                 f" primaries {{ 127.0.0.1 port {primary.port}; }};"
                 f" allow-notify {{ 127.0.0.1; }}; }};\n"
             )
