@@ -32,11 +32,23 @@ def test_the_example_migration_converges_over_psrp_and_bind() -> None:
         "Exchange cmdlet calls: 13 writes (Complete-MigrationBatch 4, New-MigrationBatch 4, "
         "New-MigrationEndpoint 1, Remove-MigrationBatch 4)"
     ) in out
-    # The cutover happened behind its gates, and SPF kept the verification token.
-    assert "replace contoso.com MX 3600 0 contoso-com.mail.protection.outlook.com." in out
-    assert (
-        "replace contoso.com TXT 3600 MS=ms12345678 | v=spf1 include:spf.protection.outlook.com -all" in out
+    # SPF authorises Exchange Online from the first started batch, before its New-MigrationBatch; the
+    # cutover swaps the values at the low TTL with the final SPF string, and the TTL follows after the
+    # rollback window; SPF kept the verification token throughout.
+    coexistence = (
+        "replace contoso.com TXT 3600 MS=ms12345678 | v=spf1 mx include:spf.protection.outlook.com -all"
     )
+    assert out.index(coexistence) < out.index("New-MigrationBatch -Name Batch0-IT")
+    swap = out.index("replace contoso.com MX 300 0 contoso-com.mail.protection.outlook.com.")
+    final = out.index(
+        "replace contoso.com TXT 3600 MS=ms12345678 | v=spf1 include:spf.protection.outlook.com -all"
+    )
+    raised = out.index("set TTL contoso.com MX 3600 0 contoso-com.mail.protection.outlook.com.")
+    assert swap < final < raised
+    assert "create autodiscover.contoso.com CNAME 300 autodiscover.outlook.com." in out
+    assert "set TTL autodiscover.contoso.com CNAME 3600 autodiscover.outlook.com." in out
+    # Minimality in DNS: MX lowered, swapped, raised; the CNAME created, raised; SPF coexisting, final.
+    assert "DNS updates: 7 (@/MX 3, @/TXT 2, autodiscover/CNAME 2)" in out
     assert "hold batch/Batch3-Finance [mail-users]: 2 members are not mail users" in out
     # Every audit record names the commit's author; no secret reaches the output.
     assert (

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from controller.runtime import audit, status, wiring
@@ -87,8 +88,15 @@ def report(config_path: Path) -> None:
             f"  {record['seq']:>3} {str(record['revision'])[:10]} {record['author']}: {audit.summary(action)}"
             f" -> {record['result']}"
         )
+    dns_updates: Counter[str] = Counter()
+    for record in audit.show(audit.path_in(state_dir)):
+        action = record["action"]
+        if isinstance(action, dict) and action.get("system") == "dns":
+            dns_updates[str(action["object"]).split("/", 2)[2]] += 1  # "dns/<zone>/" dropped
+    listed = ", ".join(f"{name} {n}" for name, n in sorted(dns_updates.items()))
+    print(f"\nDNS updates: {sum(dns_updates.values())} ({listed})")
     broken = audit.verify(audit.path_in(state_dir))
-    print(f"\naudit chain: {'intact' if broken is None else f'broken at record {broken}'}")
+    print(f"audit chain: {'intact' if broken is None else f'broken at record {broken}'}")
     subprocess.run(
         ["git", "-C", str(config.source.repo if config.source else "."), "log", "--oneline"], check=False
     )
