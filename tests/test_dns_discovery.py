@@ -13,7 +13,7 @@ from controller.dns.rfc2136 import Rfc2136Backend
 from controller.dns.settings import Rfc2136Settings
 from controller.model.snapshot import RRset
 from tests.support.bind import ZONE, BindZone, bind_zone, free_port
-from tests.support.dns import MX, lower_mx_ttl
+from tests.support.dns import MX, bare, lower_mx_ttl
 
 LOWERED = RRset(name="@", type="MX", ttl=300, values=MX.values)
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT")]}
@@ -50,7 +50,7 @@ def test_the_mname_is_the_primary_among_discovered_servers(tmp_path: Path) -> No
         client = backend(resolver=bind.primary.address, keyRef=key(bind, tmp_path))
         result = client.observe(WANTED)
         # a-ns sorts first, yet the SOA MNAME ns1 is the primary: the zone is read, the other is a finding.
-        assert result.zones[ZONE] is not None and MX in result.zones[ZONE]
+        assert MX in bare(result.zones[ZONE])
         assert len(result.findings) == 1  # timed out, or no route to it where the network has none
         assert result.findings[0].startswith(
             f"{ZONE}: the secondary 198.51.100.53:{port} could not be read ("
@@ -70,7 +70,7 @@ def test_the_mname_is_the_primary_even_when_configured_second(tmp_path: Path) ->
         client.apply(lower_mx_ttl())
         assert bind.primary.query(ZONE, "MX").answer[0].ttl == 300
         result = client.observe(WANTED)
-        assert result.zones[ZONE] is not None and LOWERED in result.zones[ZONE]
+        assert LOWERED in bare(result.zones[ZONE])
         assert any(f"SOA serial 2 on the primary {bind.primary.address}" in f for f in result.findings)
 
 
@@ -82,9 +82,7 @@ def test_an_explicit_primary_wins_over_the_mname(tmp_path: Path) -> None:
             resolver=bind.primary.address, primary=bind.secondary.address, keyRef=key(bind, tmp_path)
         )
         result = client.observe(WANTED)
-        assert (
-            result.zones[ZONE] is not None and MX in result.zones[ZONE]
-        )  # the secondary's answer is the truth
+        assert MX in bare(result.zones[ZONE])  # the secondary's answer is the truth
         assert any(
             f"differs between the primary {bind.secondary.address}" in f and bind.primary.address in f
             for f in result.findings
@@ -131,3 +129,35 @@ def test_a_zone_needs_servers_or_a_resolver() -> None:
         Rfc2136Settings.model_validate({"default": {"keyRef": "env:K"}})
     settings = Rfc2136Settings.model_validate({"default": {"servers": ["127.0.0.1:53"]}})
     assert settings.default is not None and settings.default.resolver is None
+
+
+def test_an_mname_naming_none_of_the_servers_makes_the_zone_unknown(tmp_path: Path) -> None:
+    """The SOA MNAME is ns1.contoso.com; the only server is configured as `localhost`: no guess."""
+    with bind_zone() as bind:
+        configured = f"localhost:{bind.primary.port}"
+        client = backend(servers=[configured], keyRef=key(bind, tmp_path))
+        result = client.observe(WANTED)
+        assert result.zones == {ZONE: None}
+        why = (
+            f"the SOA MNAME ns1.contoso.com. names none of its servers ({configured}): set `primary:`"
+            " for this zone so that a secondary is never read as the truth"
+        )
+        assert result.errors == {ZONE: why}
+        assert result.findings == (f"{ZONE}: {why}; the zone is unknown",)
+        with pytest.raises(DnsPermanentError, match="set `primary:`"):
+            client.apply(lower_mx_ttl())
+        assert bind.primary.query(ZONE, "MX").answer[0].ttl == 3600
+        named = backend(servers=[configured], primary=configured, keyRef=key(bind, tmp_path))
+        assert MX in (named.observe(WANTED).zones[ZONE] or [])
+
+
+def test_every_unknown_zone_says_why(tmp_path: Path) -> None:
+    silent = f"127.0.0.1:{free_port()}"
+    unconfigured = Rfc2136Backend(Rfc2136Settings.model_validate({"zones": {}})).observe(WANTED)
+    assert unconfigured.errors == {ZONE: "no DNS servers are configured for this zone"}
+    undiscovered = backend(resolver=silent).observe(WANTED)
+    assert undiscovered.errors == {
+        ZONE: f"its servers could not be found through the resolver {silent} (timed out)"
+    }
+    unread = backend(servers=[silent]).observe(WANTED)
+    assert unread.errors == {ZONE: f"the primary {silent} could not be read (timed out)"}

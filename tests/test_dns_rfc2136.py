@@ -13,9 +13,17 @@ from controller.dns.rfc2136 import Rfc2136Backend
 from controller.dns.settings import Rfc2136Settings
 from controller.dns.tsig import load_key, parse_env_value, parse_key_file
 from controller.model.actions import DnsAction
-from controller.model.snapshot import RRset
-from tests.support.bind import KEY_NAME, READONLY_KEY_NAME, ZONE, bind_zone, new_secret, wait_until_serving
-from tests.support.dns import MX, lower_mx_ttl
+from controller.model.snapshot import RRset, ServerAnswer
+from tests.support.bind import (
+    KEY_NAME,
+    READONLY_KEY_NAME,
+    ZONE,
+    bind_zone,
+    free_port,
+    new_secret,
+    wait_until_serving,
+)
+from tests.support.dns import MX, bare, lower_mx_ttl
 
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT")]}
 
@@ -78,8 +86,7 @@ def test_a_lagging_secondary_is_reported_and_the_primary_is_the_truth(tmp_path: 
         assert client.observe(WANTED).findings == ()
         client.apply(lower_mx_ttl())
         result = client.observe(WANTED)
-        assert result.zones[ZONE] is not None
-        assert RRset(name="@", type="MX", ttl=300, values=MX.values) in result.zones[ZONE]
+        assert RRset(name="@", type="MX", ttl=300, values=MX.values) in bare(result.zones[ZONE])
         assert any("SOA serial 2" in f and bind.secondary.address in f for f in result.findings)
         assert any(
             "@ MX differs" in f and bind.primary.address in f and bind.secondary.address in f
@@ -105,7 +112,7 @@ def test_an_unreachable_secondary_is_a_finding_not_an_unknown_zone(tmp_path: Pat
         client = backend([bind.primary.address, bind.secondary.address], None)
         bind.secondary.stop()
         result = client.observe(WANTED)
-        assert result.zones[ZONE] is not None and MX in result.zones[ZONE]
+        assert MX in bare(result.zones[ZONE])
         assert result.findings == (
             f"{ZONE}: the secondary {bind.secondary.address} could not be read (timed out)",
         )
@@ -159,7 +166,8 @@ def test_a_truncated_answer_is_asked_again_over_tcp(tmp_path: Path) -> None:
         client.messages.reset()
         result = client.observe({ZONE: [("big", "TXT")]})
         assert result.zones[ZONE] == [RRset(name="big", type="TXT", ttl=600, values=sorted(values))]
-        assert client.messages.queries == 1 + 2  # the SOA, then the TXT over UDP and again over TCP
+        # The SOA, the TXT over UDP and again over TCP, and whether *.contoso.com exists (big has data).
+        assert client.messages.queries == 1 + 2 + 1
 
 
 def test_a_secret_with_comment_characters_parses() -> None:
@@ -167,3 +175,56 @@ def test_a_secret_with_comment_characters_parses() -> None:
     assert "//" in secret
     text = f'/* note */ key "k" {{ algorithm hmac-sha256; // the default\n secret "{secret}"; }};'
     assert parse_key_file(text, source="k").secret == base64.b64decode(secret)
+
+
+def test_each_server_answers_with_its_serial_and_ttl(tmp_path: Path) -> None:
+    """The TTL lead is measured on the slowest server: the snapshot holds every server's answer."""
+    with bind_zone(secondary=True, notify=False) as bind:
+        assert bind.secondary is not None
+        client = backend(
+            [bind.primary.address, bind.secondary.address], f"file:{bind.key_file(tmp_path / 'k')}"
+        )
+        client.apply(lower_mx_ttl())
+        zone = client.observe(WANTED).zones[ZONE]
+        assert zone is not None
+        mx = next(rrset for rrset in zone if rrset.key == ("@", "MX"))
+        assert (mx.ttl, mx.servers) == (
+            300,
+            [
+                ServerAnswer(server=bind.primary.address, primary=True, serial=2, ttl=300, values=MX.values),
+                ServerAnswer(server=bind.secondary.address, serial=1, ttl=3600, values=MX.values),
+            ],
+        )
+        bind.secondary.stop()
+        zone = client.observe(WANTED).zones[ZONE]
+        assert zone is not None
+        mx = next(rrset for rrset in zone if rrset.key == ("@", "MX"))
+        assert mx.servers[1] == ServerAnswer(server=bind.secondary.address, error="timed out")
+
+
+def test_a_silent_server_costs_one_timeout_per_pass() -> None:
+    """Nothing listens at `silent`: it is asked once per pass, not once per zone."""
+    silent = f"127.0.0.1:{free_port()}"
+    with bind_zone() as bind:
+        client = Rfc2136Backend(
+            Rfc2136Settings.model_validate(
+                {
+                    "zones": {
+                        ZONE: {"servers": [bind.primary.address, silent], "timeout": 0.5},
+                        "fabrikam.com": {"servers": [silent], "timeout": 0.5},
+                        "fabrikam.net": {"resolver": silent, "timeout": 0.5},
+                    }
+                }
+            )
+        )
+        wanted = {ZONE: [("@", "MX")], "fabrikam.com": [("@", "MX")], "fabrikam.net": [("@", "MX")]}
+        for _ in range(2):  # each pass asks it again, once
+            client.messages.reset()
+            result = client.observe(wanted)
+            assert client.messages.queries == 2 + 1  # the primary's SOA and MX, the silent server once
+            assert result.zones[ZONE] is not None
+            assert result.zones["fabrikam.com"] is None and result.zones["fabrikam.net"] is None
+            assert f"{ZONE}: the secondary {silent} could not be read (timed out)" in result.findings
+            for other in ("fabrikam.com", "fabrikam.net"):
+                assert silent in result.errors[other]
+                assert "did not answer earlier in this pass (timed out)" in result.errors[other]

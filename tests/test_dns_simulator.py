@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
+from controller.commands import cli
 from controller.model.actions import DnsAction
 from controller.model.snapshot import RRset
 from controller.sim.dns import DnsSimBackend
@@ -65,3 +69,51 @@ def test_processes_sharing_the_file_lose_no_change(tmp_path: Path) -> None:
     backend = DnsSimBackend(path)
     assert backend.serial(ZONE) == 1 + 60
     assert len(backend.rrsets(ZONE) or []) == 1 + 60
+
+
+def spf_swap(previous: RRset, values: list[str]) -> DnsAction:
+    return DnsAction(
+        zone=ZONE,
+        name="@",
+        type="TXT",
+        ttl=previous.ttl,
+        values=tuple(values),
+        previous_ttl=previous.ttl,
+        previous_values=tuple(previous.values),
+        object=f"dns/{ZONE}/@/TXT",
+        reason="test",
+        kind="update",
+    )
+
+
+def test_txt_is_kept_as_character_strings_and_compared_joined(tmp_path: Path) -> None:
+    path = tmp_path / "dns.json"
+    backend = DnsSimBackend(path)
+    # As in a zone file: quoted character-strings, here one SPF string split in two; or plain text.
+    backend.seed_zone(ZONE, [RRset(name="@", type="TXT", ttl=3600, values=['"v=spf1 mx " "-all"', "MS=ms1"])])
+    [txt] = backend.observe({ZONE: [("@", "TXT")]}).zones[ZONE] or []
+    assert txt.values == ["MS=ms1", "v=spf1 mx -all"]  # joined, unquoted: the planner sees the old SPF
+    backend.apply(spf_swap(txt, ["MS=ms1", "v=spf1 include:spf.protection.outlook.com -all"]))
+    held = json.loads(path.read_text())["zones"][ZONE]["rrsets"][0]["values"]
+    assert held == ['"MS=ms1"', '"v=spf1 include:spf.protection.outlook.com -all"']  # one SPF record
+
+
+def test_stagectl_sim_seeds_the_dns_simulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dns.json"
+    records = ["@ 3600 MX 10 mail.contoso.com.", '@ 3600 TXT "v=spf1 mx -all"', '@ 3600 TXT "MS=" "ms1"']
+    assert cli.main(["sim", "dns-seed", "--state", str(path), "--zone", ZONE, *records]) == 0
+    observed = DnsSimBackend(path).observe({ZONE: [("@", "MX"), ("@", "TXT")]}).zones[ZONE]
+    assert observed == [MX, RRset(name="@", type="TXT", ttl=3600, values=["MS=ms1", "v=spf1 mx -all"])]
+    assert cli.main(["sim", "dns-seed", "--state", str(path), "--zone", ZONE, "@ soon TXT x"]) == 1
+    assert "'@ soon TXT x': expected NAME TTL TYPE DATA" in capsys.readouterr().err
+
+
+def test_an_unknown_zone_says_why(tmp_path: Path) -> None:
+    backend = DnsSimBackend(tmp_path / "dns.json")
+    backend.seed_zone(ZONE, [MX])
+    backend.set_reachable(ZONE, False)
+    result = backend.observe({ZONE: [("@", "MX")], "fabrikam.com": [("@", "MX")]})
+    assert result.errors == {
+        ZONE: "the primary could not be read (unreachable)",
+        "fabrikam.com": "the zone is not served there",
+    }

@@ -1,4 +1,4 @@
-"""`stagectl sim`: create, inspect and disturb the Exchange Online simulator's state file."""
+"""`stagectl sim`: create, inspect and disturb the Exchange Online simulator; seed the DNS simulator."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from controller.sim.exchange.store import SimStore
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "sim", help="the Exchange Online simulator: init, advance, show, fail, stop-batch"
+        "sim", help="the Exchange Online simulator: init, advance, show, fail, stop-batch; dns-seed"
     )
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
@@ -53,6 +53,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     stop = command("stop-batch", "stop a batch as an administrator would by hand (drift)", run_stop_batch)
     stop.add_argument("batch")
+    seed = command(
+        "dns-seed",
+        "create or replace a zone in the DNS simulator's state file (FILE) from zone-file records",
+        run_dns_seed,
+    )
+    seed.description = (
+        "Each RECORD is NAME TTL TYPE DATA, as in a zone file: '@ 3600 MX 10 mail.contoso.com.'."
+        ' TXT data is its quoted character-strings, \'@ 3600 TXT "v=spf1 mx " "-all"\' (one value'
+        " split in two strings, observed joined as v=spf1 mx -all); TXT data without a leading quote is"
+        " one value. Records with the same NAME and TYPE form one RRset and share its TTL."
+    )
+    seed.add_argument("--zone", required=True, help="e.g. contoso.com")
+    seed.add_argument("--serial", type=int, default=1, help="the zone's SOA serial (default 1)")
+    seed.add_argument("records", nargs="+", metavar="RECORD", help="NAME TTL TYPE DATA")
 
 
 def _moment(text: str) -> datetime:
@@ -123,6 +137,31 @@ def run_fail(args: argparse.Namespace) -> int:
         simulator.fail_user(
             args.address, exception_type=args.exception_type, message=args.message, times=args.times
         )
+    return 0
+
+
+def run_dns_seed(args: argparse.Namespace) -> int:
+    from controller.model.snapshot import RRset
+    from controller.sim.dns import DnsSimBackend, character_strings
+
+    rrsets: dict[tuple[str, str], RRset] = {}
+    for record in args.records:
+        fields = record.split(None, 3)
+        if len(fields) != 4 or not fields[1].isdigit():
+            raise errors.InvalidInput(f"record {record!r}: expected NAME TTL TYPE DATA, as in a zone file")
+        name, ttl, rdtype, data = fields[0], int(fields[1]), fields[2].upper(), fields[3]
+        try:
+            character_strings(rdtype, data)
+        except ValueError as error:
+            raise errors.InvalidInput(f"record {record!r}: {error}") from None
+        key = (name.lower(), rdtype)
+        before = rrsets.get(key)
+        if before is not None and before.ttl != ttl:
+            raise errors.InvalidInput(f"record {record!r}: TTL {ttl} differs from {before.ttl} in its RRset")
+        values = [*(before.values if before else []), data]
+        rrsets[key] = RRset(name=name, type=rdtype, ttl=ttl, values=values)
+    DnsSimBackend(args.state).seed_zone(args.zone, list(rrsets.values()), serial=args.serial)
+    print(f"{args.state}: {args.zone} with {len(rrsets)} RRsets at serial {args.serial}")
     return 0
 
 

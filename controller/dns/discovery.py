@@ -5,7 +5,8 @@ recursive resolver, or an authoritative server answering for its own zone). An N
 port, so every discovered server is asked on the resolver's port: the same port everywhere, as name
 servers on port 53 are. The primary is `primary` when configured; otherwise the server the SOA MNAME
 names (looked up through the resolver, or without one matched by name against the configured hosts);
-otherwise the first server.
+configured addresses alone are taken primary first, as the settings say. When the MNAME names none of
+the servers there is no primary: the zone is unknown until `primary:` is set, never guessed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from controller.dns.questions import Unanswered, resolve
+from controller.dns.questions import Silence, Unanswered, resolve
 from controller.dns.reading import Served, first_mname, read_soa
 from controller.dns.settings import Rfc2136ZoneSettings
 from controller.dns.wire import MessageCounts, Server
@@ -33,26 +34,33 @@ class Location:
     """Where a zone is served: `servers` (the primary first when known); `notes` become findings."""
 
     servers: tuple[Server, ...]
-    primary: Server | None  # None: configured host names only, the SOA MNAME read decides
+    primary: Server | None  # None: the SOA MNAME read decides (by host name), or no server is the primary
     notes: tuple[str, ...] = ()
     expires: float = math.inf  # monotonic time; discovered servers are kept for the lookups' TTL
 
-    def named_primary(self, mname: dns.name.Name | None) -> Server:
-        """The primary as located, else the server whose host name is the SOA MNAME, else the first."""
+    def named_primary(self, mname: dns.name.Name | None) -> Server | None:
+        """The primary as located, else the server whose host name is the SOA MNAME, else None."""
         if self.primary is not None:
             return self.primary
-        if mname is not None:
-            return next(
-                (server for server in self.servers if _same_name(server.host, mname)), self.servers[0]
-            )
-        return self.servers[0]
+        if mname is None:
+            return None
+        return next((server for server in self.servers if _same_name(server.host, mname)), None)
+
+    def no_primary(self, mname: dns.name.Name) -> str:
+        """Why there is no primary: the MNAME names none of the servers, and a guess may read a stale one."""
+        servers = ", ".join(str(server) for server in self.servers)
+        return (
+            f"the SOA MNAME {mname} names none of its servers ({servers}): set `primary:` for this zone"
+            " so that a secondary is never read as the truth"
+        )
 
 
 class Locator:
     """Finds where each zone is served, keeping what a resolver said until its TTL runs out."""
 
-    def __init__(self, counts: MessageCounts) -> None:
+    def __init__(self, counts: MessageCounts, silence: Silence) -> None:
         self.counts = counts
+        self.silence = silence
         self._located: dict[str, Location] = {}  # discovered through a resolver, until the TTL runs out
         self._primaries: dict[str, Server] = {}  # the primary each zone's last observation settled on
 
@@ -76,7 +84,7 @@ class Locator:
             primary = explicit
         elif resolver is not None:
             primary, ttl = self._mname_through(zone, resolver, servers, timeout=settings.timeout)
-            expires = min(expires, time.monotonic() + ttl)
+            expires = min(expires, time.monotonic() + ttl)  # None: the MNAME names none of the servers
         elif any(not _is_address(server.host) for server in servers):
             primary = None  # a configured host name may be the MNAME: decided once the SOA is read
         else:
@@ -88,14 +96,22 @@ class Locator:
             self._located[zone] = location
         return location
 
-    def settle(self, zone: str, location: Location, reads: Mapping[Server, Served | Unanswered]) -> Server:
+    def settle(
+        self, zone: str, location: Location, reads: Mapping[Server, Served | Unanswered]
+    ) -> Server | None:
         """The primary an observation's reads point to, remembered for the updates that follow."""
         primary = location.named_primary(first_mname(reads))
-        self._primaries[zone] = primary
+        if primary is None:
+            self._primaries.pop(zone, None)
+        else:
+            self._primaries[zone] = primary
         return primary
 
     def primary(self, zone: str, settings: Rfc2136ZoneSettings) -> Server:
-        """Where updates go: as located, else as the last observation settled, else by the SOA MNAME."""
+        """Where updates go: as located, else as the last observation settled, else by the SOA MNAME.
+
+        Raises Unanswered when no server answered, or (permanent) the MNAME names none of them.
+        """
         location = self.locate(zone, settings)
         if location.primary is not None:
             return location.primary
@@ -103,11 +119,16 @@ class Locator:
             return self._primaries[zone]
         for server in location.servers:
             try:
-                soa = read_soa(zone, server, timeout=settings.timeout, counts=self.counts)
+                soa = read_soa(
+                    zone, server, timeout=settings.timeout, counts=self.counts, silence=self.silence
+                )
             except Unanswered:
                 continue
-            return location.named_primary(soa.mname)
-        return location.servers[0]
+            primary = location.named_primary(soa.mname)
+            if primary is None:
+                raise Unanswered(location.no_primary(soa.mname))
+            return primary
+        raise Unanswered("none of its servers answered, so its primary is not known", transient=True)
 
     def _discover(
         self, zone: str, resolver: Server, *, timeout: float
@@ -115,7 +136,9 @@ class Locator:
         """The zone's NS targets as servers on the resolver's port (an NS record carries no port)."""
         origin = dns.name.from_text(zone)
         try:
-            response = resolve(resolver, origin, "NS", timeout=timeout, counts=self.counts)
+            response = resolve(
+                resolver, origin, "NS", timeout=timeout, counts=self.counts, silence=self.silence
+            )
             found = response.get_rrset(response.answer, origin, dns.rdataclass.IN, dns.rdatatype.NS)
             # A server authoritative for the parent answers with a referral: the NS in the authority section.
             found = found or response.get_rrset(
@@ -147,15 +170,17 @@ class Locator:
 
     def _mname_through(
         self, zone: str, resolver: Server, servers: list[Server], *, timeout: float
-    ) -> tuple[Server, int]:
-        """The server the SOA MNAME resolves to, else the first server.
+    ) -> tuple[Server | None, int]:
+        """The server the SOA MNAME resolves to, else None (never a guess).
 
         Matched by address (or by host name); when several servers share the address, the one on the
         resolver's port wins, the port every discovered server is asked on.
         """
         origin = dns.name.from_text(zone)
         try:
-            response = resolve(resolver, origin, "SOA", timeout=timeout, counts=self.counts)
+            response = resolve(
+                resolver, origin, "SOA", timeout=timeout, counts=self.counts, silence=self.silence
+            )
             soa = response.get_rrset(response.answer, origin, dns.rdataclass.IN, dns.rdatatype.SOA)
             if response.rcode() != dns.rcode.NOERROR or soa is None:
                 raise Unanswered(f"no SOA record ({dns.rcode.to_text(response.rcode())})")
@@ -169,7 +194,7 @@ class Locator:
         matches = [server for server in servers if server.host in addresses or _same_name(server.host, mname)]
         # Several servers on one address (ports apart): the one on the resolver's port, as discovered.
         matches.sort(key=lambda server: server.port != resolver.port)
-        return (matches or servers)[0], min(soa.ttl, ttl)
+        return (matches[0] if matches else None), min(soa.ttl, ttl)
 
     def _addresses(
         self, resolver: Server, response: dns.message.Message, name: dns.name.Name, *, timeout: float
@@ -183,7 +208,9 @@ class Locator:
         if glue:
             return [rdata.address for rrset in glue for rdata in rrset], min(rrset.ttl for rrset in glue)
         for rdtype in ("A", "AAAA"):
-            answer = resolve(resolver, name, rdtype, timeout=timeout, counts=self.counts)
+            answer = resolve(
+                resolver, name, rdtype, timeout=timeout, counts=self.counts, silence=self.silence
+            )
             found = answer.get_rrset(answer.answer, name, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
             if found is not None:
                 return [rdata.address for rdata in found], found.ttl

@@ -1,4 +1,5 @@
-"""Reading RRsets from a zone's authoritative servers, and where the others disagree with the primary."""
+"""Reading RRsets from a zone's authoritative servers: each server's answer, and where the others disagree
+with the primary."""
 
 from __future__ import annotations
 
@@ -7,28 +8,40 @@ from dataclasses import dataclass
 
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
+import dns.rrset
 
-from controller.dns.questions import Unanswered, ask
+from controller.dns import wildcards
+from controller.dns.questions import Silence, Unanswered, ask
 from controller.dns.wire import MessageCounts, Server, absolute, describe, rrset_from, same_data
-from controller.model.snapshot import RRset
+from controller.model.snapshot import RRset, ServerAnswer
 
 RRsetKey = tuple[str, str]  # (relative name in lower case, TYPE in upper case)
 
 
 @dataclass(frozen=True)
 class Served:
-    """What one authoritative server serves: the zone's SOA and each wanted RRset (None: absent)."""
+    """What one authoritative server serves: the zone's SOA and each wanted RRset.
+
+    `rrsets` holds None where the RRset is absent or only a wildcard answered (named in `wildcards`);
+    `held` is the rdata as the server holds it (a TXT record's character-strings as split there), from
+    which an UPDATE's prerequisite is built.
+    """
 
     soa: dns.rdtypes.ANY.SOA.SOA
     rrsets: Mapping[RRsetKey, RRset | None]
+    held: Mapping[RRsetKey, tuple[dns.rdata.Rdata, ...]]
+    wildcards: Mapping[RRsetKey, str]
 
 
-def read_soa(zone: str, server: Server, *, timeout: float, counts: MessageCounts) -> dns.rdtypes.ANY.SOA.SOA:
+def read_soa(
+    zone: str, server: Server, *, timeout: float, counts: MessageCounts, silence: Silence | None = None
+) -> dns.rdtypes.ANY.SOA.SOA:
     origin = absolute(zone, "@")
-    response = ask(server, origin, "SOA", timeout=timeout, counts=counts)
+    response = ask(server, origin, "SOA", timeout=timeout, counts=counts, silence=silence)
     found = response.get_rrset(response.answer, origin, dns.rdataclass.IN, dns.rdatatype.SOA)
     if response.rcode() != dns.rcode.NOERROR or found is None:
         raise Unanswered(f"no SOA for {zone}: {dns.rcode.to_text(response.rcode())}")
@@ -37,27 +50,54 @@ def read_soa(zone: str, server: Server, *, timeout: float, counts: MessageCounts
     return soa
 
 
-def read_rrset(
-    zone: str, server: Server, key: RRsetKey, *, timeout: float, counts: MessageCounts
-) -> RRset | None:
+def read_answer(
+    zone: str,
+    server: Server,
+    key: RRsetKey,
+    *,
+    timeout: float,
+    counts: MessageCounts,
+    silence: Silence | None = None,
+) -> dns.rrset.RRset | None:
+    """The RRset in the server's answer for the name, as it came (None: absent)."""
     name, rdtype = key
     qname = absolute(zone, name)
-    response = ask(server, qname, rdtype, timeout=timeout, counts=counts)
+    response = ask(server, qname, rdtype, timeout=timeout, counts=counts, silence=silence)
     if response.rcode() == dns.rcode.NXDOMAIN:
         return None
     if response.rcode() != dns.rcode.NOERROR:
         raise Unanswered(f"{name} {rdtype}: {dns.rcode.to_text(response.rcode())}")
     # Only the RRset asked for: at a CNAME the answer holds the CNAME, which is not an A or TXT.
-    match = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+    match: dns.rrset.RRset | None = response.get_rrset(
+        response.answer, qname, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+    )
+    return match
+
+
+def read_rrset(
+    zone: str, server: Server, key: RRsetKey, *, timeout: float, counts: MessageCounts
+) -> RRset | None:
+    match = read_answer(zone, server, key, timeout=timeout, counts=counts)
     return None if match is None else rrset_from(zone, match)
 
 
 def read_server(
-    zone: str, server: Server, keys: Sequence[RRsetKey], *, timeout: float, counts: MessageCounts
+    zone: str,
+    server: Server,
+    keys: Sequence[RRsetKey],
+    *,
+    timeout: float,
+    counts: MessageCounts,
+    silence: Silence,
 ) -> Served:
-    soa = read_soa(zone, server, timeout=timeout, counts=counts)
-    rrsets = {key: read_rrset(zone, server, key, timeout=timeout, counts=counts) for key in keys}
-    return Served(soa, rrsets)
+    soa = read_soa(zone, server, timeout=timeout, counts=counts, silence=silence)
+    found = {
+        key: read_answer(zone, server, key, timeout=timeout, counts=counts, silence=silence) for key in keys
+    }
+    wild = wildcards.synthesised(zone, server, found, timeout=timeout, counts=counts, silence=silence)
+    real = {key: rrset for key, rrset in found.items() if rrset is not None and key not in wild}
+    rrsets = {key: rrset_from(zone, real[key]) if key in real else None for key in keys}
+    return Served(soa, rrsets, {key: tuple(rrset) for key, rrset in real.items()}, wild)
 
 
 def read_servers(
@@ -68,12 +108,13 @@ def read_servers(
     primary: Server | None,
     timeout: float,
     counts: MessageCounts,
+    silence: Silence,
 ) -> dict[Server, Served | Unanswered]:
     """Each server's answer in order, or why it gave none; none after an unreadable `primary`."""
     reads: dict[Server, Served | Unanswered] = {}
     for server in servers:
         try:
-            reads[server] = read_server(zone, server, keys, timeout=timeout, counts=counts)
+            reads[server] = read_server(zone, server, keys, timeout=timeout, counts=counts, silence=silence)
         except Unanswered as error:
             reads[server] = error
             if server == primary:
@@ -84,6 +125,35 @@ def read_servers(
 def first_mname(reads: Mapping[Server, Served | Unanswered]) -> dns.name.Name | None:
     """The SOA MNAME in the first answer read, None when no server answered."""
     return next((answer.soa.mname for answer in reads.values() if isinstance(answer, Served)), None)
+
+
+def server_answers(
+    key: RRsetKey, primary: Server, reads: Mapping[Server, Served | Unanswered]
+) -> list[ServerAnswer]:
+    """Each server's answer for one RRset, in the order read (the primary first)."""
+    answers: list[ServerAnswer] = []
+    for server, answer in reads.items():
+        if not isinstance(answer, Served):
+            answers.append(ServerAnswer(server=str(server), primary=server == primary, error=str(answer)))
+            continue
+        rrset = answer.rrsets[key]
+        answers.append(
+            ServerAnswer(
+                server=str(server),
+                primary=server == primary,
+                serial=answer.soa.serial,
+                ttl=None if rrset is None else rrset.ttl,
+                values=None if rrset is None else rrset.values,
+            )
+        )
+    return answers
+
+
+def wildcard_findings(zone: str, truth: Served) -> list[str]:
+    return [
+        f"{zone}: {name} {rdtype} is answered from {wildcard}, not data at the name; taken as absent"
+        for (name, rdtype), wildcard in truth.wildcards.items()
+    ]
 
 
 def disagreements(

@@ -5,14 +5,21 @@ with these values" would fail on any change anywhere in the zone, including our 
 of the same pass. So each UPDATE carries a prerequisite on the target RRset as observed: "exists with
 exactly these values" (value dependent, TTL 0) or "does not exist" when it was absent. A concurrent
 change to what we manage fails with NXRRSET/YXRRSET, which is a transient error: observe again.
+
+The prerequisite, and each TXT record deleted or kept, is the rdata exactly as the primary held it when
+read: a TXT value split into several character-strings matches only as split there, and the values the
+plan carries are joined.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import dns.exception
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataset
 import dns.tsig
 import dns.update
@@ -21,15 +28,33 @@ from controller.dns.base import DnsError, DnsPermanentError, DnsTransientError
 from controller.dns.questions import Unanswered
 from controller.dns.reading import read_rrset
 from controller.dns.tsig import TsigKey
-from controller.dns.wire import MessageCounts, Server, absolute, describe, same_data, to_rdatas
+from controller.dns.wire import (
+    MessageCounts,
+    Server,
+    absolute,
+    describe,
+    same_data,
+    to_rdata,
+    to_rdatas,
+    to_text,
+)
 from controller.model.actions import DnsAction
 
 
 def apply_update(
-    action: DnsAction, key: TsigKey, primary: Server, *, timeout: float, counts: MessageCounts
+    action: DnsAction,
+    key: TsigKey,
+    primary: Server,
+    *,
+    held: Sequence[dns.rdata.Rdata] | None,
+    timeout: float,
+    counts: MessageCounts,
 ) -> None:
-    """Send the UPDATE to the primary and read the RRset back; raise a DnsError when it did not take."""
-    update = update_message(action, key)
+    """Send the UPDATE to the primary and read the RRset back; raise a DnsError when it did not take.
+
+    `held`: the rdata the primary held when read, the prerequisite when it still means the action's
+    previous values."""
+    update = update_message(action, key, held=held)
     try:
         counts.updates += 1
         response = dns.query.tcp(update, primary.address(), port=primary.port, timeout=timeout)
@@ -41,7 +66,9 @@ def apply_update(
     _verify(action, primary, timeout=timeout, counts=counts)
 
 
-def update_message(action: DnsAction, key: TsigKey) -> dns.update.UpdateMessage:
+def update_message(
+    action: DnsAction, key: TsigKey, *, held: Sequence[dns.rdata.Rdata] | None = None
+) -> dns.update.UpdateMessage:
     """The signed UPDATE: the observed RRset as prerequisite, then the change to the desired values."""
     update = dns.update.UpdateMessage(
         action.zone, keyring=key.keyring(), keyname=dns.name.from_text(key.name), keyalgorithm=key.algorithm
@@ -50,25 +77,40 @@ def update_message(action: DnsAction, key: TsigKey) -> dns.update.UpdateMessage:
     rdtype = action.type.upper()
     if action.previous_values is None:
         update.absent(name, rdtype)
+        observed: list[dns.rdata.Rdata] = []
     else:
+        observed = _as_held(rdtype, action.previous_values, held)
         # Prerequisite RRs carry TTL 0 (RFC 2136 §2.4.2); the whole RRset must match.
-        observed = dns.rdataset.from_rdata_list(0, to_rdatas(rdtype, action.previous_values))
-        update.present(name, observed)
+        update.present(name, dns.rdataset.from_rdata_list(0, observed))
     desired = to_rdatas(rdtype, action.values)
     if not desired:
         update.delete(name, rdtype)
     elif rdtype == "TXT" and action.previous_values is not None:
         # Only the difference, so other TXT strings (domain verification tokens) are never touched;
-        # a TTL belongs to the whole RRset, so a TTL change re-adds every value at the new TTL.
-        before = set(to_rdatas(rdtype, action.previous_values))
-        for rdata in before - set(desired):
-            update.delete(name, rdata)
-        readd = desired if action.ttl != action.previous_ttl else [r for r in desired if r not in before]
-        for rdata in readd:
-            update.add(name, action.ttl, rdata)
+        # a TTL belongs to the whole RRset, so a TTL change re-adds every value at the new TTL, a kept
+        # one as held (re-split, it would be a second record with the same joined text).
+        before = {to_text(rdata): rdata for rdata in observed}
+        wanted = dict.fromkeys(action.values)
+        for text, rdata in before.items():
+            if text not in wanted:
+                update.delete(name, rdata)
+        for text in wanted:
+            if text not in before:
+                update.add(name, action.ttl, to_rdata(rdtype, text))
+            elif action.ttl != action.previous_ttl:
+                update.add(name, action.ttl, before[text])
     else:
         update.replace(name, action.ttl, *desired)
     return update
+
+
+def _as_held(
+    rdtype: str, values: Sequence[str], held: Sequence[dns.rdata.Rdata] | None
+) -> list[dns.rdata.Rdata]:
+    """The previous values as the primary held them, when `held` still means them; else as written."""
+    if held is not None and same_data(rdtype, [to_text(rdata) for rdata in held], values):
+        return list(held)
+    return to_rdatas(rdtype, values)
 
 
 def _verify(action: DnsAction, primary: Server, *, timeout: float, counts: MessageCounts) -> None:

@@ -1,12 +1,20 @@
-"""What the DNS tests share: the zone's MX as BIND serves it, and the TTL-lowering action on it."""
+"""What the DNS tests share: the zone's MX as BIND serves it, the TTL-lowering action on it, and RRsets
+compared without the per-server answers."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from controller.model.actions import DnsAction
 from controller.model.snapshot import RRset
 from controller.sim.bind import ZONE
 
 MX = RRset(name="@", type="MX", ttl=3600, values=["10 mail.contoso.com."])
+
+
+def bare(rrsets: Iterable[RRset] | None) -> list[RRset]:
+    """The RRsets as the primary serves them, without each server's answer (compared on their own)."""
+    return [rrset.model_copy(update={"servers": []}) for rrset in rrsets or ()]
 
 
 def lower_mx_ttl(zone: str = ZONE) -> DnsAction:
@@ -22,4 +30,22 @@ def lower_mx_ttl(zone: str = ZONE) -> DnsAction:
         object=f"dns/{zone}/@/MX",
         reason="lower TTL",
         kind="ttl",
+    )
+
+
+def txt_action(
+    name: str, ttl: int, values: Iterable[str], *, previous: RRset | None, zone: str = ZONE
+) -> DnsAction:
+    """Make the TXT RRset at `name` hold `values`, planned on `previous` as observed."""
+    return DnsAction(
+        zone=zone,
+        name=name,
+        type="TXT",
+        ttl=ttl,
+        values=tuple(values),
+        previous_ttl=None if previous is None else previous.ttl,
+        previous_values=None if previous is None else tuple(previous.values),
+        object=f"dns/{zone}/{name}/TXT",
+        reason="test",
+        kind="create" if previous is None else "update",
     )
