@@ -205,7 +205,11 @@ def _gated_swap(
     held: list[str] = []
     lead = _lead(desired, record, draft, None)
     since = draft.memory.lowTtlSince.get(record.key)
-    if since is None:
+    if since is None and servers.lagging:
+        held.append(
+            f"the {format_duration(lead)} lead starts once every authoritative server serves the zone"
+        )
+    elif since is None:
         held.append(f"the TTL is <= {low_ttl}s; values change {format_duration(lead)} after it is seen")
     elif now < since + lead:
         held.append(f"the TTL has been <= {low_ttl}s since {at(since)}; values change at {at(since + lead)}")
