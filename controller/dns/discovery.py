@@ -83,8 +83,9 @@ class Locator:
         if explicit is not None:
             primary = explicit
         elif resolver is not None:
+            # None when the MNAME names none of the servers: the zone stays unknown, never guessed.
             primary, ttl = self._mname_through(zone, resolver, servers, timeout=settings.timeout)
-            expires = min(expires, time.monotonic() + ttl)  # None: the MNAME names none of the servers
+            expires = min(expires, time.monotonic() + ttl)
         elif any(not _is_address(server.host) for server in servers):
             primary = None  # a configured host name may be the MNAME: decided once the SOA is read
         else:
