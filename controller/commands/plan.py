@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     unread = unknown(snapshot)
     sys.stdout.write(render.RENDERERS[args.format](result, unread))
     # Kept so that `apply --checksum` can name what changed since this plan was reviewed.
-    reviewed.record(common.state_dir(args, common.config_of(args)), result)
+    directory = common.state_dir(args, common.config_of(args))
+    try:
+        reviewed.record(directory, result)
+    except OSError as error:  # the plan was shown; only naming its changes at apply time is lost
+        print(f"note: the plan could not be kept in {directory}: {error.strerror}", file=sys.stderr)
     if not args.detailed_exitcode:
         return 0
     return 3 if unread else 2 if result.has_changes else 0
