@@ -53,13 +53,19 @@ def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Wor
     result = workspace.run_pass()
 
     assert result.served.commit.sha == sha
-    assert [(o.action.object, o.ok) for o in result.report.outcomes] == [(f"batch/{PILOT}", True)]
+    # The first started batch brings the coexistence SPF string, written before the batch starts.
+    assert [(o.action.object, o.ok) for o in result.report.outcomes] == [
+        ("dns/contoso.com/@/TXT", True),
+        (f"batch/{PILOT}", True),
+    ]
     assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
     assert workspace.exchange().batch_status(PILOT) is not None
 
     records = workspace.audit_records()
-    assert len(records) == before_audit + 1
-    assert workspace.audit_records(sha) == records[-1:]
+    assert len(records) == before_audit + 2
+    assert workspace.audit_records(sha) == records[-2:]
+    spf = records[-2]["action"]
+    assert isinstance(spf, dict) and "include:spf.protection.outlook.com" in " ".join(spf["values"])
     record = records[-1]
     assert record["revision"] == sha
     assert record["author"] == "Grace Hopper <grace@contoso.com>"
@@ -75,7 +81,7 @@ def test_a_commit_that_starts_a_batch_applies_exactly_its_cmdlets(workspace: Wor
     again = workspace.run_pass()
     assert again.report.outcomes == []
     assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
-    assert len(workspace.audit_records()) == before_audit + 1
+    assert len(workspace.audit_records()) == before_audit + 2
 
     shown = workspace.stagectl("audit", "show", "--state", str(workspace.state_dir), "--revision", sha[:12])
     assert shown.returncode == 0, shown.stderr
@@ -123,7 +129,7 @@ def test_an_invalid_commit_applies_nothing_and_the_previous_revision_is_served(
     assert result.served.commit.sha == fixed
     assert result.served.refused is None
     assert workspace.writes() - before_writes == Counter({"New-MigrationBatch": 1})
-    assert [r["revision"] for r in workspace.audit_records()[before_audit:]] == [fixed]
+    assert [r["revision"] for r in workspace.audit_records()[before_audit:]] == [fixed, fixed]  # SPF, batch
     assert workspace.status()["revision"]["refused"] is None  # type: ignore[index]
 
 

@@ -44,9 +44,10 @@ def test_a_pass_is_counted_and_scraped_over_http(tmp_path: Path) -> None:
     assert samples[("stagectl_pass_duration_seconds_sum", ())] == 0.2
     assert samples[("stagectl_pass_duration_seconds_bucket", (("le", "0.25"),))] == 1
     assert samples[("stagectl_pass_duration_seconds_bucket", (("le", "0.1"),))] == 0
-    # New-MigrationEndpoint and New-MigrationBatch, and the MX TTL lowered ahead of the cutover.
+    # New-MigrationEndpoint and New-MigrationBatch; the MX TTL lowered ahead of the cutover and the
+    # coexistence SPF string written before the first batch starts.
     assert samples[("stagectl_actions_total", (("kind", "cmdlet"), ("result", "ok")))] == 2
-    assert samples[("stagectl_actions_total", (("kind", "dns"), ("result", "ok")))] == 1
+    assert samples[("stagectl_actions_total", (("kind", "dns"), ("result", "ok")))] == 2
     assert samples[("stagectl_actions_total", (("kind", "cmdlet"), ("result", "error")))] == 0
     assert samples[("stagectl_drift_open", ())] == 0
     assert samples[("stagectl_batch_synced_users", (("batch", PILOT),))] == 0

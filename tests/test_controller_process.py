@@ -128,7 +128,8 @@ def test_sigterm_during_an_action_lets_it_finish_and_exits_0(
     assert unfinished(workspace) == []
     issued = workspace.writes()
     records = workspace.audit_records()
-    assert sum(issued.values()) == len(records)
+    cmdlets = [r for r in records if "cmdlet" in r["action"]]  # type: ignore[operator]
+    assert sum(issued.values()) == len(cmdlets)  # DNS changes (the coexistence SPF) are audited too
     assert all(r["result"] == "ok" for r in records)
     assert sum(issued.values()) < sum(MINIMUM.values()), "the stop was meant to leave work for later"
     assert "pass at" in out
