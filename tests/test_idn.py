@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from controller.desired.loader import load_directory
 from controller.dns.rfc2136 import Rfc2136Backend
 from controller.dns.settings import Rfc2136Settings
@@ -92,3 +94,13 @@ def test_a_unicode_desired_state_observes_and_updates_its_zone_under_the_a_label
         assert not [
             action for action in plan(desired, snapshot(), NOW).actions if isinstance(action, DnsAction)
         ]
+
+
+def test_the_dns_settings_of_a_zone_written_in_unicode_apply_to_its_a_labels() -> None:
+    settings = Rfc2136Settings.model_validate(
+        {"zones": {"Пример.РФ": {"servers": ["127.0.0.1:53"], "keyRef": "env:TSIG"}}}
+    )
+    found = settings.for_zone("xn--e1afmkfd.xn--p1ai")
+    assert found is not None and found.servers == ["127.0.0.1:53"]
+    with pytest.raises(ValueError, match="not a valid IDNA 2008 name"):
+        Rfc2136Settings.model_validate({"zones": {"☃.example": {"servers": ["127.0.0.1:53"]}}})

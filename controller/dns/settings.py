@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from controller.desired import idn
 from controller.dns.tsig import is_key_ref
 from controller.dns.wire import Server
 
@@ -71,6 +72,12 @@ class Rfc2136Settings(BaseModel):
 
     default: Rfc2136ZoneSettings | None = None
     zones: dict[str, Rfc2136ZoneSettings] = {}
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_names(cls, value: dict[str, Rfc2136ZoneSettings]) -> dict[str, Rfc2136ZoneSettings]:
+        """Zones are named as the desired state names them once loaded: A-labels (IDNA 2008)."""
+        return {idn.to_ascii(name).lower().rstrip("."): settings for name, settings in value.items()}
 
     def for_zone(self, zone: str) -> Rfc2136ZoneSettings | None:
         key = zone.lower().rstrip(".")
