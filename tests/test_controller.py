@@ -20,9 +20,9 @@ from tests.support.controller import (
     desired_files,
     make_workspace,
 )
+from tests.support.gateway import ENDPOINT_ROW, FakeRunner, running_gateway
 from tests.support.gateway import PASSWORD as GATEWAY_PASSWORD
 from tests.support.gateway import USER as GATEWAY_USER
-from tests.support.gateway import FakeRunner, running_gateway
 from tests.support.gitrepo import ssh_keypair
 
 
@@ -212,18 +212,7 @@ def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path
     """Over real PSRP: Get-MigrationUser fails, everything else is as the repository says; the empty plan
     is not a converged one, and status says what could not be read and why."""
     fake = FakeRunner()
-    fake.rows["Get-MigrationEndpoint"] = [
-        {
-            "Identity": "StagedEndpoint",
-            "EndpointType": "ExchangeOutlookAnywhere",
-            "ExchangeServer": "mail.contoso.com",
-            "RpcProxyServer": "mail.contoso.com",
-            "UseAutoDiscover": False,
-            "Authentication": "Basic",
-            "EmailAddress": "migration.admin@contoso.com",
-            "MaxConcurrentMigrations": 20,
-        }
-    ]
+    fake.rows["Get-MigrationEndpoint"] = [dict(ENDPOINT_ROW)]
     fake.rows["Get-Recipient"] = [
         {"PrimarySmtpAddress": address, "RecipientTypeDetails": "MailUser"}
         for address in (*PILOT_MEMBERS, *WAVE_MEMBERS)

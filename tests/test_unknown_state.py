@@ -17,7 +17,7 @@ from controller.model.snapshot import RRset
 from controller.sim.bind import free_port
 from controller.sim.dns import DnsSimBackend
 from controller.sim.gateway.server import PsrpGateway
-from tests.support.gateway import PASSWORD, USER, FakeRunner, running_gateway
+from tests.support.gateway import ENDPOINT_ROW, PASSWORD, FakeRunner, psrp_section, running_gateway
 
 CASES = Path(__file__).parent / "cases"
 MEMBERS = ("alice@contoso.com", "bob@contoso.com")
@@ -49,18 +49,7 @@ def desired(tmp_path: Path) -> Path:
 def fake() -> FakeRunner:
     """A tenant where the endpoint exists and Batch1-IT has completed: nothing left to do in Exchange."""
     runner = FakeRunner()
-    runner.rows["Get-MigrationEndpoint"] = [
-        {
-            "Identity": "StagedEndpoint",
-            "EndpointType": "ExchangeOutlookAnywhere",
-            "ExchangeServer": "mail.contoso.com",
-            "RpcProxyServer": "mail.contoso.com",
-            "UseAutoDiscover": False,
-            "Authentication": "Basic",
-            "EmailAddress": "migration.admin@contoso.com",
-            "MaxConcurrentMigrations": 20,
-        }
-    ]
+    runner.rows["Get-MigrationEndpoint"] = [dict(ENDPOINT_ROW)]
     runner.rows["Get-MigrationBatch"] = [
         {
             "Identity": "Batch1-IT",
@@ -94,18 +83,7 @@ def write_config(tmp_path: Path, gateway: PsrpGateway, dns: dict[str, object]) -
         "stateDir": str(tmp_path / "state"),
         "exchange": {
             "backend": "psrp",
-            "psrp": {
-                "host": "127.0.0.1",
-                "port": gateway.port,
-                "ssl": False,
-                "auth": "basic",
-                "username": USER,
-                "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD",
-                "bootstrap": "none",
-                "operationTimeout": 5,
-                "readTimeout": 10,
-                "connectionTimeout": 5,
-            },
+            "psrp": psrp_section(gateway),
         },
         "dns": dns,
     }

@@ -37,8 +37,21 @@ class FakeRunner:
         pass
 
 
-def settings_for(gateway: PsrpGateway, **overrides: object) -> PsrpSettings:
-    """Client settings for a gateway started by `running_gateway` (Basic auth, no bootstrap)."""
+# The endpoint of the example migration as Get-MigrationEndpoint returns it.
+ENDPOINT_ROW: dict[str, object] = {
+    "Identity": "StagedEndpoint",
+    "EndpointType": "ExchangeOutlookAnywhere",
+    "ExchangeServer": "mail.contoso.com",
+    "RpcProxyServer": "mail.contoso.com",
+    "UseAutoDiscover": False,
+    "Authentication": "Basic",
+    "EmailAddress": "migration.admin@contoso.com",
+    "MaxConcurrentMigrations": 20,
+}
+
+
+def psrp_section(gateway: PsrpGateway, **overrides: object) -> dict[str, object]:
+    """The `exchange.psrp` settings for a gateway started by `running_gateway` (Basic auth, no bootstrap)."""
     values: dict[str, object] = {
         "host": "127.0.0.1",
         "port": gateway.port,
@@ -52,7 +65,12 @@ def settings_for(gateway: PsrpGateway, **overrides: object) -> PsrpSettings:
         "connectionTimeout": 5,
     }
     values.update(overrides)
-    return PsrpSettings.model_validate(values)
+    return values
+
+
+def settings_for(gateway: PsrpGateway, **overrides: object) -> PsrpSettings:
+    """Client settings for a gateway started by `running_gateway`."""
+    return PsrpSettings.model_validate(psrp_section(gateway, **overrides))
 
 
 @contextmanager
