@@ -74,8 +74,8 @@ def main() -> None:
     servers = 2
     print(f"managed RRsets: {RRSETS} on {servers} servers (BIND primary + secondary by NOTIFY/IXFR)")
     print(
-        f"observe pass: {observe_queries} queries (target {servers} x ({RRSETS} + 1 SOA) ="
-        f" {servers * (RRSETS + 1)}), {observe_time * 1000:.0f} ms"
+        f"observe pass: {observe_queries} queries (target {servers} x ({RRSETS} + 1 SOA + 1 wildcard"
+        f" check) = {servers * (RRSETS + 2)}), {observe_time * 1000:.0f} ms"
     )
     print(
         f"apply, {RRSETS} creates: {creates[0]} UPDATEs + {creates[1]} verify queries,"

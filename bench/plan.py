@@ -232,10 +232,15 @@ def _minimum(desired: DesiredState, dns_start: dict[tuple[str, str], RRset]) -> 
         if found is None:
             changes += 1
         elif record.cutover:
-            # contract §4: the TTL is lowered first, then the values swap once the old TTL has expired.
-            changes += (found.ttl > desired.policy.low_ttl) + (sorted(found.values) != sorted(record.values))
+            # contract §4: the TTL is lowered first, the values swap at the low TTL once the old TTL has
+            # expired, and the desired TTL follows after the rollback window.
+            low = found.ttl > desired.policy.low_ttl
+            swap = sorted(found.values) != sorted(record.values)
+            changes += low + swap + (swap and record.ttl > desired.policy.low_ttl)
         elif record.spf is not None:
-            changes += record.spf not in found.values
+            # contract §4, SPF phases: the coexistence string from the first started batch, the final
+            # string with the MX swap.
+            changes += 2 * (record.spf not in found.values)
         else:
             changes += (found.ttl, sorted(found.values)) != (record.ttl, sorted(record.values))
     return exchange, changes
