@@ -16,10 +16,10 @@ from controller.dns.base import DnsBackend, DnsPermanentError, DnsTransientError
 from controller.dns.rfc2136 import Rfc2136Backend
 from controller.dns.settings import Rfc2136Settings
 from controller.dns.wire import to_rdatas
-from controller.model.actions import DnsAction
 from controller.model.snapshot import RRset
 from controller.sim.dns import DnsSimBackend
 from tests.support.bind import ZONE, BindZone, bind_zone
+from tests.support.dns import rrset_action as action
 
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT"), ("autodiscover", "CNAME"), ("mail", "A"), ("www", "A")]}
 SEED = [
@@ -86,29 +86,6 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         backend = DnsSimBackend(tmp_path / "dns.json")
         backend.seed_zone(ZONE, SEED)
         yield SimWorld(backend)
-
-
-def action(
-    name: str,
-    rdtype: str,
-    ttl: int,
-    values: Sequence[str],
-    *,
-    previous: RRset | None,
-    kind: str = "update",
-) -> DnsAction:
-    return DnsAction(
-        zone=ZONE,
-        name=name,
-        type=rdtype,
-        ttl=ttl,
-        values=tuple(values),
-        previous_ttl=None if previous is None else previous.ttl,
-        previous_values=None if previous is None else tuple(previous.values),
-        object=f"dns/{ZONE}/{name}/{rdtype}",
-        reason="test",
-        kind=kind,  # type: ignore[arg-type]
-    )
 
 
 def observed(world: World) -> dict[tuple[str, str], RRset]:

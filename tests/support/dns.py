@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from controller.model.actions import DnsAction
+from controller.model.actions import DnsAction, DnsChangeKind
 from controller.model.snapshot import RRset
 from controller.sim.bind import ZONE
 
@@ -33,19 +33,33 @@ def lower_mx_ttl(zone: str = ZONE) -> DnsAction:
     )
 
 
-def txt_action(
-    name: str, ttl: int, values: Iterable[str], *, previous: RRset | None, zone: str = ZONE
+def rrset_action(
+    name: str,
+    rdtype: str,
+    ttl: int,
+    values: Iterable[str],
+    *,
+    previous: RRset | None,
+    kind: DnsChangeKind | None = None,
+    zone: str = ZONE,
 ) -> DnsAction:
-    """Make the TXT RRset at `name` hold `values`, planned on `previous` as observed."""
+    """Make the RRset at `name` hold `values`, planned on `previous` as observed (None: absent)."""
     return DnsAction(
         zone=zone,
         name=name,
-        type="TXT",
+        type=rdtype,
         ttl=ttl,
         values=tuple(values),
         previous_ttl=None if previous is None else previous.ttl,
         previous_values=None if previous is None else tuple(previous.values),
-        object=f"dns/{zone}/{name}/TXT",
+        object=f"dns/{zone}/{name}/{rdtype}",
         reason="test",
-        kind="create" if previous is None else "update",
+        kind=kind or ("create" if previous is None else "update"),
     )
+
+
+def txt_action(
+    name: str, ttl: int, values: Iterable[str], *, previous: RRset | None, zone: str = ZONE
+) -> DnsAction:
+    """Make the TXT RRset at `name` hold `values`, planned on `previous` as observed."""
+    return rrset_action(name, "TXT", ttl, values, previous=previous, zone=zone)
