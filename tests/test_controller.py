@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,29 @@ def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path
     text = workspace.stagectl("status", "--config", str(workspace.config_path))
     assert "Converged" not in text.stdout
     assert "unknown     exchange/users: CmdletError: Get-MigrationUser failed" in text.stdout
+
+
+def test_a_member_who_never_arrives_stalls_the_cutover_and_status_says_so(tmp_path: Path) -> None:
+    """Every batch finished but one mailbox failed for good: the cutover is held, and that waits on a
+    person (migrate, remove from the batch, or force), so status says Stalled and names the member."""
+    workspace = make_workspace(tmp_path / "ws", pilot="started", wave="started")
+    failed = WAVE_MEMBERS[0]
+    with workspace.tenant() as tenant:
+        tenant.fail_user(failed, exception_type="MigrationPermanentException", message="mailbox is corrupt")
+    workspace.run_pass()
+    workspace.commit_desired(pilot="completed", wave="completed", message="complete both")
+    for _ in range(20):  # the failed member is retried retryFailed times, then the batch ends with errors
+        with workspace.tenant() as tenant:
+            tenant.advance(timedelta(hours=6))
+        result = workspace.run_pass()
+        if any(b.gate == "members-arrived" for b in result.plan.blocked):
+            break
+    held = [b for b in result.plan.blocked if b.gate == "members-arrived"]
+    assert held and failed.lower() in held[0].reason.lower()
+    assert any(
+        b.gate == "batches-completed" and failed.lower() in b.reason.lower() for b in result.plan.blocked
+    )
+    conditions = {c["type"]: c for c in workspace.status()["conditions"]}  # type: ignore[union-attr]
+    assert conditions["Ready"]["status"] is False
+    assert conditions["Stalled"]["status"] is True
+    assert "members-arrived" in str(conditions["Stalled"]["message"])

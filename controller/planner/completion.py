@@ -52,6 +52,9 @@ def batches_gate(
     if force:
         draft.note("migration", "cutover forced although " + "; ".join(holds))
         return None
+    # Unlike a batch still syncing, this waits on a person (migrate, edit the repository or force):
+    # said once for the migration under a gate of its own, so that status reports it as stalled.
+    draft.block("migration", "members-arrived", "; ".join(holds))
     return "; ".join(holds)
 
 
