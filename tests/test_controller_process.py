@@ -83,7 +83,9 @@ def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeati
     issued = workspace.writes()
     audited_by_killed = workspace.audit_records()
     assert sum(issued.values()) < sum(MINIMUM.values()), "the pass was meant to be cut short"
-    assert [r["action"]["cmdlet"] for r in audited_by_killed] == ["New-MigrationEndpoint"]  # type: ignore[index]
+    # The endpoint, then perhaps the coexistence SPF string (DNS is fast), before the slow batch was cut.
+    cmdlets = [r["action"].get("cmdlet") for r in audited_by_killed]  # type: ignore[union-attr]
+    assert [c for c in cmdlets if c is not None] == ["New-MigrationEndpoint"]
 
     slow(workspace, 0)
     again = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
