@@ -103,8 +103,11 @@ def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeati
         results.setdefault(str(record["action"]["object"]), []).append(str(record["result"]).split(":")[0])  # type: ignore[index]
     assert results.pop("endpoint/StagedEndpoint") == ["ok"]
     assert results.pop("dns/contoso.com/@/MX") == ["ok"]
-    # The coexistence SPF string goes before the first batch starts: the killed run may have sent it.
-    assert set(results) == {f"batch/{PILOT}", f"batch/{WAVE}", "dns/contoso.com/@/TXT"}
+    # The coexistence SPF string goes before the first batch starts, and DNS is quick: the kill can land
+    # after it was sent and journaled as finished but before its audit record. That window is the one
+    # issue 14 closes (intent recorded before the action); its effect is checked below, once.
+    assert results.pop("dns/contoso.com/@/TXT", None) in (None, ["ok"], ["interrupted"])
+    assert set(results) == {f"batch/{PILOT}", f"batch/{WAVE}"}
     assert all(r in (["ok"], ["interrupted"], ["interrupted", "ok"]) for r in results.values()), results
     assert sum(r.count("interrupted") for r in results.values()) <= 1
     # What the killed run changed is the controller's own doing, not drift.
@@ -115,6 +118,9 @@ def test_sigkill_between_two_actions_then_the_next_run_converges_without_repeati
     # The MX TTL, last in the plan, was lowered once, by the next run.
     [mx] = [r for r in workspace.dns().rrsets("contoso.com") or [] if r.type == "MX"]
     assert mx.ttl == 300
+    [txt] = [r for r in workspace.dns().rrsets("contoso.com") or [] if r.type == "TXT" and r.name == "@"]
+    [spf] = [v for v in txt.values if v.startswith("v=spf1")]
+    assert spf.count("include:spf.protection.outlook.com") == 1
 
 
 def test_sigterm_during_an_action_lets_it_finish_and_exits_0(
