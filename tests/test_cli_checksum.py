@@ -128,3 +128,12 @@ def test_a_changed_action_is_named_with_what_was_reviewed(migration: Migration) 
     assert "previous" in err and "3600" in err and "1800" in err
     with SimStore(migration.exchange).transaction() as sim:
         assert sim.calls("New-MigrationEndpoint") == 0
+
+
+@pytest.mark.parametrize("spelling", ["bare hex", "upper case"])
+def test_the_reviewed_checksum_is_accepted_however_it_was_pasted(migration: Migration, spelling: str) -> None:
+    checksum, _ = migration.reviewed_checksum()
+    pasted = checksum.removeprefix("sha256:") if spelling == "bare hex" else checksum.upper()
+    code, out, err = migration.stagectl("apply", "--yes", "--checksum", pasted)
+    assert code == 0, out + err
+    assert "applied 3 actions" in out

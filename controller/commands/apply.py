@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         result = plan(desired, snapshot, snapshot.observedAt, force=args.force)
         unread = unknown(snapshot)
         sys.stdout.write(render.to_text(result, unread))
-        if args.checksum and args.checksum != result.checksum:
-            _refuse(args.checksum, result, directory)
+        reviewed_checksum = _normalized(args.checksum) if args.checksum else None
+        if reviewed_checksum and reviewed_checksum != result.checksum:
+            _refuse(reviewed_checksum, result, directory)
         if not result.actions:
             common.save_memory(directory, result.memory)
             return _unknown_exit(unread)
@@ -58,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     common.save_memory(directory, report.memory)
     code = _account(report)
     return code if code else _unknown_exit(unread)
+
+
+def _normalized(checksum: str) -> str:
+    """The checksum as `stagectl plan` prints it, pasted with or without `sha256:`, in any case."""
+    text = checksum.strip().lower()
+    return text if text.startswith("sha256:") else f"sha256:{text}"
 
 
 def _refuse(reviewed_checksum: str, result: Plan, directory: Path | None) -> None:

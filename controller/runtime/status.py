@@ -148,9 +148,9 @@ def _conditions(
 def _ready_reason(*, ready: bool, stalls: list[str], unread: dict[str, str]) -> str:
     if ready:
         return "Converged"
-    if stalls:
-        return "Stalled"
-    return "Unknown" if unread else "Progressing"
+    if unread:  # first: what could not be read is why the rest cannot be judged (contract §6)
+        return "Unknown"
+    return "Stalled" if stalls else "Progressing"
 
 
 def _unknown_message(unread: dict[str, str]) -> str:
