@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.desired.models import Batch, BatchState
+from controller.desired.models import Batch, BatchState, Member
 from controller.model.actions import CsvRows, ExchangeAction
-from controller.model.snapshot import ObservedBatch
+from controller.model.snapshot import ObservedBatch, ObservedUser
 from controller.model.statuses import COMPLETED, IN_FLIGHT, MOVING, BatchStatus
 from controller.planner.batches.context import Context, batch_object, progress
 from controller.planner.draft import Draft, listing
@@ -74,7 +74,7 @@ def plan_membership(
             obj,
             "transitions",
             f"membership changed ({len(added)} added, {len(gone)} removed) but the "
-            f"batch is {status.value}; start a new batch for them",
+            f"batch is {status.value}, which Exchange no longer changes; {_finished_advice(added, gone)}",
         )
         return True
     for user in gone:
@@ -111,3 +111,17 @@ def plan_membership(
         )
     )
     return False
+
+
+def _finished_advice(added: list[Member], gone: list[ObservedUser]) -> str:
+    """What happens to members added to or removed from a batch Exchange has finished."""
+    parts = []
+    if added:
+        parts.append(f"start a new batch for the added members ({listing([m.address for m in added])})")
+    if gone:
+        parts.append(
+            f"the removed members ({listing([u.Identity for u in gone])}) stay in the batch in Exchange as "
+            "they are: a migrated mailbox stays migrated, a failed one is no longer retried and does not "
+            "hold the cutover"
+        )
+    return "; ".join(parts)

@@ -17,9 +17,20 @@ from controller.planner.draft import Draft, listing
 
 
 def failed_users(batch: Batch, context: Context) -> list[ObservedUser]:
+    """Failed users who are still members in the repository: one removed there is never retried."""
     if context.users is None:
         return []
-    return [u for u in context.users.get(batch.key, {}).values() if u.Status.lower() in FAILED_USER_STATUSES]
+    members = {m.key for m in batch.members}
+    return [
+        u
+        for key, u in context.users.get(batch.key, {}).items()
+        if key in members and u.Status.lower() in FAILED_USER_STATUSES
+    ]
+
+
+def _users_read(batch: Batch, context: Context) -> bool:
+    """Whether the batch's users were read; when not (a finished batch), only FailedCount is known."""
+    return context.users is not None and batch.key in context.users
 
 
 def plan_retry(
@@ -27,8 +38,8 @@ def plan_retry(
 ) -> bool:
     """Start-MigrationBatch retries failed users, up to `retryFailed` times a revision; True if handled."""
     failed = failed_users(batch, context)
-    if not failed and not found.FailedCount:
-        return False
+    if not failed and (_users_read(batch, context) or not found.FailedCount):
+        return False  # with the users read, FailedCount may count members removed in the repository
     obj = batch_object(batch)
     errors = listing([f"{u.Identity} ({u.ErrorSummary or u.Status})" for u in failed], limit=3)
     not_mail_users = [u.Identity for u in failed if RECIPIENT_NOT_FOUND in u.ErrorSummary]
@@ -68,7 +79,7 @@ def plan_retry(
             "Start-MigrationBatch",
             (("Identity", batch.name),),
             obj,
-            f"retry {found.FailedCount or len(failed)} failed users ({count + 1}/{limit}): {errors}",
+            f"retry {len(failed) or found.FailedCount} failed users ({count + 1}/{limit}): {errors}",
         )
     )
     draft.remember(
