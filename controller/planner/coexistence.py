@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from controller.desired.models import Record, RecordType
 from controller.model.actions import Action, DnsAction, DnsChangeKind, ExchangeAction
-from controller.model.snapshot import ExchangeObserved, RRset
+from controller.model.snapshot import ExchangeObserved, Memory, RRset
 from controller.model.statuses import BatchStatus
 from controller.planner import spf
 from controller.planner.draft import Draft
@@ -57,30 +57,58 @@ def phase(
 
 def first_start(actions: list[Action]) -> int | None:
     """Where the first batch start of the plan is: the coexistence string must be in place before it."""
-    for index, planned in enumerate(actions):
-        if isinstance(planned, ExchangeAction) and (
-            planned.cmdlet == "Start-MigrationBatch"
-            or (planned.cmdlet == "New-MigrationBatch" and planned.params.get("AutoStart") is True)
-        ):
-            return index
-    return None
+    return next((index for index, planned in enumerate(actions) if is_start(planned)), None)
 
 
-def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase) -> None:
-    """One `spf:` record: refuse what RFC 7208 makes an error, else the string its phase calls for."""
+def is_start(planned: Action) -> bool:
+    """A batch start: from it, migrated users send from Exchange Online."""
+    return isinstance(planned, ExchangeAction) and (
+        planned.cmdlet == "Start-MigrationBatch"
+        or (planned.cmdlet == "New-MigrationBatch" and planned.params.get("AutoStart") is True)
+    )
+
+
+def hold_starts(draft: Draft, why: list[str], before: Memory) -> None:
+    """Without an SPF string that authorises Exchange Online, no batch starts: migrated users would send
+    unauthorised (receivers reject or junk their mail). Each start is blocked under the `spf` gate;
+    a held retry is not counted (`before` is the memory the pass began with)."""
+    if not why:
+        return
+    held = [a for a in draft.actions if is_start(a)]
+    draft.actions = [a for a in draft.actions if not is_start(a)]
+    retries = dict(draft.memory.retries)
+    for start in held:
+        key = start.object.removeprefix("batch/").lower()
+        if key in before.retries:
+            retries[key] = before.retries[key]
+        else:
+            retries.pop(key, None)
+    draft.remember(retries=retries)
+    for start in held:
+        draft.block(
+            start.object,
+            "spf",
+            "the batch does not start until the SPF string authorises Exchange Online (else migrated users "
+            f"send unauthorised): {'; '.join(why)}",
+        )
+
+
+def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase) -> str | None:
+    """One `spf:` record: refuse what RFC 7208 makes an error, else the string its phase calls for.
+    Returns why Exchange Online stays unauthorised at this name before the MX swap, None when it is not."""
     assert record.spf is not None
     name = obj(record)
     observed = spf.spf_strings(found.values) if found is not None else []
+    unauthorised = not now_phase.final and not (observed and spf.authorises_exchange_online(observed[0]))
     if len(observed) > 1:
-        draft.block(
-            name,
-            "spf",
+        why = (
             f"{len(observed)} SPF strings at {record.name} ({' | '.join(observed)}): receivers treat that "
-            "as a permerror (RFC 7208 §4.5); leave one before the controller changes SPF",
+            "as a permerror (RFC 7208 §4.5); leave one before the controller changes SPF"
         )
-        return
+        draft.block(name, "spf", why)
+        return f"{name}: {why}" if not now_phase.final else None
     if not _within_limit(draft, record, record.spf, "the repository's SPF string", "in the repository"):
-        return
+        return f"{name}: {draft.blocked[-1].reason}" if unauthorised else None
     final = desired_values(record, found)
     if found is not None and same_values(record, found, final):
         if found.ttl != record.ttl:
@@ -94,12 +122,12 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
                     reason=f"TTL {found.ttl} -> {record.ttl}",
                 )
             )
-        return
+        return None
     if now_phase.final:
         kind: DnsChangeKind = "create" if found is None else "update"
         reason = "with the MX swap, the final SPF string: Exchange Online receives and sends all mail now"
         draft.act(action(record, final, found, kind=kind, ttl=record.ttl, reason=reason))
-        return
+        return None
     gate, why = now_phase.mx_gate or ("batches-completed", "the MX has not been swapped yet")
     if not now_phase.started:
         draft.block(
@@ -109,7 +137,7 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
             f"started batch it authorises Exchange Online too, and it becomes {record.spf!r} with the "
             "MX swap",
         )
-        return
+        return None
     if not observed or found is None:
         draft.block(
             name,
@@ -117,7 +145,7 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
             f"coexistence phase: no SPF string at {record.name} to extend; {record.spf!r} is written with "
             f"the MX swap ({why})",
         )
-        return
+        return None  # no SPF string: receivers have nothing to fail Exchange Online against
     coexisting = spf.coexistence(observed[0])
     if coexisting == observed[0]:
         draft.block(
@@ -126,9 +154,9 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
             "coexistence phase: the SPF string authorises on-premises and Exchange Online until the MX swap; "
             f"{record.spf!r} follows with it ({why})",
         )
-        return
+        return None
     if not _within_limit(draft, record, coexisting, "the coexistence SPF string", f"at {record.name} first"):
-        return
+        return f"{name}: {draft.blocked[-1].reason}"
     values = desired_values(record, found, spf=coexisting)
     coexist = action(
         record,
@@ -141,6 +169,7 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
     )
     start = first_start(draft.actions)
     draft.actions.insert(len(draft.actions) if start is None else start, coexist)
+    return None
 
 
 def _within_limit(draft: Draft, record: Record, text: str, what: str, where: str) -> bool:

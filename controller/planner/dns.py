@@ -23,12 +23,14 @@ def plan_dns(
     """`batches_gate` is None when every batch is complete, else the reason the cutover must wait."""
     out = cutover.CutoverPlan(lowering=[], swaps=[])
     spf_records: list[tuple[Record, list[RRset]]] = []
+    unauthorised: list[str] = []  # why Exchange Online may not send yet: batch starts wait
     for record in desired.records:
         observed = snapshot.dns.get(record.zone)
         if observed is None:
-            draft.block(
-                obj(record), "unknown", f"zone {record.zone} could not be read; nothing is planned for it"
-            )
+            why = f"zone {record.zone} could not be read; nothing is planned for it"
+            draft.block(obj(record), "unknown", why)
+            if record.spf is not None:
+                unauthorised.append(f"{obj(record)}: {why}")
             continue
         if record.spf is not None:
             spf_records.append((record, observed))  # after the MX, whose swap decides the SPF phase
@@ -47,7 +49,10 @@ def plan_dns(
         phase = coexistence.phase(
             draft, record.zone, zone_records, observed, batches_gate=batches_gate, exchange=snapshot.exchange
         )
-        coexistence.plan_spf(draft, record, find(observed, record), phase)
+        why_not = coexistence.plan_spf(draft, record, find(observed, record), phase)
+        if why_not is not None:
+            unauthorised.append(why_not)
+    coexistence.hold_starts(draft, unauthorised, snapshot.memory)
 
 
 def _plan_plain(
