@@ -72,7 +72,14 @@ def rfc2136_backend(zone: BindZone, key_file: Path, *, secondary: bool = False) 
     servers = [zone.primary.address] + ([zone.secondary.address] if secondary and zone.secondary else [])
     settings = Rfc2136Settings.model_validate(
         # A short timeout: the unreachable-server tests wait for it once.
-        {"default": {"servers": servers, "keyRef": f"file:{key_file}", "timeout": 0.5}}
+        {
+            "default": {
+                "servers": servers,
+                "primary": zone.primary.address,
+                "keyRef": f"file:{key_file}",
+                "timeout": 0.5,
+            }
+        }
     )
     return Rfc2136Backend(settings)
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from controller.dns.base import DnsPermanentError, DnsTransientError
 from controller.dns.rfc2136 import Rfc2136Backend
 from controller.dns.settings import Rfc2136Settings
-from controller.model.snapshot import RRset
+from controller.model.snapshot import RRset, ServerAnswer
 from tests.support.bind import ZONE, BindZone, bind_zone, free_port
 from tests.support.dns import MX, bare, lower_mx_ttl
 
@@ -77,16 +77,17 @@ def test_the_mname_is_the_primary_even_when_configured_second(tmp_path: Path) ->
 def test_an_explicit_primary_wins_over_the_mname(tmp_path: Path) -> None:
     with bind_zone(secondary=True, notify=False) as bind:
         assert bind.secondary is not None
-        backend(resolver=bind.primary.address, keyRef=key(bind, tmp_path)).apply(lower_mx_ttl())
         client = backend(
             resolver=bind.primary.address, primary=bind.secondary.address, keyRef=key(bind, tmp_path)
         )
-        result = client.observe(WANTED)
-        assert MX in bare(result.zones[ZONE])  # the secondary's answer is the truth
-        assert any(
-            f"differs between the primary {bind.secondary.address}" in f and bind.primary.address in f
-            for f in result.findings
+        mx = next(rrset for rrset in client.observe(WANTED).zones[ZONE] or [] if rrset.key == ("@", "MX"))
+        assert mx.servers[0] == ServerAnswer(
+            server=bind.secondary.address, primary=True, serial=1, ttl=3600, values=MX.values
         )
+        backend(resolver=bind.primary.address, keyRef=key(bind, tmp_path)).apply(lower_mx_ttl())
+        result = client.observe(WANTED)
+        assert result.zones == {ZONE: None}  # the MNAME's server is ahead: the set primary looks stale
+        assert result.errors[ZONE].startswith(f"the primary {bind.secondary.address} looks stale")
         with pytest.raises(DnsPermanentError, match=bind.secondary.address):
             client.apply(lower_mx_ttl())  # updates go to the configured primary; a secondary refuses them
 
@@ -132,23 +133,80 @@ def test_a_zone_needs_servers_or_a_resolver() -> None:
 
 
 def test_an_mname_naming_none_of_the_servers_makes_the_zone_unknown(tmp_path: Path) -> None:
-    """The SOA MNAME is ns1.contoso.com; the only server is configured as `localhost`: no guess."""
-    with bind_zone() as bind:
+    """The SOA MNAME is ns1.contoso.com; both servers are configured as `localhost`: no guess."""
+    with bind_zone(secondary=True) as bind:
+        assert bind.secondary is not None
         configured = f"localhost:{bind.primary.port}"
-        client = backend(servers=[configured], keyRef=key(bind, tmp_path))
+        servers = [configured, f"localhost:{bind.secondary.port}"]
+        client = backend(servers=servers, keyRef=key(bind, tmp_path))
         result = client.observe(WANTED)
         assert result.zones == {ZONE: None}
         why = (
-            f"the SOA MNAME ns1.contoso.com. names none of its servers ({configured}): set `primary:`"
-            " for this zone so that a secondary is never read as the truth"
+            f"the SOA MNAME ns1.contoso.com. names none of its servers ({', '.join(servers)}): set"
+            " `primary:` for this zone so that a secondary is never read as the truth"
         )
         assert result.errors == {ZONE: why}
         assert result.findings == (f"{ZONE}: {why}; the zone is unknown",)
         with pytest.raises(DnsPermanentError, match="set `primary:`"):
             client.apply(lower_mx_ttl())
         assert bind.primary.query(ZONE, "MX").answer[0].ttl == 3600
-        named = backend(servers=[configured], primary=configured, keyRef=key(bind, tmp_path))
-        assert MX in (named.observe(WANTED).zones[ZONE] or [])
+        named = backend(servers=servers, primary=configured, keyRef=key(bind, tmp_path))
+        assert MX in bare(named.observe(WANTED).zones[ZONE])
+
+
+def test_one_configured_server_is_the_primary(tmp_path: Path) -> None:
+    """A single server leaves nothing to choose, whatever name it is configured by."""
+    with bind_zone() as bind:
+        client = backend(servers=[f"localhost:{bind.primary.port}"], keyRef=key(bind, tmp_path))
+        result = client.observe(WANTED)
+        assert result.findings == () and MX in (result.zones[ZONE] or [])
+        client.apply(lower_mx_ttl())
+        assert bind.primary.query(ZONE, "MX").answer[0].ttl == 300
+
+
+def test_addresses_without_a_primary_are_never_taken_in_list_order(tmp_path: Path) -> None:
+    """A lagging secondary listed first is not the truth: addresses cannot be matched to the MNAME."""
+    with bind_zone(secondary=True, notify=False) as bind:
+        assert bind.secondary is not None
+        backend(servers=[bind.primary.address], keyRef=key(bind, tmp_path)).apply(lower_mx_ttl())
+        servers = [bind.secondary.address, bind.primary.address]
+        client = backend(servers=servers, keyRef=key(bind, tmp_path))
+        result = client.observe(WANTED)
+        assert result.zones == {ZONE: None}
+        why = (
+            f"its servers are given as addresses ({', '.join(servers)}), which cannot be matched to the"
+            " SOA MNAME ns1.contoso.com. without a `resolver`: set `primary:` for this zone so that a"
+            " secondary is never read as the truth"
+        )
+        assert result.errors == {ZONE: why}
+        assert result.findings == (f"{ZONE}: {why}; the zone is unknown",)
+        with pytest.raises(DnsPermanentError, match="set `primary:`"):
+            client.apply(lower_mx_ttl())
+        named = backend(servers=servers, primary=bind.primary.address, keyRef=key(bind, tmp_path))
+        result = named.observe(WANTED)
+        assert LOWERED in bare(result.zones[ZONE])
+        assert any(f"SOA serial 2 on the primary {bind.primary.address}" in f for f in result.findings)
+
+
+def test_a_primary_behind_a_secondary_looks_stale_and_the_zone_is_unknown(tmp_path: Path) -> None:
+    """`primary:` names the lagging server: a server ahead of it puts the truth in doubt."""
+    with bind_zone(secondary=True, notify=False) as bind:
+        assert bind.secondary is not None
+        backend(servers=[bind.primary.address], keyRef=key(bind, tmp_path)).apply(lower_mx_ttl())
+        client = backend(
+            servers=[bind.primary.address, bind.secondary.address],
+            primary=bind.secondary.address,
+            keyRef=key(bind, tmp_path),
+        )
+        result = client.observe(WANTED)
+        assert result.zones == {ZONE: None}
+        why = (
+            f"the primary {bind.secondary.address} looks stale: it serves SOA serial 1 but"
+            f" {bind.primary.address} serves 2, so the truth is in doubt; check `primary:` for this zone"
+        )
+        assert result.errors == {ZONE: why}
+        assert result.findings == (f"{ZONE}: {why}; the zone is unknown",)
+        assert not any("propagation in progress" in f for f in result.findings)
 
 
 def test_every_unknown_zone_says_why(tmp_path: Path) -> None:

@@ -28,8 +28,10 @@ from tests.support.dns import MX, bare, lower_mx_ttl
 WANTED = {ZONE: [("@", "MX"), ("@", "TXT")]}
 
 
-def backend(servers: list[str], key_ref: str | None, *, zone: str | None = None) -> Rfc2136Backend:
-    entry = {"servers": servers, "keyRef": key_ref, "timeout": 0.5}
+def backend(
+    servers: list[str], key_ref: str | None, *, zone: str | None = None, primary: str | None = None
+) -> Rfc2136Backend:
+    entry = {"servers": servers, "primary": primary, "keyRef": key_ref, "timeout": 0.5}
     body = {"zones": {zone: entry}} if zone else {"default": entry}
     return Rfc2136Backend(Rfc2136Settings.model_validate(body))
 
@@ -81,7 +83,9 @@ def test_a_lagging_secondary_is_reported_and_the_primary_is_the_truth(tmp_path: 
     with bind_zone(secondary=True, notify=False) as bind:
         assert bind.secondary is not None
         client = backend(
-            [bind.primary.address, bind.secondary.address], f"file:{bind.key_file(tmp_path / 'k')}"
+            [bind.primary.address, bind.secondary.address],
+            f"file:{bind.key_file(tmp_path / 'k')}",
+            primary=bind.primary.address,
         )
         assert client.observe(WANTED).findings == ()
         client.apply(lower_mx_ttl())
@@ -99,7 +103,9 @@ def test_a_secondary_fed_by_notify_catches_up(tmp_path: Path) -> None:
     with bind_zone(secondary=True, notify=True) as bind:
         assert bind.secondary is not None
         client = backend(
-            [bind.primary.address, bind.secondary.address], f"file:{bind.key_file(tmp_path / 'k')}"
+            [bind.primary.address, bind.secondary.address],
+            f"file:{bind.key_file(tmp_path / 'k')}",
+            primary=bind.primary.address,
         )
         client.apply(lower_mx_ttl())
         wait_until_serving(bind.secondary, serial=2)  # NOTIFY, then IXFR (bounded poll)
@@ -109,7 +115,7 @@ def test_a_secondary_fed_by_notify_catches_up(tmp_path: Path) -> None:
 def test_an_unreachable_secondary_is_a_finding_not_an_unknown_zone(tmp_path: Path) -> None:
     with bind_zone(secondary=True) as bind:
         assert bind.secondary is not None
-        client = backend([bind.primary.address, bind.secondary.address], None)
+        client = backend([bind.primary.address, bind.secondary.address], None, primary=bind.primary.address)
         bind.secondary.stop()
         result = client.observe(WANTED)
         assert MX in bare(result.zones[ZONE])
@@ -182,7 +188,9 @@ def test_each_server_answers_with_its_serial_and_ttl(tmp_path: Path) -> None:
     with bind_zone(secondary=True, notify=False) as bind:
         assert bind.secondary is not None
         client = backend(
-            [bind.primary.address, bind.secondary.address], f"file:{bind.key_file(tmp_path / 'k')}"
+            [bind.primary.address, bind.secondary.address],
+            f"file:{bind.key_file(tmp_path / 'k')}",
+            primary=bind.primary.address,
         )
         client.apply(lower_mx_ttl())
         zone = client.observe(WANTED).zones[ZONE]
@@ -210,7 +218,11 @@ def test_a_silent_server_costs_one_timeout_per_pass() -> None:
             Rfc2136Settings.model_validate(
                 {
                     "zones": {
-                        ZONE: {"servers": [bind.primary.address, silent], "timeout": 0.5},
+                        ZONE: {
+                            "servers": [bind.primary.address, silent],
+                            "primary": bind.primary.address,
+                            "timeout": 0.5,
+                        },
                         "fabrikam.com": {"servers": [silent], "timeout": 0.5},
                         "fabrikam.net": {"resolver": silent, "timeout": 0.5},
                     }

@@ -3,10 +3,11 @@
 The servers are `servers` as configured, or the zone's NS records looked up through a `resolver` (a
 recursive resolver, or an authoritative server answering for its own zone). An NS record carries no
 port, so every discovered server is asked on the resolver's port: the same port everywhere, as name
-servers on port 53 are. The primary is `primary` when configured; otherwise the server the SOA MNAME
-names (looked up through the resolver, or without one matched by name against the configured hosts);
-configured addresses alone are taken primary first, as the settings say. When the MNAME names none of
-the servers there is no primary: the zone is unknown until `primary:` is set, never guessed.
+servers on port 53 are. The primary is `primary` when configured, else the one configured server when
+there is only one; otherwise the server the SOA MNAME names (looked up through the resolver, or without
+one matched by name against the configured hosts). The list order never decides: when the MNAME names
+none of the servers, or they are addresses with no resolver to match it, there is no primary and the
+zone is unknown until `primary:` is set.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Location:
     primary: Server | None  # None: the SOA MNAME read decides (by host name), or no server is the primary
     notes: tuple[str, ...] = ()
     expires: float = math.inf  # monotonic time; discovered servers are kept for the lookups' TTL
+    addresses_only: bool = False  # configured addresses and no resolver: nothing can match the MNAME
 
     def named_primary(self, mname: dns.name.Name | None) -> Server | None:
         """The primary as located, else the server whose host name is the SOA MNAME, else None."""
@@ -49,6 +51,12 @@ class Location:
     def no_primary(self, mname: dns.name.Name) -> str:
         """Why there is no primary: the MNAME names none of the servers, and a guess may read a stale one."""
         servers = ", ".join(str(server) for server in self.servers)
+        if self.addresses_only:
+            return (
+                f"its servers are given as addresses ({servers}), which cannot be matched to the SOA MNAME"
+                f" {mname} without a `resolver`: set `primary:` for this zone so that a secondary is never"
+                " read as the truth"
+            )
         return (
             f"the SOA MNAME {mname} names none of its servers ({servers}): set `primary:` for this zone"
             " so that a secondary is never read as the truth"
@@ -79,20 +87,20 @@ class Locator:
             assert resolver is not None  # the settings validator requires one of the two
             servers, notes, ttl = self._discover(zone, resolver, timeout=settings.timeout)
             expires = time.monotonic() + ttl
-        primary: Server | None
+        primary: Server | None = None
         if explicit is not None:
             primary = explicit
+        elif settings.servers is not None and len(servers) == 1:
+            primary = servers[0]  # one configured server: nothing to choose
         elif resolver is not None:
             # None when the MNAME names none of the servers: the zone stays unknown, never guessed.
             primary, ttl = self._mname_through(zone, resolver, servers, timeout=settings.timeout)
             expires = min(expires, time.monotonic() + ttl)
-        elif any(not _is_address(server.host) for server in servers):
-            primary = None  # a configured host name may be the MNAME: decided once the SOA is read
-        else:
-            primary = servers[0]
+        # Else a configured host name may be the MNAME, decided once the SOA is read; never the list order.
+        addresses_only = primary is None and resolver is None and all(_is_address(s.host) for s in servers)
         if primary is not None:
             servers = [primary, *(server for server in servers if server != primary)]
-        location = Location(tuple(servers), primary, notes, expires)
+        location = Location(tuple(servers), primary, notes, expires, addresses_only)
         if resolver is not None:
             self._located[zone] = location
         return location

@@ -156,6 +156,21 @@ def wildcard_findings(zone: str, truth: Served) -> list[str]:
     ]
 
 
+def ahead_of_primary(
+    primary: Server, truth: Served, reads: Mapping[Server, Served | Unanswered]
+) -> str | None:
+    """Why the primary looks stale, when another server serves a newer SOA serial (RFC 1982); else None."""
+    serial = truth.soa.serial
+    for server, answer in reads.items():
+        # RFC 1982: newer when the forward distance is non-zero and less than half the serial space.
+        if isinstance(answer, Served) and 0 < (answer.soa.serial - serial) % 2**32 < 2**31:
+            return (
+                f"the primary {primary} looks stale: it serves SOA serial {serial} but {server} serves"
+                f" {answer.soa.serial}, so the truth is in doubt; check `primary:` for this zone"
+            )
+    return None
+
+
 def disagreements(
     zone: str,
     primary: Server,

@@ -86,6 +86,9 @@ class Rfc2136Backend:
         truth = reads.get(primary)
         if not isinstance(truth, reading.Served):
             raise Unknown(f"the primary {primary} could not be read ({truth})")
+        stale = reading.ahead_of_primary(primary, truth, reads)
+        if stale is not None:
+            raise Unknown(stale)  # a server ahead of the primary: its answers are not the truth
         self.serials[zone] = truth.soa.serial
         for key in keys:
             self._held.pop((zone, *key), None)

@@ -18,7 +18,8 @@ class Rfc2136ZoneSettings(BaseModel):
     servers: list[str] | None = Field(
         default=None,
         min_length=1,
-        description="host:port of each authoritative server, primary first; optional with `resolver`",
+        description="host:port of each authoritative server (in any order; with several, `primary` or the"
+        " SOA MNAME by host name says which is the primary); optional with `resolver`",
     )
     resolver: str | None = Field(
         default=None,
