@@ -104,3 +104,12 @@ def test_the_dns_settings_of_a_zone_written_in_unicode_apply_to_its_a_labels() -
     assert found is not None and found.servers == ["127.0.0.1:53"]
     with pytest.raises(ValueError, match="not a valid IDNA 2008 name"):
         Rfc2136Settings.model_validate({"zones": {"☃.example": {"servers": ["127.0.0.1:53"]}}})
+    twice = {
+        "xn--e1afmkfd.xn--p1ai": {"servers": ["192.0.2.1:53"]},
+        "пример.рф": {"servers": ["192.0.2.2:53"]},
+    }
+    with pytest.raises(ValueError, match="listed twice"):
+        Rfc2136Settings.model_validate({"zones": twice})
+    for malformed in ("exa mple.com", "a..b", "-bad-.com"):
+        with pytest.raises(ValueError, match="not a fully qualified host name"):
+            Rfc2136Settings.model_validate({"zones": {malformed: {"servers": ["192.0.2.1:53"]}}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from controller.desired import idn
+from controller.desired import models
 from controller.dns.tsig import is_key_ref
 from controller.dns.wire import Server
 
@@ -77,8 +77,15 @@ class Rfc2136Settings(BaseModel):
     @field_validator("zones")
     @classmethod
     def _zone_names(cls, value: dict[str, Rfc2136ZoneSettings]) -> dict[str, Rfc2136ZoneSettings]:
-        """Zones are named as the desired state names them once loaded: A-labels (IDNA 2008)."""
-        return {idn.to_ascii(name).lower().rstrip("."): settings for name, settings in value.items()}
+        """Zones are named as the desired state names them once loaded: A-labels (IDNA 2008). One zone
+        written twice (in Unicode and in A-labels, or in two cases) is refused, never one entry dropped."""
+        zones: dict[str, Rfc2136ZoneSettings] = {}
+        for name, settings in value.items():
+            key = models.hostname(name.rstrip(".")).lower()
+            if key in zones:
+                raise ValueError(f"zone {name!r} is listed twice (as {key})")
+            zones[key] = settings
+        return zones
 
     def for_zone(self, zone: str) -> Rfc2136ZoneSettings | None:
         key = zone.lower().rstrip(".")
