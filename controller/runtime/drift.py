@@ -1,7 +1,8 @@
 """Drift: something the controller had settled changed without a commit and without the controller.
 
 Only the facets a person (or Exchange's own housekeeping) can change are compared: whether an object
-exists, a batch's membership and whether it was stopped, endpoint settings, an RRset's values and TTL.
+exists, a batch's membership and whether it was stopped, endpoint settings, an RRset's values and TTL
+(for an `spf:` record, its `v=spf1` string alone: other TXT strings at the name are not managed).
 Progress Exchange makes by itself (Syncing -> Synced) is not drift. A baseline is taken when an object
 settles; a new desired spec or an action of ours re-takes it, so our own changes are never drift.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from controller.desired.models import DesiredState
 from controller.model.snapshot import Snapshot
 from controller.model.statuses import BatchStatus
-from controller.planner.dns import desired_values
+from controller.planner.spf import spf_strings
 
 Facets = dict[str, object]
 
@@ -96,11 +97,14 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
             None,
         )
         key = f"dns/{record.key}"
-        if rrset is None:
+        if record.spf is not None:
+            # Only the `v=spf1` string is the controller's: a verification token added by hand at the
+            # name (or the RRset's TTL it brought) is not drift. The string shown is what is served.
+            facets[key] = {"spf": sorted(spf_strings(rrset.values if rrset is not None else []))}
+        elif rrset is None:
             facets[key] = {"exists": False}
         else:
-            values = sorted(rrset.values) if record.spf is None else sorted(desired_values(record, rrset))
-            facets[key] = {"exists": True, "ttl": rrset.ttl, "values": values}
+            facets[key] = {"exists": True, "ttl": rrset.ttl, "values": sorted(rrset.values)}
     return facets
 
 
@@ -124,7 +128,10 @@ def detect(
         if print_ is None:
             continue
         base = baselines.get(obj)
-        if base is None or base.desired != print_ or obj in acted or base.facets == facets:
+        # A baseline of another shape (an `spf:` record saved before its facet was the string alone) is
+        # re-taken, not compared.
+        reshaped = base is not None and ("spf" in base.facets) != ("spf" in facets)
+        if base is None or reshaped or base.desired != print_ or obj in acted or base.facets == facets:
             kept[obj] = Baseline(print_, facets)
         else:
             findings.append(Finding(obj, base.facets, facets))

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.desired.models import DriftAction
-from controller.model.actions import Action, Drift, Plan
+from controller.desired.models import DesiredState, DriftAction
+from controller.model.actions import Action, Blocked, Drift, Plan
 from controller.model.snapshot import Snapshot
 from controller.notify.alerts import Alert
 from controller.notify.delivery import AlertDispatcher
+from controller.planner import coexistence
 from controller.planner.plan import plan
 from controller.runtime import drift, status
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
@@ -94,14 +95,24 @@ class Reconciler:
                 f.object,
                 f.expected,
                 f.observed,
-                ("corrected" if f.object not in held else "reported only (policy warn)")
+                (
+                    "reported only (policy warn)"
+                    if f.object in held
+                    else "corrected"
+                    if any(a.object == f.object for a in planned.actions)
+                    else "reported: this plan has no change for it"
+                )
                 + ": "
                 + _changed(f.expected, f.observed),
             )
             for f in found
         )
         actions = tuple(a for a in planned.actions if a.object not in held)
-        return dataclasses.replace(planned, actions=actions, drift=planned.drift + entries)
+        blocked = planned.blocked + _hold_starts_without_spf(desired, planned, held)
+        actions = tuple(
+            a for a in actions if not any(b.object == a.object for b in blocked[len(planned.blocked) :])
+        )
+        return dataclasses.replace(planned, actions=actions, blocked=blocked, drift=planned.drift + entries)
 
     def _alert(self, served: Served, found: list[drift.Finding]) -> None:
         """Once per distinct drift when it opens, once when it clears; the store dedups across restarts."""
@@ -236,3 +247,27 @@ class Reconciler:
 def _changed(expected: dict[str, object], observed: dict[str, object]) -> str:
     keys = sorted(k for k in {*expected, *observed} if expected.get(k) != observed.get(k))
     return ", ".join(f"{k} {expected.get(k)!r} -> {observed.get(k)!r}" for k in keys)[:300]
+
+
+def _hold_starts_without_spf(desired: DesiredState, planned: Plan, held: set[str]) -> tuple[Blocked, ...]:
+    """A held `spf:` change held the coexistence string: the batch starts of the plan wait with it, or
+    migrated users would send from Exchange Online unauthorised."""
+    spf_held = sorted(
+        f"dns/{r.key}"
+        for r in desired.records
+        if r.spf is not None
+        and f"dns/{r.key}" in held
+        and any(a.object == f"dns/{r.key}" for a in planned.actions)
+    )
+    if not spf_held:
+        return ()
+    return tuple(
+        Blocked(
+            start.object,
+            "spf",
+            f"the batch does not start: the SPF change at {', '.join(spf_held)} is held as drift (policy "
+            "warn), so the SPF string does not authorise Exchange Online yet; resolve the drift first",
+        )
+        for start in planned.actions
+        if coexistence.is_start(start)
+    )
