@@ -54,6 +54,7 @@ EXO_SPF = "v=spf1 include:spf.protection.outlook.com -all"
 COEXISTENCE_SPF = "v=spf1 mx include:spf.protection.outlook.com -all"  # BIND's zone has "v=spf1 mx -all"
 ONPREM_MX = "10 mail.contoso.com."
 MX, CNAME = f"dns/{ZONE}/@/MX", f"dns/{ZONE}/autodiscover/CNAME"
+TXT = f"dns/{ZONE}/@/TXT"
 
 
 def zone_doc(mx: str = EXO_MX) -> bytes:
@@ -223,7 +224,9 @@ def test_a_revert_inside_the_rollback_window_swaps_back_at_the_low_ttl(tmp_path:
             ("@", "MX", "update", 300, (ONPREM_MX,))
         ]
         assert "rollback window" in applied[0].reason and "swap back" in applied[0].reason
-        assert result.blocked == ()
+        # The final SPF string would fail on-premises outbound mail: refused until the repository reverts it.
+        assert [(b.object, b.gate) for b in result.blocked] == [(TXT, "spf")]
+        assert "revert the SPF string in the repository" in result.blocked[0].reason
         assert cutover.served("@", "MX") == (300, [ONPREM_MX])
 
 

@@ -14,6 +14,8 @@ from controller.planner import spf
 from controller.planner.draft import Draft
 from controller.planner.records import action, desired_values, obj, same_values
 
+EXCHANGE_ONLINE_MX = ".mail.protection.outlook.com"  # where Exchange Online receives a domain's mail
+
 
 @dataclass(frozen=True, slots=True)
 class Phase:
@@ -22,6 +24,7 @@ class Phase:
     final: bool
     started: bool  # a batch has started (or starts in this plan): Exchange Online sends for migrated users
     mx_gate: tuple[str, str] | None  # the gate and reason holding the MX swap, when one does
+    mx_onprem: bool = False  # the repository's MX points elsewhere than Exchange Online (a revert)
 
 
 def phase(
@@ -36,6 +39,7 @@ def phase(
     """The zone's apex MX decides; a zone without a cutover MX goes final when the batches gate opens."""
     mx = next((r for r in records if r.cutover and r.type is RecordType.MX and r.name == "@"), None)
     mx_gate: tuple[str, str] | None = None
+    onprem = mx is not None and not any(EXCHANGE_ONLINE_MX in v.lower() for v in mx.values)
     if mx is None:
         final = batches_gate is None
         if batches_gate is not None:
@@ -52,7 +56,7 @@ def phase(
         any(BatchStatus.parse(b.Status) not in (None, BatchStatus.CREATED) for b in exchange.batches or ())
         or first_start(draft.actions) is not None
     )
-    return Phase(final=final, started=started, mx_gate=mx_gate)
+    return Phase(final=final, started=started, mx_gate=mx_gate, mx_onprem=onprem)
 
 
 def first_start(actions: list[Action]) -> int | None:
@@ -109,6 +113,19 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
         return f"{name}: {why}" if not now_phase.final else None
     if not _within_limit(draft, record, record.spf, "the repository's SPF string", "in the repository"):
         return f"{name}: {draft.blocked[-1].reason}" if unauthorised else None
+    if now_phase.mx_onprem and spf.only_exchange_online(record.spf):
+        # A revert of the cutover commit sends mail back on-premises; the final string would fail
+        # on-premises outbound mail. What on-premises needed is not remembered, so a person decides.
+        served = f"{observed[0]!r} is served" if observed else "no SPF string is served"
+        draft.block(
+            name,
+            "spf",
+            f"the MX points on-premises in the repository (a revert of the cutover?) but the repository's "
+            f"SPF string {record.spf!r} authorises Exchange Online only ({served}): on-premises outbound "
+            "mail fails SPF; revert the SPF string in the repository too, to the on-premises mechanisms "
+            f"plus {spf.EXCHANGE_ONLINE}",
+        )
+        return None
     final = desired_values(record, found)
     if found is not None and same_values(record, found, final):
         if found.ttl != record.ttl:

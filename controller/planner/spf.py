@@ -39,6 +39,13 @@ def authorises_exchange_online(spf: str) -> bool:
     return any(term.lower() == EXCHANGE_ONLINE for term in spf.split()[1:])
 
 
+def only_exchange_online(spf: str) -> bool:
+    """The final string of a finished migration: Exchange Online's include is its only sender."""
+    kinds = [(term, _mechanism(term)) for term in spf.split()[1:]]
+    senders = [term.lower().lstrip("+") for term, kind in kinds if kind != "all" and not kind.endswith("=")]
+    return senders == [EXCHANGE_ONLINE]
+
+
 def coexistence(observed: str) -> str:
     """The observed string with Exchange Online's include placed before its `all` term (or after its last
     mechanism when it has none), so mail from both on-premises and Exchange Online passes."""
