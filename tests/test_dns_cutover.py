@@ -135,6 +135,7 @@ def backend(bind: BindZone, tmp_path: Path, *, servers: list[str] | None = None)
         {
             "default": {
                 "servers": servers or [bind.primary.address],
+                "primary": bind.primary.address,
                 "keyRef": f"file:{bind.key_file(tmp_path / 'k')}",
             }
         }
