@@ -43,3 +43,14 @@ def test_only_a_v_spf1_version_section_is_spf() -> None:
         "V=SPF1 mx -all",
         "v=spf1",
     ]
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        "v=spf1 mx +include:spf.protection.outlook.com -all",
+        "v=spf1 mx include:SPF.Protection.Outlook.com. -all",
+    ],
+)
+def test_exchange_online_written_another_way_is_not_included_twice(observed: str) -> None:
+    assert spf.coexistence(observed) == observed

@@ -36,7 +36,8 @@ def lookups(spf: str) -> int:
 
 
 def authorises_exchange_online(spf: str) -> bool:
-    return any(term.lower() == EXCHANGE_ONLINE for term in spf.split()[1:])
+    """Exchange Online's include is there, however written: `+include:`, any case, a trailing dot."""
+    return any(term.lower().lstrip("+").rstrip(".") == EXCHANGE_ONLINE for term in spf.split()[1:])
 
 
 def only_exchange_online(spf: str) -> bool:
