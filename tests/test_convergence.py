@@ -148,7 +148,7 @@ class Loop:
         snapshot, _ = observe(
             desired, exchange=self.client, dns=self.dns, memory=self.memory, now=self.simulator.now
         )
-        assert not self.client.problems, self.client.problems
+        assert not self.client.unreadable, self.client.unreadable
         return snapshot
 
     def run_pass(self, desired: DesiredState) -> Plan:

@@ -54,3 +54,19 @@ def test_only_a_v_spf1_version_section_is_spf() -> None:
 )
 def test_exchange_online_written_another_way_is_not_included_twice(observed: str) -> None:
     assert spf.coexistence(observed) == observed
+
+
+def test_a_held_retry_is_not_spent() -> None:
+    """A Start-MigrationBatch held (by the spf gate or by drift under warn) gives back its retry count."""
+    from controller.model.actions import ExchangeAction
+    from controller.model.snapshot import Memory, RetryCount
+    from controller.planner import coexistence
+
+    before = Memory(retries={"pilot": RetryCount(revision="r", count=1)})
+    counted = Memory(
+        retries={"pilot": RetryCount(revision="r", count=2), "wave1": RetryCount(revision="r", count=1)}
+    )
+    held = [ExchangeAction("Start-MigrationBatch", (("Identity", "Wave1"),), "batch/Wave1", "retry")]
+    assert coexistence.uncounted(counted, held, before).retries == {
+        "pilot": RetryCount(revision="r", count=2)
+    }

@@ -53,13 +53,12 @@ class ExchangeClient:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._rng = rng or random.Random()
-        self.problems: list[str] = []  # why a kind of the last observe() is unknown, one line each
         self.unreadable: dict[str, str] = {}  # "exchange/batches" -> why the last observe() could not read it
         self.warnings: list[str] = []  # warnings Exchange wrote (e.g. "Micro delay applied")
 
     def observe(self) -> ExchangeObserved:
         """One bulk read per kind; a kind that could not be read is None (unknown, never absent)."""
-        self.problems, self.unreadable = [], {}
+        self.unreadable = {}
         endpoints = self._read(("endpoints",), "Get-MigrationEndpoint", {}, ObservedEndpoint)
         batches = self._read(("batches",), "Get-MigrationBatch", {"ResultSize": UNLIMITED}, ObservedBatch)
         users = self._read(("users",), "Get-MigrationUser", {"ResultSize": UNLIMITED}, ObservedUser)
@@ -132,10 +131,10 @@ class ExchangeClient:
         except CmdletError as error:
             if error.not_found:  # nothing of this kind exists
                 return []
-            self._unreadable(kinds, cmdlet, f"{type(error).__name__}: {error}")
+            self._unreadable(kinds, f"{type(error).__name__}: {error}")
             return None
         except ExchangeError as error:
-            self._unreadable(kinds, cmdlet, f"{type(error).__name__}: {cmdlet}: {error}")
+            self._unreadable(kinds, f"{type(error).__name__}: {cmdlet}: {error}")
             return None
         if model is None:
             return objects
@@ -143,14 +142,13 @@ class ExchangeClient:
             return [model.model_validate(item) for item in objects]
         except ValidationError as error:
             self._unreadable(
-                kinds, cmdlet, f"ValidationError: {cmdlet}: unexpected output: {error.errors()[0]['msg']}"
+                kinds, f"ValidationError: {cmdlet}: unexpected output: {error.errors()[0]['msg']}"
             )
             return None
 
-    def _unreadable(self, kinds: tuple[str, ...], cmdlet: str, why: str) -> None:
+    def _unreadable(self, kinds: tuple[str, ...], why: str) -> None:
         """Remote text is bounded and scrubbed: it reaches plans, status and logs."""
         reason = truncate(redact_text(why), REASON_LIMIT)
-        self.problems.append(f"{cmdlet}: {reason}")
         for kind in kinds:
             self.unreadable[f"exchange/{kind}"] = reason
 

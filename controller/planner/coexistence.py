@@ -4,6 +4,7 @@ same pass as the MX swap. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controller.desired.models import Record, RecordType
@@ -14,7 +15,9 @@ from controller.planner import spf
 from controller.planner.draft import Draft
 from controller.planner.records import action, desired_values, obj, same_values
 
-EXCHANGE_ONLINE_MX = ".mail.protection.outlook.com"  # where Exchange Online receives a domain's mail
+# Where Exchange Online receives a domain's mail (exchange-facts §7): the long-standing host, and the
+# `*.mx.microsoft` host new accepted domains get (DNSSEC, DANE).
+EXCHANGE_ONLINE_MX = (".mail.protection.outlook.com", ".mx.microsoft")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ def phase(
     """The zone's apex MX decides; a zone without a cutover MX goes final when the batches gate opens."""
     mx = next((r for r in records if r.cutover and r.type is RecordType.MX and r.name == "@"), None)
     mx_gate: tuple[str, str] | None = None
-    onprem = mx is not None and not any(EXCHANGE_ONLINE_MX in v.lower() for v in mx.values)
+    onprem = mx is not None and not any(_exchange_online_host(v) for v in mx.values)
     if mx is None:
         final = batches_gate is None
         if batches_gate is not None:
@@ -59,7 +62,13 @@ def phase(
     return Phase(final=final, started=started, mx_gate=mx_gate, mx_onprem=onprem)
 
 
-def first_start(actions: list[Action]) -> int | None:
+def _exchange_online_host(mx_value: str) -> bool:
+    """`0 contoso-com.mail.protection.outlook.com.` or `0 contoso-com.a-v1.mx.microsoft.`."""
+    host = mx_value.split()[-1].lower().rstrip(".")
+    return host.endswith(EXCHANGE_ONLINE_MX)
+
+
+def first_start(actions: Sequence[Action]) -> int | None:
     """Where the first batch start of the plan is: the coexistence string must be in place before it."""
     return next((index for index, planned in enumerate(actions) if is_start(planned)), None)
 
@@ -80,14 +89,7 @@ def hold_starts(draft: Draft, why: list[str], before: Memory) -> None:
         return
     held = [a for a in draft.actions if is_start(a)]
     draft.actions = [a for a in draft.actions if not is_start(a)]
-    retries = dict(draft.memory.retries)
-    for start in held:
-        key = start.object.removeprefix("batch/").lower()
-        if key in before.retries:
-            retries[key] = before.retries[key]
-        else:
-            retries.pop(key, None)
-    draft.remember(retries=retries)
+    draft.remember(retries=uncounted(draft.memory, held, before).retries)
     for start in held:
         draft.block(
             start.object,
@@ -95,6 +97,18 @@ def hold_starts(draft: Draft, why: list[str], before: Memory) -> None:
             "the batch does not start until the SPF string authorises Exchange Online (else migrated users "
             f"send unauthorised): {'; '.join(why)}",
         )
+
+
+def uncounted(memory: Memory, held: Sequence[Action], before: Memory) -> Memory:
+    """`memory` without the retries counted for starts that were held: a retry not sent is not spent."""
+    retries = dict(memory.retries)
+    for start in held:
+        key = start.object.removeprefix("batch/").lower()
+        if key in before.retries:
+            retries[key] = before.retries[key]
+        else:
+            retries.pop(key, None)
+    return memory.model_copy(update={"retries": retries})
 
 
 def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase) -> str | None:
@@ -111,8 +125,9 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
         )
         draft.block(name, "spf", why)
         return f"{name}: {why}" if not now_phase.final else None
-    if not _within_limit(draft, record, record.spf, "the repository's SPF string", "in the repository"):
-        return f"{name}: {draft.blocked[-1].reason}" if unauthorised else None
+    over = _over_limit(draft, record, record.spf, "the repository's SPF string", "in the repository")
+    if over is not None:
+        return f"{name}: {over}" if unauthorised else None
     if now_phase.mx_onprem and spf.only_exchange_online(record.spf):
         # A revert of the cutover commit sends mail back on-premises; the final string would fail
         # on-premises outbound mail. What on-premises needed is not remembered, so a person decides.
@@ -172,8 +187,9 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
             f"{record.spf!r} follows with it ({why})",
         )
         return None
-    if not _within_limit(draft, record, coexisting, "the coexistence SPF string", f"at {record.name} first"):
-        return f"{name}: {draft.blocked[-1].reason}"
+    over = _over_limit(draft, record, coexisting, "the coexistence SPF string", f"at {record.name} first")
+    if over is not None:
+        return f"{name}: {over}"
     values = desired_values(record, found, spf=coexisting)
     coexist = action(
         record,
@@ -189,14 +205,14 @@ def plan_spf(draft: Draft, record: Record, found: RRset | None, now_phase: Phase
     return None
 
 
-def _within_limit(draft: Draft, record: Record, text: str, what: str, where: str) -> bool:
+def _over_limit(draft: Draft, record: Record, text: str, what: str, where: str) -> str | None:
+    """Blocks the record and says why when `text` needs more DNS lookups than RFC 7208 allows."""
     count = spf.lookups(text)
     if count <= spf.MAX_LOOKUPS:
-        return True
-    draft.block(
-        obj(record),
-        "spf",
+        return None
+    why = (
         f"{what} {text!r} would need {count} DNS lookups, more than the {spf.MAX_LOOKUPS} RFC 7208 §4.6.4 "
-        f"allows (receivers return permerror); shorten the SPF string {where}",
+        f"allows (receivers return permerror); shorten the SPF string {where}"
     )
-    return False
+    draft.block(obj(record), "spf", why)
+    return why

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from controller.desired.models import DesiredState
-from controller.dns.base import DnsBackend, DnsObserved
+from controller.dns.base import DnsBackend
 from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
 
 # Said when a reader left something unknown without a reason (an old snapshot, a backend that gives none).
@@ -16,6 +16,11 @@ NO_REASON = "could not be read (no reason was recorded)"
 
 class ExchangeReader(Protocol):
     def observe(self) -> ExchangeObserved: ...
+
+    @property
+    def unreadable(self) -> Mapping[str, str]:
+        """Why each kind the last observe() left unknown could not be read ("exchange/batches")."""
+        ...
 
 
 def wanted_rrsets(desired: DesiredState) -> dict[str, list[tuple[str, str]]]:
@@ -35,26 +40,19 @@ def observe(
     """
     exchange_observed = exchange.observe()
     dns_observed = dns.observe(wanted_rrsets(desired))
-    reasons: Mapping[str, str] = getattr(exchange, "unreadable", {})  # ExchangeClient keeps them
+    dns_reasons = {
+        f"dns/{zone}": dns_observed.errors.get(zone, NO_REASON)
+        for zone, rrsets in dns_observed.zones.items()
+        if rrsets is None
+    }
     snapshot = Snapshot(
         observedAt=now,
         exchange=exchange_observed,
         dns=dict(dns_observed.zones),
-        unreadable={**reasons, **_dns_reasons(dns_observed)},
+        unreadable={**exchange.unreadable, **dns_reasons},
         memory=memory,
     )
     return snapshot, dns_observed.findings
-
-
-def _dns_reasons(observed: DnsObserved) -> dict[str, str]:
-    reasons: dict[str, str] = {}
-    for zone, rrsets in observed.zones.items():
-        if rrsets is not None:
-            continue
-        # A backend that gives no error for the zone said why in a finding that starts with its name.
-        said = [f.removeprefix(f"{zone}: ") for f in observed.findings if f.startswith(f"{zone}: ")]
-        reasons[f"dns/{zone}"] = observed.errors.get(zone) or "; ".join(said) or NO_REASON
-    return reasons
 
 
 def unknown(snapshot: Snapshot) -> dict[str, str]:

@@ -107,12 +107,17 @@ class Reconciler:
             )
             for f in found
         )
-        actions = tuple(a for a in planned.actions if a.object not in held)
-        blocked = planned.blocked + _hold_starts_without_spf(desired, planned, held)
-        actions = tuple(
-            a for a in actions if not any(b.object == a.object for b in blocked[len(planned.blocked) :])
+        starts_held = _hold_starts_without_spf(desired, planned, held)
+        stopped = held | {b.object for b in starts_held}
+        return dataclasses.replace(
+            planned,
+            actions=tuple(a for a in planned.actions if a.object not in stopped),
+            blocked=planned.blocked + starts_held,
+            drift=planned.drift + entries,
+            memory=coexistence.uncounted(
+                planned.memory, [a for a in planned.actions if a.object in stopped], snapshot.memory
+            ),
         )
-        return dataclasses.replace(planned, actions=actions, blocked=blocked, drift=planned.drift + entries)
 
     def _alert(self, served: Served, found: list[drift.Finding]) -> None:
         """Once per distinct drift when it opens, once when it clears; the store dedups across restarts."""
