@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,11 +27,13 @@ class RecordingRunner(LocalRunner):
         self.seen: list[tuple[str, dict[str, object]]] = []
         self.broken: dict[str, Exception] = {}
 
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         self.seen.append((cmdlet, dict(parameters)))
         if cmdlet in self.broken:
             raise self.broken[cmdlet]
-        return super().run(cmdlet, parameters)
+        return super().run(cmdlet, parameters, select)
 
 
 def action(cmdlet: str, **parameters: object) -> ExchangeAction:

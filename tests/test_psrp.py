@@ -120,6 +120,22 @@ def test_warnings_reach_the_warning_stream_and_the_runner(fake: FakeRunner, clie
     assert client.warnings == [delay]
 
 
+def test_select_object_is_a_second_command_and_only_the_named_properties_travel(
+    fake: FakeRunner, client: PsrpRunner, gateway: PsrpGateway
+) -> None:
+    fake.rows["Get-MigrationBatch"] = [{"Identity": "B1", "Status": "Syncing", "TotalCount": 3, "Extra": "x"}]
+    rows = client.run("Get-MigrationBatch", {}, select=["Identity", "Status", "TotalCount"])
+    assert rows == [{"Identity": "B1", "Status": "Syncing", "TotalCount": 3}]
+    assert fake.selected[-1] == ("Identity", "Status", "TotalCount")
+    wsman = WSMan("127.0.0.1", port=gateway.port, username=USER, password=PASSWORD, auth="basic",
+                  ssl=False, encryption="never", no_proxy=True)  # fmt: skip
+    with RunspacePool(wsman) as pool:  # any other second command is refused
+        shell = PowerShell(pool)
+        shell.add_cmdlet("Get-MigrationBatch").add_cmdlet("Sort-Object").add_parameter("Property", "Identity")
+        shell.invoke()
+    assert shell.had_errors and "more than one command" in str(shell.streams.error[0])
+
+
 def test_gateway_down_is_unavailable(fake: FakeRunner) -> None:
     with running_gateway(fake) as gateway:
         settings = settings_for(gateway)

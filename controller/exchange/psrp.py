@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 
@@ -205,14 +205,18 @@ class PsrpRunner:
 
     # --- CmdletRunner ---------------------------------------------------------------------------------------
 
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         if self._pool is None:
             self._open()
         if cmdlet in UNLIMITED_CMDLETS and "ResultSize" not in parameters and "Identity" not in parameters:
             parameters = {**parameters, "ResultSize": "Unlimited"}
-        return self._invoke(cmdlet, parameters)
+        return self._invoke(cmdlet, parameters, select)
 
-    def _invoke(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def _invoke(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         pool = self._pool
         assert pool is not None
         if not self._keys_exchanged and any(isinstance(v, secrets.Credential) for v in parameters.values()):
@@ -222,6 +226,8 @@ class PsrpRunner:
         shell.add_cmdlet(cmdlet)
         for name, value in parameters.items():
             shell.add_parameter(name, psrp_values.to_clixml(value))
+        if select:  # a second command of the same pipeline, not script text
+            shell.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         output = self._transport(shell.invoke)
         # str(record) is 'None' for a pypsrp warning record: the text is in .message.
         warned = [str(record.message) for record in shell.streams.warning]

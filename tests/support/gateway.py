@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from controller.exchange import errors
 from controller.exchange.psrp import PsrpSettings
-from controller.exchange.runner import CmdletRunner
+from controller.exchange.runner import CmdletRunner, project
 from controller.sim.gateway.server import PsrpGateway, server_ssl_context
 from controller.sim.pki import Pki, make_pki  # noqa: F401 - the tests' CA is the demo's
 
@@ -24,14 +24,18 @@ class FakeRunner:
         self.warnings: list[str] = []
         self.warn_on: dict[str, str] = {}
         self.calls: list[tuple[str, dict[str, object]]] = []
+        self.selected: list[tuple[str, ...]] = []  # each call's Select-Object properties
 
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         self.calls.append((cmdlet, dict(parameters)))
+        self.selected.append(tuple(select))
         if cmdlet in self.warn_on:
             self.warnings.append(self.warn_on[cmdlet])
         if cmdlet in self.raises:
             raise self.raises[cmdlet]
-        return [dict(row) for row in self.rows.get(cmdlet, [])]
+        return project([dict(row) for row in self.rows.get(cmdlet, [])], select)
 
     def close(self) -> None:
         pass

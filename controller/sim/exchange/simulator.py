@@ -7,11 +7,11 @@ names: the directory's Get-Recipient here, the endpoint and batch cmdlets in end
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from controller.exchange.errors import ThrottledError
-from controller.exchange.runner import CmdletOutput
+from controller.exchange.runner import CmdletOutput, project
 from controller.sim.exchange import batches, endpoints, engine
 from controller.sim.exchange import state as s
 from controller.sim.exchange.params import Bound, bind, fail, not_found, result_size
@@ -187,8 +187,10 @@ class LocalRunner:
     def __init__(self, simulator: ExchangeSimulator) -> None:
         self.simulator = simulator
 
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
-        return self.simulator.call(cmdlet, parameters)
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
+        return project(self.simulator.call(cmdlet, parameters), select)
 
     def close(self) -> None:
         pass

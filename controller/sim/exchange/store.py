@@ -7,12 +7,12 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from controller.exchange.errors import ExchangeError, PermanentError
-from controller.exchange.runner import CmdletOutput
+from controller.exchange.runner import CmdletOutput, project
 from controller.sim.exchange.simulator import ExchangeSimulator
 
 
@@ -83,7 +83,9 @@ class SimRunner:
         self.store = SimStore(path)
         self._sleep = sleep
 
-    def run(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         error: ExchangeError | None = None
         output = CmdletOutput()
         with self.store.transaction() as simulator:
@@ -96,7 +98,7 @@ class SimRunner:
             self._sleep(latency)  # outside the lock: a slow call must not stall other processes
         if error is not None:
             raise error
-        return output
+        return project(output, select)
 
     def close(self) -> None:
         pass

@@ -249,11 +249,32 @@ def bind(command_parameters: list[tuple[str | None, object]], cmdlet: str) -> di
 
 
 def describe(pipeline: PowerShell) -> tuple[str | None, list[tuple[str | None, object]], ErrorRecord | None]:
-    """The one cmdlet of a pipeline with its raw parameters, or the record refusing the pipeline."""
+    """The one cmdlet of a pipeline with its raw parameters, or the record refusing the pipeline.
+
+    A second command is accepted only as `Select-Object -Property <names>` (see `selected`).
+    """
     commands = pipeline.commands
     if any(command.is_script for command in commands):
         return None, [], script_refused(commands[0].command_text)
+    if len(commands) == 2 and selected(pipeline) is not None:
+        return commands[0].command_text, list(commands[0].parameters), None
     if len(commands) != 1:
         first = commands[0].command_text if commands else ""
         return None, [], binding_failed(first, "more than one command in a pipeline")
     return commands[0].command_text, list(commands[0].parameters), None
+
+
+def selected(pipeline: PowerShell) -> tuple[str, ...] | None:
+    """The property names of a trailing `Select-Object -Property a,b`, or None when there is none."""
+    commands = pipeline.commands
+    if len(commands) != 2 or commands[1].command_text.lower() != "select-object":
+        return None
+    parameters = list(commands[1].parameters)
+    if len(parameters) != 1 or (parameters[0][0] or "").lstrip("-").lower() != "property":
+        return None
+    names = to_python(parameters[0][1])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        return None
+    return tuple(str(n) for n in names)

@@ -92,7 +92,7 @@ class Pipelines:
             return outcome
         with self._runner_lock:
             try:
-                rows = self.runner.run(cmdlet, parameters)
+                rows = self.runner.run(cmdlet, parameters, gateway_cmdlets.selected(metadata) or ())
             except errors.ExchangeError as error:
                 rows = []
                 record, terminating = gateway_cmdlets.from_exchange_error(cmdlet, error)
