@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from controller.exchange.errors import ThrottledError
 from controller.exchange.runner import CmdletOutput, project
-from controller.sim.exchange import batches, endpoints, engine
+from controller.sim.exchange import batches, endpoints, engine, opath
 from controller.sim.exchange import state as s
 from controller.sim.exchange.params import Bound, bind, fail, not_found, result_size
 
@@ -21,7 +21,8 @@ MICRO_DELAY = "Micro delay applied. Actual delayed: 500 msecs, Enforced"
 
 def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
     wanted = {t.lower() for t in b.strings("RecipientTypeDetails") or []}
-    found = [r for r in state.recipients.values() if not wanted or r.type.value.lower() in wanted]
+    found = _filtered(state, b)
+    found = [r for r in found if not wanted or r.type.value.lower() in wanted]
     identity = b.text("Identity")
     if identity is not None:
         found = [r for r in found if s.key(r.address) == s.key(identity)]
@@ -35,6 +36,26 @@ def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
             "RecipientTypeDetails": r.type.value,
         }
         for r in found[:size]
+    ]
+
+
+def _filtered(state: s.SimState, b: Bound) -> list[s.Recipient]:
+    """The recipients an OPATH -Filter keeps (exchange-facts §10); the controller's filter of addresses
+    is answered by lookup, any other by a scan."""
+    text = b.text("Filter")
+    if text is None:
+        return list(state.recipients.values())
+    addresses = opath.equal_values(text, "PrimarySmtpAddress")
+    if addresses is not None:
+        return [r for a in sorted(addresses) if (r := state.recipients.get(a)) is not None]
+    try:
+        predicate = opath.compile_filter(text)
+    except opath.FilterError as error:
+        raise fail(b.cmdlet, "ParserException", f"Invalid filter syntax: {error}") from None
+    return [
+        r
+        for r in state.recipients.values()
+        if predicate({"PrimarySmtpAddress": r.address, "RecipientTypeDetails": r.type.value})
     ]
 
 
@@ -80,7 +101,7 @@ CMDLETS: dict[str, tuple[tuple[str, ...], Handler]] = {
     "Get-MigrationUser": (("Identity", "BatchId", "ResultSize"), batches.get_user),
     "Remove-MigrationUser": (("Identity",), batches.remove_user),
     "Get-MigrationUserStatistics": (("Identity",), batches.get_user_statistics),
-    "Get-Recipient": (("Identity", "RecipientTypeDetails", "ResultSize"), get_recipient),
+    "Get-Recipient": (("Identity", "RecipientTypeDetails", "Filter", "ResultSize"), get_recipient),
 }
 _BY_NAME = {name.lower(): name for name in CMDLETS}
 
