@@ -214,6 +214,8 @@ def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path
     is not a converged one, and status says what could not be read and why."""
     fake = FakeRunner()
     fake.rows["Get-MigrationEndpoint"] = [dict(ENDPOINT_ROW)]
+    # The pilot exists, created and not started, as the repository wants it: its users are read.
+    fake.rows["Get-MigrationBatch"] = [{"Identity": PILOT, "Status": "Created", "TotalCount": 2}]
     fake.rows["Get-Recipient"] = [
         {"PrimarySmtpAddress": address, "RecipientTypeDetails": "MailUser"}
         for address in (*PILOT_MEMBERS, *WAVE_MEMBERS)
@@ -232,7 +234,7 @@ def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path
             "bootstrap": "none",
         }
         workspace = make_workspace(
-            tmp_path / "ws", exchange={"backend": "psrp", "psrp": psrp}, clock="system"
+            tmp_path / "ws", exchange={"backend": "psrp", "psrp": psrp}, clock="system", pilot="created"
         )
         workspace.env["STAGECTL_TEST_GATEWAY_PASSWORD"] = GATEWAY_PASSWORD
         (workspace.repo.path / "desired" / "dns" / "contoso.com.yaml").unlink()  # no time gate in the way

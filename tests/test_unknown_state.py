@@ -127,8 +127,11 @@ def test_a_failed_batch_read_is_unknown_with_why_and_exits_3(
     code, out, _ = _run(capsys, "plan", str(desired), "--config", str(config), "--format", "json")
     assert code == 0, "without --detailed-exitcode plan only reports"
     unknown = json.loads(out)["unknown"]
-    assert list(unknown) == ["exchange/batches"]
+    assert next(iter(unknown)) == "exchange/batches"
     assert unknown["exchange/batches"].startswith("CmdletError: Get-MigrationBatch failed: ")
+    # Users and recipients are read for what the batch list says is unfinished: unknown with it, and why.
+    assert set(unknown) == {"exchange/batches", "exchange/users", "exchange/mailUsers", "exchange/mailboxes"}
+    assert "batch list, which could not be read" in unknown["exchange/users"]
     assert "hunter2" not in out
 
     code, markdown, _ = _run(capsys, "plan", str(desired), "--config", str(config), "--format", "markdown")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 UNLIMITED = "Unlimited"  # without it Get-MigrationBatch/-User/Get-Recipient stop at 1,000 objects
 MAIL_USER_TYPES = ["MailUser", "UserMailbox"]
+# Each read carries only what the planner uses (`| Select-Object -Property ...`, contract §3.1).
+ENDPOINT_PROPERTIES = tuple(ObservedEndpoint.model_fields)
+BATCH_PROPERTIES = tuple(ObservedBatch.model_fields)
+USER_PROPERTIES = tuple(ObservedUser.model_fields)
+RECIPIENT_PROPERTIES = ("PrimarySmtpAddress", "RecipientTypeDetails")
+# Recipients are read by address with an OPATH -Filter (exchange-facts §10), FILTER_CHUNK addresses a
+# call; past FILTERED_MAX addresses one read of the whole directory costs fewer calls than the chunks.
+FILTER_CHUNK = 100
+FILTERED_MAX = 1000
 REASON_LIMIT = 300  # why a read failed goes into plans and status: long enough to act on, never a dump
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -56,8 +66,82 @@ class ExchangeClient:
         self.unreadable: dict[str, str] = {}  # "exchange/batches" -> why the last observe() could not read it
         self.warnings: list[str] = []  # warnings Exchange wrote (e.g. "Micro delay applied")
 
+    # --- observation proportional to unfinished work (contract §3.1): the runtime calls these in turn ---
+
+    def read_endpoints(self) -> list[ObservedEndpoint] | None:
+        self.unreadable = {}
+        return self._read(
+            ("endpoints",), "Get-MigrationEndpoint", {}, ObservedEndpoint, select=ENDPOINT_PROPERTIES
+        )
+
+    def read_batches(self) -> list[ObservedBatch] | None:
+        return self._read(
+            ("batches",),
+            "Get-MigrationBatch",
+            {"ResultSize": UNLIMITED},
+            ObservedBatch,
+            select=BATCH_PROPERTIES,
+        )
+
+    def read_users(self, batches: Sequence[ObservedBatch]) -> list[ObservedUser] | None:
+        """The migration users of these batches, one read each; a batch whose read disagrees with its
+        TotalCount (a short or interrupted read, or a batch changing under it) makes users unknown."""
+        users: list[ObservedUser] = []
+        for batch in batches:
+            rows = self._read(
+                ("users",),
+                "Get-MigrationUser",
+                {"BatchId": batch.Identity, "ResultSize": UNLIMITED},
+                ObservedUser,
+                select=USER_PROPERTIES,
+            )
+            if rows is None:
+                return None
+            if len(rows) != batch.TotalCount:
+                self._unreadable(
+                    ("users",),
+                    f"IncompleteRead: Get-MigrationUser -BatchId {batch.Identity} returned {len(rows)} "
+                    f"users but the batch counts {batch.TotalCount}; read again next pass",
+                )
+                return None
+            users.extend(rows)
+        return users
+
+    def read_recipients(self, addresses: Sequence[str]) -> Recipients | None:
+        """Which of these addresses are mail users or mailboxes: by OPATH filter in chunks, or one read of
+        the whole directory when there are many; no call when there are none."""
+        if not addresses:
+            return Recipients([], [], [])
+        if len(addresses) > FILTERED_MAX:
+            rows = self._read(
+                ("mailUsers", "mailboxes"),
+                "Get-Recipient",
+                {"RecipientTypeDetails": MAIL_USER_TYPES, "ResultSize": UNLIMITED},
+                None,
+                select=RECIPIENT_PROPERTIES,
+            )
+            return None if rows is None else Recipients.of(rows, covered=None)
+        found: list[dict[str, object]] = []
+        for start in range(0, len(addresses), FILTER_CHUNK):
+            rows = self._read(
+                ("mailUsers", "mailboxes"),
+                "Get-Recipient",
+                {
+                    "RecipientTypeDetails": MAIL_USER_TYPES,
+                    "Filter": address_filter(addresses[start : start + FILTER_CHUNK]),
+                    "ResultSize": UNLIMITED,
+                },
+                None,
+                select=RECIPIENT_PROPERTIES,
+            )
+            if rows is None:
+                return None
+            found.extend(rows)
+        return Recipients.of(found, covered=[a.lower() for a in addresses])
+
     def observe(self) -> ExchangeObserved:
-        """One bulk read per kind; a kind that could not be read is None (unknown, never absent)."""
+        """Every object of every kind, one bulk read each (the unscoped read: `stagectl observe --all`,
+        tests and the naive baseline); a kind that could not be read is None (unknown, never absent)."""
         self.unreadable = {}
         endpoints = self._read(("endpoints",), "Get-MigrationEndpoint", {}, ObservedEndpoint)
         batches = self._read(("batches",), "Get-MigrationBatch", {"ResultSize": UNLIMITED}, ObservedBatch)
@@ -83,11 +167,17 @@ class ExchangeClient:
         parameters = {name: self._value(value) for name, value in action.parameters}
         return self.call(action.cmdlet, parameters)
 
-    def call(self, cmdlet: str, parameters: Mapping[str, object]) -> list[dict[str, object]]:
+    def call(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
         """One cmdlet, retried on TransientError up to `max_attempts` times with full-jitter backoff."""
         for attempt in range(self.max_attempts):
             try:
-                output = self.runner.run(cmdlet, parameters)
+                output = (
+                    self.runner.run(cmdlet, parameters, select)
+                    if select
+                    else self.runner.run(cmdlet, parameters)
+                )
             except TransientError as error:
                 if attempt + 1 >= self.max_attempts:
                     raise
@@ -121,11 +211,17 @@ class ExchangeClient:
         return value
 
     def _read(
-        self, kinds: tuple[str, ...], cmdlet: str, parameters: dict[str, object], model: type[Model] | None
+        self,
+        kinds: tuple[str, ...],
+        cmdlet: str,
+        parameters: dict[str, object],
+        model: type[Model] | None,
+        *,
+        select: Sequence[str] = (),
     ) -> list[Any] | None:
         """The objects, or None (unknown) with why remembered under each snapshot kind it leaves unknown."""
         try:
-            objects = self.call(cmdlet, parameters)
+            objects = self.call(cmdlet, parameters, select)
         except AuthenticationError:
             raise
         except CmdletError as error:
@@ -139,7 +235,10 @@ class ExchangeClient:
         if model is None:
             return objects
         try:
-            return [model.model_validate(item) for item in objects]
+            # A selected property the object lacks comes back null: the model's default stands for it.
+            return [
+                model.model_validate({k: v for k, v in item.items() if v is not None}) for item in objects
+            ]
         except ValidationError as error:
             self._unreadable(
                 kinds, f"ValidationError: {cmdlet}: unexpected output: {error.errors()[0]['msg']}"
@@ -151,6 +250,30 @@ class ExchangeClient:
         reason = truncate(redact_text(why), REASON_LIMIT)
         for kind in kinds:
             self.unreadable[f"exchange/{kind}"] = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """What a recipient read found: mail users (or mailboxes), mailboxes, and the addresses it covered
+    (None: the whole directory was read)."""
+
+    mail_users: list[str]
+    mailboxes: list[str]
+    covered: list[str] | None
+
+    @classmethod
+    def of(cls, rows: list[dict[str, object]], *, covered: list[str] | None) -> Recipients:
+        mail_users = sorted({_address(r) for r in rows} - {""})
+        mailboxes = sorted(
+            {_address(r) for r in rows if r.get("RecipientTypeDetails") == "UserMailbox"} - {""}
+        )
+        return cls(mail_users, mailboxes, covered)
+
+
+def address_filter(addresses: Sequence[str]) -> str:
+    """An OPATH filter matching these primary SMTP addresses (exchange-facts §10): a value of the -Filter
+    parameter, never script text; a single quote in an address is doubled, as OPATH escapes it."""
+    return " -or ".join(f"(PrimarySmtpAddress -eq '{a.replace(chr(39), chr(39) * 2)}')" for a in addresses)
 
 
 def _address(recipient: Mapping[str, object]) -> str:

@@ -49,7 +49,13 @@ class ObservedUser(Observed):
 
 
 class ExchangeObserved(BaseModel):
-    """One bulk read per kind; `None` where the read failed."""
+    """Bulk reads, proportional to unfinished work (contract §3.1, docs/observation.md); `None` where a
+    read failed.
+
+    `usersRead` names the batches whose migration users were read (None: every batch's): a finished
+    batch is known from the batch list and memory alone. `recipientsRead` names the addresses the
+    recipient read covered (None: the whole directory): an address outside it is unknown, not absent.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -62,6 +68,14 @@ class ExchangeObserved(BaseModel):
     mailboxes: list[str] | None = Field(
         default=None, description="of those, the addresses that already have a mailbox (migrated)"
     )
+    usersRead: list[str] | None = None
+    recipientsRead: list[str] | None = None
+
+    def users_read(self, batch: str) -> bool:
+        """Whether the migration users of this batch (by name, any case) were read."""
+        return self.users is not None and (
+            self.usersRead is None or batch.lower() in {b.lower() for b in self.usersRead}
+        )
 
 
 class ServerAnswer(BaseModel):
@@ -102,6 +116,16 @@ class RetryCount(BaseModel):
     count: int
 
 
+class FinishedBatch(BaseModel):
+    """A batch seen Completed with every desired member arrived: its users are not read again while its
+    TotalCount and the repository's member list stay as they were (contract §3.1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    members: str  # digest of the desired member list when it was verified
+    total: int  # the batch's TotalCount then
+
+
 class Memory(BaseModel):
     """What the controller remembers between passes; the planner returns the updated copy."""
 
@@ -114,6 +138,7 @@ class Memory(BaseModel):
     completionUnsupported: list[str] = []  # batches whose Complete-MigrationBatch was refused
     laggingSince: dict[str, AwareDatetime] = {}  # "zone/server" -> first seen behind or unreadable
     swappedAt: dict[str, AwareDatetime] = {}  # "zone/name/TYPE" -> values swapped at the low TTL
+    finished: dict[str, FinishedBatch] = {}  # batch key -> verified complete; its users are not re-read
 
 
 class Snapshot(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from controller.desired.models import BatchState, DesiredState
 from controller.model.snapshot import ExchangeObserved, Memory, ObservedBatch, ObservedUser
 from controller.model.statuses import ARRIVED_USER_STATUSES, COMPLETED, SYNCED, BatchStatus
+from controller.planner import reads
 from controller.planner.draft import Draft, listing
 
 
@@ -38,7 +39,16 @@ def batches_gate(
         for b in exchange.batches
         if b.Identity.lower() not in wanted and not _finished(b, memory)
     ]
-    missing = _not_arrived(desired, exchange, done)
+    # A batch verified finished in an earlier pass (its users not read again) has every member arrived.
+    verified = {
+        b.key
+        for b in desired.batches
+        if b.key in done
+        and exchange.users is not None
+        and not exchange.users_read(b.name)
+        and reads.still_finished(b, observed[b.key], memory)
+    }
+    missing = _not_arrived(desired, exchange, [key for key in done if key not in verified])
     if isinstance(missing, str):
         return missing
     if not left and not missing:
@@ -69,6 +79,7 @@ def _not_arrived(desired: DesiredState, exchange: ExchangeObserved, batches: lis
     """The members of these batches without a mailbox or an arrived migration user, with why; a sentence
     when that cannot be known because a read failed."""
     mailboxes = {a.lower() for a in exchange.mailboxes or ()}
+    checked = None if exchange.recipientsRead is None else {a.lower() for a in exchange.recipientsRead}
     users: dict[str, ObservedUser] = {}
     for observed in exchange.users or ():
         users.setdefault(observed.Identity.lower(), observed)
@@ -81,7 +92,11 @@ def _not_arrived(desired: DesiredState, exchange: ExchangeObserved, batches: lis
             user = users.get(member.key)
             if member.key in mailboxes or (user is not None and user.Status.lower() in ARRIVED_USER_STATUSES):
                 continue
-            if exchange.users is None or exchange.mailboxes is None:
+            if (
+                exchange.users is None
+                or exchange.mailboxes is None
+                or (checked is not None and member.key not in checked)
+            ):
                 unknown = True
             elif user is None:
                 missing.append(f"{member.address} (no migration user and no mailbox)")

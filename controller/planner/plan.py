@@ -12,7 +12,7 @@ from datetime import datetime
 from controller.desired.models import DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Snapshot
-from controller.planner import checksum, completion
+from controller.planner import checksum, completion, reads
 from controller.planner import dns as dns_part
 from controller.planner.batches.lifecycle import plan_batches
 from controller.planner.draft import Draft
@@ -30,6 +30,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     dns_part.update_memory(draft, desired, snapshot)
     endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
     plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
+    draft.remember(finished=reads.finished_batches(desired, snapshot.exchange, snapshot.memory))
     gate = completion.batches_gate(draft, desired, snapshot.exchange, force=force)
     dns_part.plan_dns(draft, desired, snapshot, now=now, batches_gate=gate)
     _change_size_gate(draft, desired, force=force)

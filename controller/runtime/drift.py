@@ -83,6 +83,10 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
             if observed_batch is None:
                 facets[f"batch/{batch.name}"] = {"exists": False}
                 continue
+            if exchange.users is not None and not exchange.users_read(batch.name):
+                # Finished (contract §3.1): Completed with the TotalCount it was verified at, so its
+                # baseline stands as taken; a removed user or batch reads it again next pass.
+                continue
             status = BatchStatus.parse(observed_batch.Status)
             entry: Facets = {"exists": True, "stopped": status in (BatchStatus.STOPPED, BatchStatus.STOPPING)}
             if exchange.users is not None:

@@ -2,25 +2,81 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from controller.desired.models import DesiredState
 from controller.dns.base import DnsBackend
-from controller.model.snapshot import ExchangeObserved, Memory, Snapshot
+from controller.exchange.client import Recipients
+from controller.model.snapshot import (
+    ExchangeObserved,
+    Memory,
+    ObservedBatch,
+    ObservedEndpoint,
+    ObservedUser,
+    Snapshot,
+)
+from controller.planner import reads
 
+# The kinds of ExchangeObserved that hold objects; `usersRead`/`recipientsRead` say what a read covered.
+OBJECT_KINDS = ("endpoints", "batches", "users", "mailUsers", "mailboxes")
 # Said when a reader left something unknown without a reason (an old snapshot, a backend that gives none).
 NO_REASON = "could not be read (no reason was recorded)"
 
 
 class ExchangeReader(Protocol):
-    def observe(self) -> ExchangeObserved: ...
+    """The reads of one pass, in this order (contract §3.1); each returns None when it could not read."""
+
+    def read_endpoints(self) -> list[ObservedEndpoint] | None:
+        """The first read of a pass: it also forgets why the previous pass could not read."""
+        ...
+
+    def read_batches(self) -> list[ObservedBatch] | None: ...
+
+    def read_users(self, batches: Sequence[ObservedBatch]) -> list[ObservedUser] | None: ...
+
+    def read_recipients(self, addresses: Sequence[str]) -> Recipients | None: ...
 
     @property
     def unreadable(self) -> Mapping[str, str]:
-        """Why each kind the last observe() left unknown could not be read ("exchange/batches")."""
+        """Why each kind this pass left unknown could not be read ("exchange/batches")."""
         ...
+
+
+def observe_exchange(
+    desired: DesiredState, exchange: ExchangeReader, memory: Memory
+) -> tuple[ExchangeObserved, dict[str, str]]:
+    """Read what this pass needs: endpoints and the batch list whole, users of the batches that are not
+    finished, recipients for the addresses a decision needs (planner.reads decides which).
+
+    Also returns why kinds were left unread because a read they depend on failed.
+    """
+    endpoints = exchange.read_endpoints()
+    batches = exchange.read_batches()
+    if batches is None:  # nothing can be scoped: users and recipients stay unknown too
+        why = "not read: which to read depends on the batch list, which could not be read"
+        return ExchangeObserved(endpoints=endpoints), {
+            f"exchange/{kind}": why for kind in ("users", "mailUsers", "mailboxes")
+        }
+    unfinished = reads.users_to_read(desired, memory, batches)
+    users = exchange.read_users(unfinished)
+    partial = ExchangeObserved(
+        endpoints=endpoints, batches=batches, users=users, usersRead=[b.Identity for b in unfinished]
+    )
+    if users is None:
+        why = "not read: which to read depends on the migration users, which could not be read"
+        return partial, {f"exchange/{kind}": why for kind in ("mailUsers", "mailboxes")}
+    recipients = exchange.read_recipients(reads.recipients_to_check(desired, partial))
+    if recipients is None:
+        return partial, {}
+    return partial.model_copy(
+        update={
+            "mailUsers": recipients.mail_users,
+            "mailboxes": recipients.mailboxes,
+            "recipientsRead": recipients.covered,
+        }
+    ), {}
 
 
 def wanted_rrsets(desired: DesiredState) -> dict[str, list[tuple[str, str]]]:
@@ -38,7 +94,7 @@ def observe(
 
     `Snapshot.unreadable` says why each unknown kind or zone could not be read, as the readers said it.
     """
-    exchange_observed = exchange.observe()
+    exchange_observed, not_read = observe_exchange(desired, exchange, memory)
     dns_observed = dns.observe(wanted_rrsets(desired))
     dns_reasons = {
         f"dns/{zone}": dns_observed.errors.get(zone, NO_REASON)
@@ -49,7 +105,7 @@ def observe(
         observedAt=now,
         exchange=exchange_observed,
         dns=dict(dns_observed.zones),
-        unreadable={**exchange.unreadable, **dns_reasons},
+        unreadable={**not_read, **exchange.unreadable, **dns_reasons},
         memory=memory,
     )
     return snapshot, dns_observed.findings
@@ -63,7 +119,7 @@ def unknown(snapshot: Snapshot) -> dict[str, str]:
     """
     found: dict[str, str] = {}
     for kind, value in snapshot.exchange:
-        if value is None:
+        if value is None and kind in OBJECT_KINDS:
             found[f"exchange/{kind}"] = snapshot.unreadable.get(f"exchange/{kind}", NO_REASON)
     for zone, rrsets in snapshot.dns.items():
         if rrsets is None:

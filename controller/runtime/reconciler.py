@@ -80,13 +80,14 @@ class Reconciler:
 
     def _handle_drift(self, served: Served, planned: Plan, snapshot: Snapshot) -> Plan:
         desired = served.desired
+        before = self._baselines()
         found, baselines = drift.detect(
             desired=drift.desired_fingerprints(desired),
             observed=drift.observed_facets(desired, snapshot),
-            baselines=self._baselines(),
+            baselines=before,
             acted=self._acted(),
         )
-        self._save_baselines(baselines)
+        self._save_baselines({obj: base for obj, base in baselines.items() if before.get(obj) != base})
         self._alert(served, found)
         policy = desired.policy.drift
         held = {f.object for f in found if getattr(policy, f.system) is DriftAction.WARN}

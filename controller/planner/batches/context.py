@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,18 @@ class Context:
     mailboxes: frozenset[str]  # members already migrated (empty when unknown: the guard then stays silent)
     users: dict[str, dict[str, ObservedUser]] | None  # batch key -> member key -> user; None: unknown
     now: datetime
+    users_read: frozenset[str] | None = None  # batch keys whose users were read; None: every batch's
+    checked: frozenset[str] | None = None  # addresses the recipient read covered; None: the directory
+
+    def read_users_of(self, batch: Batch) -> bool:
+        """Whether this batch's migration users were read (a finished batch's are not)."""
+        return self.users is not None and (self.users_read is None or batch.key in self.users_read)
+
+    def unchecked(self, keys: Iterable[str]) -> list[str]:
+        """The addresses among `keys` that the recipient read did not cover: unknown, never absent."""
+        if self.checked is None:
+            return []
+        return [key for key in keys if key not in self.checked]
 
     @classmethod
     def read(
@@ -39,6 +52,12 @@ class Context:
             mailboxes=frozenset(a.lower() for a in exchange.mailboxes or ()),
             users=_users_by_batch(exchange.users),
             now=now,
+            users_read=None
+            if exchange.usersRead is None
+            else frozenset(b.lower() for b in exchange.usersRead),
+            checked=None
+            if exchange.recipientsRead is None
+            else frozenset(a.lower() for a in exchange.recipientsRead),
         )
 
 

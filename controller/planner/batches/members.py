@@ -12,7 +12,7 @@ from controller.planner.draft import Draft, listing
 
 def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
     """A planned batch: say whether its members could start today, without acting."""
-    if context.mail_users is None:
+    if context.mail_users is None or context.unchecked(m.key for m in batch.members):
         draft.note(batch_object(batch), "planned; readiness unknown: Exchange recipients could not be read")
         return
     missing = [m.address for m in batch.members if m.key not in context.mail_users]
@@ -28,7 +28,7 @@ def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
 
 def ready(draft: Draft, batch: Batch, keys: list[str], context: Context) -> bool:
     """The mail-users gate (contract §4): every member to start must exist in Exchange Online."""
-    if context.mail_users is None:
+    if context.mail_users is None or context.unchecked(keys):
         draft.block(
             batch_object(batch),
             "mail-users",
@@ -59,10 +59,13 @@ def plan_membership(
     if context.users is None:
         draft.note(obj, "migration users could not be read; membership changes wait for the next pass")
         return True
-    if batch.key not in context.users and status in COMPLETED:
-        # contract §3: users are read only for batches that are not finished, so none listed for a
+    if status in COMPLETED and (not context.read_users_of(batch) or batch.key not in context.users):
+        # contract §3.1: users are read only for batches that are not finished, so none listed for a
         # Completed batch is unknown, not an empty batch whose every member was "added".
         return True
+    if not context.read_users_of(batch):
+        draft.note(obj, "migration users were not read; membership changes wait for the next pass")
+        return False
     current = context.users.get(batch.key, {})
     wanted = {m.key: m for m in batch.members}
     added = [m for key, m in wanted.items() if key not in current]

@@ -30,7 +30,7 @@ def failed_users(batch: Batch, context: Context) -> list[ObservedUser]:
 
 def _users_read(batch: Batch, context: Context) -> bool:
     """Whether the batch's users were read; when not (a finished batch), only FailedCount is known."""
-    return context.users is not None and batch.key in context.users
+    return context.read_users_of(batch)
 
 
 def plan_retry(
@@ -44,7 +44,10 @@ def plan_retry(
     errors = listing([f"{u.Identity} ({u.ErrorSummary or u.Status})" for u in failed], limit=3)
     not_mail_users = [u.Identity for u in failed if RECIPIENT_NOT_FOUND in u.ErrorSummary]
     if not_mail_users and context.mail_users is not None:
-        not_mail_users = [a for a in not_mail_users if a.lower() not in context.mail_users]
+        unchecked = set(context.unchecked(a.lower() for a in not_mail_users))
+        not_mail_users = [
+            a for a in not_mail_users if a.lower() not in context.mail_users and a.lower() not in unchecked
+        ]
     if not_mail_users:
         draft.block(
             obj,

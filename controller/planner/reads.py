@@ -1,0 +1,134 @@
+"""What a pass must read from Exchange, from the desired state, memory and what was read so far. Pure.
+
+Observation is proportional to unfinished work (contract §3.1, docs/observation.md): the batch list is
+read whole (one call, a row per batch), migration users only for batches that are not finished, and
+recipients only for the addresses a decision needs. A batch is *finished* when it was seen Completed with
+every desired member arrived (`Memory.finished`), and stays finished while Exchange shows it Completed
+with the same TotalCount and the repository lists the same members; anything else reads it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from controller.desired.models import Batch, BatchState, DesiredState
+from controller.model.snapshot import ExchangeObserved, FinishedBatch, Memory, ObservedBatch, ObservedUser
+from controller.model.statuses import (
+    ARRIVED_USER_STATUSES,
+    COMPLETED,
+    FAILED_USER_STATUSES,
+    RECIPIENT_NOT_FOUND,
+    BatchStatus,
+)
+
+NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
+
+
+def members_digest(batch: Batch) -> str:
+    """The desired member list in its CSV order; a reordered CSV reads the batch once more, no harm."""
+    text = "\n".join(member.key for member in batch.members)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def still_finished(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
+    """Whether the batch's users may be skipped: verified before, and nothing a person or the repository
+    could have changed since shows a difference (a Completed batch takes no -AddUsers, so a removed user
+    lowers TotalCount)."""
+    known = memory.finished.get(batch.key)
+    return (
+        known is not None
+        and BatchStatus.parse(found.Status) is BatchStatus.COMPLETED
+        and found.TotalCount == known.total
+        and known.members == members_digest(batch)
+    )
+
+
+def users_to_read(
+    desired: DesiredState, memory: Memory, batches: Iterable[ObservedBatch]
+) -> list[ObservedBatch]:
+    """The observed batches of the repository whose migration users this pass reads."""
+    wanted = {batch.key: batch for batch in desired.batches}
+    chosen = []
+    for found in batches:
+        batch = wanted.get(found.Identity.lower())
+        if batch is not None and not still_finished(batch, found, memory):
+            chosen.append(found)
+    return chosen
+
+
+def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved) -> list[str]:
+    """The member addresses a decision needs the directory for, given the batches and users read.
+
+    Members of a batch Exchange does not have yet (is each a mail user? has each a mailbox already?) or
+    has not started while the repository wants it started, members added to a batch, failed users whose
+    error says the mail user is missing, and members of a completed batch whose migration user does not
+    show them arrived (has the mailbox arrived anyway?).
+    """
+    if exchange.batches is None:
+        return []
+    observed = {b.Identity.lower(): b for b in exchange.batches}
+    by_batch: dict[str, dict[str, ObservedUser]] = {}
+    for observed_user in exchange.users or ():
+        by_batch.setdefault(observed_user.BatchId.lower(), {})[observed_user.Identity.lower()] = observed_user
+    needed: dict[str, None] = {}
+    for batch in desired.batches:
+        if batch.state is BatchState.REMOVED:
+            continue
+        found = observed.get(batch.key)
+        if found is None:
+            needed.update((m.key, None) for m in batch.members)
+            continue
+        status = BatchStatus.parse(found.Status)
+        if status in NOT_STARTED and batch.state in (BatchState.STARTED, BatchState.COMPLETED):
+            needed.update((m.key, None) for m in batch.members)  # the mail-users gate before a start
+            continue
+        if not exchange.users_read(batch.name):
+            continue  # finished: nothing to decide about its members
+        users = by_batch.get(batch.key, {})
+        completed = status in COMPLETED
+        for member in batch.members:
+            user = users.get(member.key)
+            if user is None:
+                needed[member.key] = None
+                continue
+            user_status = user.Status.lower()
+            if (user_status in FAILED_USER_STATUSES and RECIPIENT_NOT_FOUND in user.ErrorSummary) or (
+                completed and user_status not in ARRIVED_USER_STATUSES
+            ):
+                needed[member.key] = None
+    return list(needed)
+
+
+def finished_batches(
+    desired: DesiredState, exchange: ExchangeObserved, memory: Memory
+) -> dict[str, FinishedBatch]:
+    """`Memory.finished` after this pass: kept while still finished, added when a batch whose users were
+    read is Completed with every desired member among them arrived, dropped otherwise (and when unknown)."""
+    if exchange.batches is None:
+        return dict(memory.finished)  # unknown: neither confirmed nor refuted
+    observed = {b.Identity.lower(): b for b in exchange.batches}
+    users: dict[str, dict[str, ObservedUser]] = {}
+    for observed_user in exchange.users or ():
+        users.setdefault(observed_user.BatchId.lower(), {})[observed_user.Identity.lower()] = observed_user
+    finished: dict[str, FinishedBatch] = {}
+    for batch in desired.batches:
+        found = observed.get(batch.key)
+        if found is None or BatchStatus.parse(found.Status) is not BatchStatus.COMPLETED:
+            continue
+        if not exchange.users_read(batch.name):
+            if still_finished(batch, found, memory):
+                finished[batch.key] = memory.finished[batch.key]
+            continue
+        read = users.get(batch.key, {})
+        if (
+            len(read) == found.TotalCount
+            and len(read) == len(batch.members)
+            and all(_arrived(read.get(m.key)) for m in batch.members)
+        ):
+            finished[batch.key] = FinishedBatch(members=members_digest(batch), total=found.TotalCount)
+    return finished
+
+
+def _arrived(user: ObservedUser | None) -> bool:
+    return user is not None and user.Status.lower() in ARRIVED_USER_STATUSES
