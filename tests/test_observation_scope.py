@@ -1,0 +1,170 @@
+"""Observation proportional to unfinished work (contract §3.1, docs/observation.md): what a pass reads,
+that a finished batch costs no read, and that nothing is missed when something changes under it.
+
+The controller's own loop on the simulator (tests/test_convergence.py's Loop), with every cmdlet call
+recorded at the runner seam.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+from controller.desired.models import BatchState, Member
+from controller.exchange.client import FILTER_CHUNK, ExchangeClient
+from controller.model.snapshot import Memory
+from controller.planner.plan import plan
+from controller.runtime.observe import observe
+from controller.sim.exchange.simulator import LocalRunner
+from tests.test_convergence import Loop, batch, desired_state, simulators
+
+C, S = BatchState.COMPLETED, BatchState.STARTED
+
+
+class Recording(LocalRunner):
+    """The simulator's runner, recording (cmdlet, parameters, selected properties) and able to drop the
+    last row of chosen reads, as a short read would."""
+
+    def __init__(self, loop: Loop) -> None:
+        super().__init__(loop.simulator)
+        self.calls: list[tuple[str, dict[str, object], tuple[str, ...]]] = []
+        self.short: set[str] = set()
+
+    def run(
+        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+    ) -> list[dict[str, object]]:
+        self.calls.append((cmdlet, dict(parameters), tuple(select)))
+        rows = super().run(cmdlet, parameters, select)
+        return rows[:-1] if cmdlet in self.short and rows else rows
+
+
+def recorded(loop: Loop) -> Recording:
+    runner = Recording(loop)
+    loop.client = ExchangeClient(runner, resolve_secret=lambda ref: "CONTOSO\\m:pw", sleep=lambda s: None)
+    return runner
+
+
+def reads(runner: Recording) -> Counter[str]:
+    return Counter(
+        f"{cmdlet} {parameters.get('BatchId', '')}".strip()
+        for cmdlet, parameters, _ in runner.calls
+        if cmdlet.startswith("Get-")
+    )
+
+
+def steady(loop: Loop) -> tuple[object, object]:
+    """Batch1 completed and verified, Batch2 still syncing (its members take a week each)."""
+    done, live = batch("Batch1-IT", C, 5), batch("Batch2-Sales", S, 4)
+    for member in (*done.members, *live.members):
+        loop.simulator.add_recipient(member.address)
+    for member in live.members:
+        loop.simulator.set_sync_time(member.address, timedelta(days=7))
+    desired = desired_state((done, live), "r1")
+    for _ in range(12):  # create, start, sync and complete Batch1
+        loop.run_pass(desired)
+        loop.simulator.advance(timedelta(hours=1))
+    assert loop.simulator.batch_status("Batch1-IT") == "Completed"
+    assert "batch1-it" in loop.memory.finished
+    return done, live
+
+
+def test_a_steady_pass_reads_the_batch_list_and_only_the_unfinished_batch() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        result = loop.run_pass(desired_state((done, live), "r1"))
+        assert result.actions == ()
+        assert reads(runner) == Counter(
+            {"Get-MigrationEndpoint": 1, "Get-MigrationBatch": 1, "Get-MigrationUser Batch2-Sales": 1}
+        )
+        selected = {cmdlet: select for cmdlet, _, select in runner.calls}
+        assert selected["Get-MigrationUser"] == ("Identity", "BatchId", "Status", "ErrorSummary")
+        assert "TotalCount" in selected["Get-MigrationBatch"]
+
+
+def test_the_finished_batch_still_counts_as_arrived_for_the_cutover() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        # Batch2 is given up in the repository: Batch1, verified finished, alone decides the cutover.
+        desired = desired_state((done, replace(live, state=BatchState.REMOVED)), "r2")
+        snapshot = loop.observe(desired)
+        assert snapshot.exchange.usersRead == ["Batch2-Sales"]
+        assert {u.BatchId for u in snapshot.exchange.users or []} == {"Batch2-Sales"}
+        result = plan(desired, snapshot, loop.simulator.now)
+        gates = {b.gate for b in result.blocked}
+        assert "batches-completed" not in gates and "members-arrived" not in gates, result.blocked
+        assert "unknown" not in gates
+        assert reads(runner)["Get-Recipient"] == 0
+
+
+def test_a_user_removed_by_hand_from_a_finished_batch_is_read_again_and_reported() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        gone = done.members[0].address
+        loop.simulator.call("Remove-MigrationUser", {"Identity": gone}, by_hand=True)
+        result = loop.run_pass(desired_state((done, live), "r1"))
+        assert reads(runner)["Get-MigrationUser Batch1-IT"] == 1  # TotalCount changed: read again
+        blocked = [b for b in result.blocked if b.object == "batch/Batch1-IT"]
+        assert blocked and "1 added" in blocked[0].reason, result.blocked
+        assert "batch1-it" not in loop.memory.finished
+
+
+def test_a_member_added_in_the_repository_to_a_finished_batch_is_seen() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        grown = replace(done, members=(*done.members, Member("late.joiner@contoso.com")))
+        result = loop.run_pass(desired_state((grown, live), "r2"))
+        assert reads(runner)["Get-MigrationUser Batch1-IT"] == 1
+        blocked = [b for b in result.blocked if b.object == "batch/Batch1-IT"]
+        assert blocked and "membership changed" in blocked[0].reason
+
+
+def test_a_short_user_read_is_unknown_and_nothing_acts_on_it() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        runner.short.add("Get-MigrationUser")
+        desired = desired_state((done, replace(live, members=live.members[1:])), "r2")  # one removed
+        snapshot, _ = observe(
+            desired, exchange=loop.client, dns=loop.dns, memory=loop.memory, now=loop.simulator.now
+        )
+        assert snapshot.exchange.users is None
+        assert "IncompleteRead" in snapshot.unreadable["exchange/users"]
+        result = plan(desired, snapshot, loop.simulator.now)
+        assert not [a for a in result.actions if "Remove-MigrationUser" in str(a)]
+        assert "batch1-it" in result.memory.finished  # unknown neither confirms nor refutes
+
+
+def test_recipients_are_read_by_filter_for_the_members_of_a_new_batch_only() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        new = batch("Batch3-Ops", S, FILTER_CHUNK + 3)
+        for member in new.members[1:]:
+            loop.simulator.add_recipient(member.address)
+        result = loop.run_pass(desired_state((done, live, new), "r2"))
+        recipient_calls = [p for cmdlet, p, _ in runner.calls if cmdlet == "Get-Recipient"]
+        assert len(recipient_calls) == 2  # FILTER_CHUNK + 3 addresses: two filtered reads
+        filters = " ".join(str(p["Filter"]) for p in recipient_calls)
+        assert all(m.address in filters for m in new.members)
+        assert "batch1-it" not in filters.lower() and "batch2-sales" not in filters.lower()
+        blocked = [b for b in result.blocked if b.object == "batch/Batch3-Ops"]
+        assert blocked and blocked[0].gate == "mail-users" and new.members[0].address in blocked[0].reason
+
+
+def test_a_fresh_memory_reads_everything_once_and_then_remembers() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        loop.memory = Memory()  # a controller whose memory was lost reads every batch again
+        runner = recorded(loop)
+        loop.run_pass(desired_state((done, live), "r1"))
+        assert reads(runner)["Get-MigrationUser Batch1-IT"] == 1
+        assert "batch1-it" in loop.memory.finished
+        runner.calls.clear()
+        loop.run_pass(desired_state((done, live), "r1"))
+        assert reads(runner)["Get-MigrationUser Batch1-IT"] == 0
