@@ -7,6 +7,7 @@ sends to Exchange itself. `Password` and `ForceChangePassword` columns are refus
 from __future__ import annotations
 
 import csv
+import functools
 import io
 
 from controller.desired import models
@@ -15,10 +16,21 @@ MAX_CSV_BYTES = 10 * 1024 * 1024
 _REFUSED_COLUMNS = {"password": "Password", "forcechangepassword": "ForceChangePassword"}
 
 Row = tuple[int, str]  # (row number, address or message)
+PARSED_CSVS = 256  # more than the 100 batches a tenant may hold, plus a changed revision's
 
 
-def read_members(data: bytes) -> tuple[list[Row], list[Row]]:
-    """(row, address) for each member and (row, message) for each problem; rows are 1-based lines."""
+@functools.lru_cache(maxsize=PARSED_CSVS)
+def read_members(data: bytes) -> tuple[tuple[Row, ...], tuple[Row, ...]]:
+    """(row, address) for each member and (row, message) for each problem; rows are 1-based lines.
+
+    Kept by content: a pass over an unchanged repository, or a revision that changes one batch, does not
+    parse the other CSVs again (the cost of a pass does not grow with finished batches).
+    """
+    members, problems = _parse(data)
+    return tuple(members), tuple(problems)
+
+
+def _parse(data: bytes) -> tuple[list[Row], list[Row]]:
     if len(data) > MAX_CSV_BYTES:
         return [], [(1, f"file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MiB")]
     try:

@@ -43,13 +43,25 @@ def serve(source: GitSource, store: Store) -> Served:
     return Served(_load(source, good, check=False), source.commit(good), refused=reason)
 
 
+# The desired state of the revisions served last, by (repository, directory, commit): a commit's tree
+# never changes, so a pass on an unchanged head neither reads the tree nor parses it again.
+_LOADED: dict[tuple[str, str, str], DesiredState] = {}
+_LOADED_MAX = 2
+
+
 def _load(source: GitSource, revision: str, *, check: bool = True) -> DesiredState:
     if check and source.policy is not None:
         source.verify(revision)
-    files = source.read_tree(revision)
-    desired = loader.load_files(
-        files, root=f"{source.name}@{revision[:12]}/{source.desired_dir}", revision=revision
-    )
+    key = (source.name, str(source.desired_dir), revision)
+    desired = _LOADED.get(key)
+    if desired is None:
+        files = source.read_tree(revision)
+        desired = loader.load_files(
+            files, root=f"{source.name}@{revision[:12]}/{source.desired_dir}", revision=revision
+        )
+        while len(_LOADED) >= _LOADED_MAX:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = desired
     return desired
 
 
