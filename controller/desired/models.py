@@ -6,6 +6,7 @@ into documents, reports every problem with its file:line:column, and builds a `D
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -347,6 +348,13 @@ class Batch:
     start_after: datetime | None = None
     complete_after: datetime | None = None
     source: Source = Source("")
+    # The member list in CSV order, digested once when the batch is made: what `memory.finished` holds
+    # (contract §3.1); a reordered CSV reads the batch once more, no harm.
+    members_digest: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = "\n".join([member.address for member in self.members]).lower()
+        object.__setattr__(self, "members_digest", hashlib.sha256(text.encode()).hexdigest()[:24])
 
     @property
     def key(self) -> str:

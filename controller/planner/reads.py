@@ -9,7 +9,6 @@ with the same TotalCount and the repository lists the same members; anything els
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from controller.desired.models import Batch, BatchState, DesiredState
@@ -26,9 +25,8 @@ NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
 
 
 def members_digest(batch: Batch) -> str:
-    """The desired member list in its CSV order; a reordered CSV reads the batch once more, no harm."""
-    text = "\n".join(member.key for member in batch.members)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    """The desired member list in its CSV order (digested when the batch was loaded)."""
+    return batch.members_digest
 
 
 def still_finished(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
