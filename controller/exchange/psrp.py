@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Self, TypeVar
@@ -11,7 +13,9 @@ import requests
 from pydantic import Field, model_validator
 from pypsrp import exceptions as pypsrp_errors
 from pypsrp.complex_objects import PSInvocationState
-from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.messages import Message
+from pypsrp.powershell import Fragmenter, PowerShell, RunspacePool
+from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from controller import secrets
@@ -23,6 +27,17 @@ from controller.exchange.runner import CmdletOutput
 UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
 
 _Result = TypeVar("_Result")
+
+# MS-PSRP 2.2.4 fragment header: ObjectId, FragmentId, flags (0x1 start, 0x2 end), BlobLength.
+_FRAGMENT_HEADER = struct.Struct(">QQBI")
+_FRAGMENT_END = 0x2
+_STATE_NAMES = {
+    PSInvocationState.NOT_STARTED: "NotStarted",
+    PSInvocationState.RUNNING: "Running",
+    PSInvocationState.STOPPING: "Stopping",
+    PSInvocationState.STOPPED: "Stopped",
+    PSInvocationState.DISCONNECTED: "Disconnected",
+}
 
 
 class PsrpSettings(Model):
@@ -79,6 +94,40 @@ class PsrpSettings(Model):
         return f"{'https' if self.ssl else 'http'}://{self.host}:{port}/{self.path}"
 
 
+class _CheckedFragmenter(Fragmenter):
+    """pypsrp's defragmenter, also noting the ObjectId of each message it completes, in arrival order.
+
+    pypsrp raises on a fragment out of sequence within a message, but it neither notices a message whose end
+    never came (its start waits in `incoming_buffer` for ever) nor a message that came twice (its output is
+    appended twice). Both are visible here. A whole message that never came is not: ObjectIds increase per
+    sender but are not contiguous per pipeline (Windows PowerShell numbers them process-wide).
+    """
+
+    def __init__(self, max_size: int, serializer: Serializer) -> None:
+        super().__init__(max_size, serializer)
+        self.completed: list[int] = []
+
+    def defragment(self, data: bytes) -> list[Message]:
+        offset = 0
+        while offset + _FRAGMENT_HEADER.size <= len(data):
+            object_id, _, flags, length = _FRAGMENT_HEADER.unpack_from(data, offset)
+            if flags & _FRAGMENT_END:
+                self.completed.append(object_id)
+            offset += _FRAGMENT_HEADER.size + length
+        return super().defragment(data)
+
+    def incomplete(self, state: int) -> str | None:
+        """Why the pipeline that ended in `state` may not have delivered all it wrote; None if it did."""
+        if state not in (PSInvocationState.COMPLETED, PSInvocationState.FAILED):
+            return f"the pipeline ended {_STATE_NAMES.get(state, str(state))}, not Completed"
+        if self.incoming_buffer:
+            return f"{len(self.incoming_buffer)} message(s) arrived only in part"
+        ids = self.completed
+        if any(later <= earlier for earlier, later in itertools.pairwise(ids)):
+            return "a message arrived twice or out of order"
+        return None
+
+
 class PsrpRunner:
     """CmdletRunner over one pypsrp RunspacePool, opened on first use and reused until close().
 
@@ -91,6 +140,7 @@ class PsrpRunner:
         self.warnings: list[str] = []
         self._wsman: WSMan | None = None
         self._pool: RunspacePool | None = None
+        self._fragmenter: _CheckedFragmenter | None = None
         self._keys_exchanged = False
 
     # --- connection -----------------------------------------------------------------------------------------
@@ -133,6 +183,9 @@ class PsrpRunner:
             certificate_key_pem=s.certificate_key_pem if certificate else None,
         )
         pool = RunspacePool(wsman, configuration_name=s.configuration_name)
+        # The pool's own serializer: it holds the session key that secure strings are decrypted with.
+        self._fragmenter = _CheckedFragmenter(wsman.max_payload_size, pool._serializer)
+        pool._fragmenter = self._fragmenter
         self._wsman, self._pool, self._keys_exchanged = wsman, pool, False
         try:
             self._transport(pool.open)
@@ -154,7 +207,7 @@ class PsrpRunner:
 
     def _drop(self) -> None:
         """Forget a broken pool so that the next call opens a new one."""
-        wsman, self._pool, self._wsman = self._wsman, None, None
+        wsman, self._pool, self._wsman, self._fragmenter = self._wsman, None, None, None
         if wsman is not None:
             with contextlib.suppress(Exception):  # closing a broken transport may fail again
                 wsman.close()
@@ -217,8 +270,8 @@ class PsrpRunner:
     def _invoke(
         self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
     ) -> list[dict[str, object]]:
-        pool = self._pool
-        assert pool is not None
+        pool, fragmenter = self._pool, self._fragmenter
+        assert pool is not None and fragmenter is not None
         if not self._keys_exchanged and any(isinstance(v, secrets.Credential) for v in parameters.values()):
             self._transport(pool.exchange_keys)  # a PSCredential's SecureString needs the session key
             self._keys_exchanged = True
@@ -228,7 +281,16 @@ class PsrpRunner:
             shell.add_parameter(name, psrp_values.to_clixml(value))
         if select:  # a second command of the same pipeline, not script text
             shell.add_cmdlet("Select-Object").add_parameter("Property", list(select))
+        fragmenter.completed.clear()
         output = self._transport(shell.invoke)
+        # A short read taken for the truth makes the planner act on rows that exist but did not arrive:
+        # whatever may have lost output is a transport failure (the kind read stays unknown), never a result.
+        problem = fragmenter.incomplete(shell.state)
+        if problem is not None:
+            self._drop()  # a half-assembled message would also poison the next call's output
+            raise errors.UnavailableError(
+                f"{cmdlet} through the gateway at {self.settings.endpoint} did not complete: {problem}"
+            )
         # str(record) is 'None' for a pypsrp warning record: the text is in .message.
         warned = [str(record.message) for record in shell.streams.warning]
         self.warnings.extend(warned)

@@ -66,6 +66,7 @@ class ReceivedCall:
 class Outcome:
     """Everything one pipeline writes: output objects, warnings, non-terminating errors, a terminating one."""
 
+    cmdlet: str = ""
     output: list[PSObject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 from psrpcore import CreatePipelineEvent, PowerShell, ServerPipeline
@@ -15,19 +16,22 @@ from controller.sim.gateway.cmdlets import Outcome, ReceivedCall
 from controller.sim.gateway.shells import Events, Shell
 
 OUTPUT_SLICE = 200  # output objects serialised per hold of the pool lock
+OUTBOX_LIMIT = 1024 * 1024  # bytes serialised ahead of the client: about three Receive replies of 500 KiB
 
 
 class Pipelines:
     """Runs the pipelines the shells create against `runner`, allowing only the `cmdlets` named.
 
-    `received` lists every cmdlet call seen, in order, with Credential passwords redacted.
+    `received` lists every cmdlet call seen, in order, with Credential passwords redacted; `rows_written`
+    counts, per cmdlet, the output objects written to pipelines (benchmarks).
     """
 
     def __init__(self, runner: CmdletRunner, *, cmdlets: Iterable[str] | None = None) -> None:
         self.runner = runner
         self.cmdlets = frozenset(cmdlets) if cmdlets is not None else gateway_cmdlets.DEFAULT_CMDLETS
         self.received: list[ReceivedCall] = []
-        self._lock = threading.Lock()  # guards received
+        self.rows_written: dict[str, int] = {}
+        self._lock = threading.Lock()  # guards received and rows_written
         self._runner_lock = threading.Lock()  # one cmdlet at a time: a runner need not be thread-safe
 
     def start(self, shell: Shell, events: Events) -> None:
@@ -48,22 +52,31 @@ class Pipelines:
         # psrpcore keeps the CreatePipeline message's PowerShell here, though it annotates a PSObject.
         assert isinstance(metadata, PowerShell)
         outcome = self._execute(metadata)
+        pipeline_id = pipeline.pipeline_id
+        if outcome.cmdlet:
+            with self._lock:
+                self.rows_written.setdefault(outcome.cmdlet, 0)
         with shell.cond:
-            if shell.is_closed():
+            if not shell.is_live(pipeline_id):
                 return
             for message in outcome.warnings:
                 pipeline.write_warning(message)
-        # Serialise large outputs in slices, releasing the lock between them, so that a waiting Receive
-        # ships the first objects while the rest are still being serialised.
+        # Serialise large outputs in slices, so that a Receive ships the first objects while the rest are
+        # still being serialised, and no further ahead of the client than OUTBOX_LIMIT: waiting for room
+        # releases the lock, which the Receive handlers otherwise seldom win between two slices.
         for start in range(0, len(outcome.output), OUTPUT_SLICE):
             with shell.cond:
-                if shell.is_closed():
-                    return
-                for obj in outcome.output[start : start + OUTPUT_SLICE]:
+                if not shell.wait_for_room(pipeline_id, OUTBOX_LIMIT):
+                    return  # stopped, or the shell closed: nobody reads the rest
+                written = outcome.output[start : start + OUTPUT_SLICE]
+                for obj in written:
                     pipeline.write_output(obj)
                 shell.flush()
+            with self._lock:
+                self.rows_written[outcome.cmdlet] = self.rows_written.get(outcome.cmdlet, 0) + len(written)
+            time.sleep(0)  # let a thread woken by the flush take the lock before the next slice does
         with shell.cond:
-            if shell.is_closed():
+            if not shell.is_live(pipeline_id):
                 return
             for record in outcome.errors:
                 pipeline.prepare_message(record, message_type=PSRPMessageType.ErrorRecord)
@@ -71,12 +84,12 @@ class Pipelines:
                 pipeline.complete()
             else:
                 _fail(pipeline, outcome.terminating)
-            shell.finished.add(pipeline.pipeline_id)
+            shell.finished.add(pipeline_id)
             shell.flush()
 
     def _execute(self, metadata: PowerShell) -> Outcome:
-        outcome = Outcome()
         cmdlet, raw_parameters, refusal = gateway_cmdlets.describe(metadata)
+        outcome = Outcome(cmdlet=cmdlet or "")
         if refusal is not None or cmdlet is None:
             outcome.terminating = refusal
             return outcome

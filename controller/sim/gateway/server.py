@@ -11,13 +11,15 @@ from controller.exchange.runner import CmdletRunner
 from controller.sim.gateway import wsman
 from controller.sim.gateway.cmdlets import ReceivedCall
 from controller.sim.gateway.pipelines import Pipelines
-from controller.sim.gateway.shells import MAX_RECEIVE_WAIT, Shells
+from controller.sim.gateway.shells import MAX_RECEIVE_WAIT, ReplyFilter, Shells
 
 
 class PsrpGateway:
     """Serves `runner` over PSRP/WSMan at https?://127.0.0.1:PORT/wsman with Basic authentication.
 
     `received` lists every cmdlet call the gateway saw, in order, with Credential passwords redacted.
+    For benchmarks: `round_trips` (HTTP requests served), `response_bytes` (response bodies sent) and
+    `rows_written` (output objects per cmdlet). `before_reply` is a fault switch for tests (see shells).
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class PsrpGateway:
         ssl_context: ssl.SSLContext | None = None,
         cmdlets: Iterable[str] | None = None,
         receive_wait: float = MAX_RECEIVE_WAIT,
+        before_reply: ReplyFilter | None = None,
     ) -> None:
         self._pipelines = Pipelines(runner, cmdlets=cmdlets)
         self._server = wsman.WSManHTTPServer(
@@ -38,7 +41,11 @@ class PsrpGateway:
         )
         # The shells answer Create with the server's address, known only once it is bound.
         self._shells = Shells(
-            address=self.url, owner=username, receive_wait=receive_wait, on_events=self._pipelines.start
+            address=self.url,
+            owner=username,
+            receive_wait=receive_wait,
+            on_events=self._pipelines.start,
+            before_reply=before_reply,
         )
         self._thread: threading.Thread | None = None
 
@@ -59,6 +66,16 @@ class PsrpGateway:
     def round_trips(self) -> int:
         """HTTP requests served so far, authenticated or not."""
         return self._server.request_count
+
+    @property
+    def response_bytes(self) -> int:
+        """Bytes of HTTP response bodies written so far (SOAP envelopes and faults)."""
+        return self._server.response_bytes
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        """Cmdlet -> output objects its pipelines wrote so far (a copy)."""
+        return dict(self._pipelines.rows_written)
 
     @property
     def url(self) -> str:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -21,7 +22,18 @@ NS = wsman.NS
 FRAGMENT_SIZE = 32 * 1024  # outgoing PSRP fragments; several fit in one Receive reply
 MAX_RECEIVE_WAIT = 30.0  # seconds a Receive may block, whatever OperationTimeout the client asks for
 
+ROOM_POLL = 1.0  # seconds between checks that a pipeline waiting for room in its outbox is still wanted
+
 Events = list[PSRPEvent[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The fragments one Receive took from an outbox, and whether they end the pipeline's output."""
+
+    message_id: str
+    chunks: tuple[bytes, ...]
+    done: bool
 
 
 class Shell:
@@ -36,9 +48,9 @@ class Shell:
         self.outbox: dict[uuid.UUID | None, deque[bytes]] = defaultdict(deque)
         self.finished: set[uuid.UUID] = set()
         self.fragments_in: dict[uuid.UUID | None, int] = defaultdict(int)
-        # pypsrp re-sends a Receive that timed out on the HTTP side with the same MessageID: answer it
-        # with the same reply, else the data popped for the lost reply leaves a hole in the fragments.
-        self.last_receive: dict[uuid.UUID | None, tuple[str, bytes]] = {}
+        # pypsrp re-sends a Receive whose HTTP read timed out, with the same MessageID: it gets the fragments
+        # the first one took, else they are lost (see take()).
+        self.last_receive: dict[uuid.UUID | None, Taken] = {}
         self._closed = False
 
     def feed(self, data: bytes, pipeline_id: uuid.UUID | None) -> Events:
@@ -57,11 +69,63 @@ class Shell:
             self.outbox[payload.pipeline_id].append(payload.data)
         self.cond.notify_all()
 
+    def take(self, target: uuid.UUID | None, message_id: str, budget: int) -> Taken:
+        """Take up to `budget` bytes of `target`'s outgoing fragments for the Receive `message_id`.
+
+        What is taken is recorded in the same hold of the lock: a re-sent Receive (same MessageID) that
+        arrives while the first one's reply is still being built or written gets these fragments again
+        instead of the next ones. The record is replaced only by the next Receive, which the client sends
+        only after it has read this reply.
+        """
+        queue, size, chunks = self.outbox[target], 0, list[bytes]()
+        while queue and (not chunks or size + len(queue[0]) <= budget):
+            size += len(queue[0])
+            chunks.append(queue.popleft())
+        done = target is not None and target in self.finished and not queue
+        if done:
+            assert target is not None
+            self.forget(target)
+        taken = Taken(message_id, tuple(chunks), done)
+        self.last_receive[target] = taken
+        self.cond.notify_all()  # a pipeline waiting for room in its outbox
+        return taken
+
+    def replay(self, target: uuid.UUID | None, message_id: str) -> Taken | None:
+        """What an earlier Receive with this MessageID took, if this one is the client's resend of it."""
+        taken = self.last_receive.get(target)
+        return taken if taken is not None and taken.message_id == message_id else None
+
+    def is_live(self, pipeline_id: uuid.UUID) -> bool:
+        """The pipeline is still served: not finished and taken, not signalled, the shell not closed."""
+        return not self._closed and pipeline_id in self.pool.pipeline_table
+
+    def pending(self, target: uuid.UUID | None) -> int:
+        """Bytes queued for `target` that no Receive has taken yet."""
+        return sum(len(chunk) for chunk in self.outbox.get(target, ()))
+
+    def wait_for_room(self, pipeline_id: uuid.UUID, limit: int) -> bool:
+        """Block (lock released) while the pipeline has more than `limit` bytes unsent; False if it is gone.
+
+        This is what lets a Receive in: a thread that releases the lock and re-takes it at once (as the
+        serialising pipeline does between slices) starves the handler threads waiting for it.
+        """
+        while self.pending(pipeline_id) > limit:
+            if not self.is_live(pipeline_id):
+                return False
+            self.cond.wait(ROOM_POLL)
+        return self.is_live(pipeline_id)
+
     def forget(self, pipeline_id: uuid.UUID) -> None:
         """Drop a pipeline that is done with: its psrpcore state, what it left unsent, its finished mark."""
         self.pool.pipeline_table.pop(pipeline_id, None)
         self.outbox.pop(pipeline_id, None)
         self.finished.discard(pipeline_id)
+        self.cond.notify_all()
+
+    def forget_replays(self) -> None:
+        """Drop the last replies of pipelines gone: a new Command means the client read them."""
+        for target in [t for t in self.last_receive if t is not None and t not in self.pool.pipeline_table]:
+            del self.last_receive[target]
 
     def close(self) -> None:
         """Wake every waiting Receive (it faults) and stop the running pipelines from writing more."""
@@ -75,6 +139,9 @@ class Shell:
 
 
 EventSink = Callable[[Shell, Events], None]
+# Fault injection for tests: sees a Receive reply's fragment payloads (and its command id) just before the
+# reply goes out, and returns the payloads to send instead.
+ReplyFilter = Callable[[str | None, list[bytes]], list[bytes]]
 
 
 class Shells:
@@ -83,8 +150,17 @@ class Shells:
     `sends` counts, per command id, the Send requests that carried its data (fragmentation checks).
     """
 
-    def __init__(self, *, address: str, owner: str, receive_wait: float, on_events: EventSink) -> None:
+    def __init__(
+        self,
+        *,
+        address: str,
+        owner: str,
+        receive_wait: float,
+        on_events: EventSink,
+        before_reply: ReplyFilter | None = None,
+    ) -> None:
         self.address = address
+        self.before_reply = before_reply
         self.owner = owner
         self.receive_wait = receive_wait
         self.on_events = on_events
@@ -168,6 +244,7 @@ class Shells:
         argument = body.find("rsp:Arguments", NS)
         pipeline_id = uuid.UUID(command_id)
         with shell.cond:
+            shell.forget_replays()
             ServerPipeline(
                 shell.pool, pipeline_id
             )  # must exist before its CreatePipeline message is processed
@@ -198,12 +275,18 @@ class Shells:
         # Block until data arrives (an immediate empty reply makes pypsrp spin), else the timeout fault.
         deadline = time.monotonic() + min(request.operation_timeout, self.receive_wait)
         budget = max(request.max_envelope_size * 3 // 4 - 4096, FRAGMENT_SIZE)
-        chunks: list[bytes] = []
         with shell.cond:
-            replay = shell.last_receive.get(target)
-            if replay is not None and replay[0] == request.message_id:
-                return replay[1]
-            while not shell.outbox[target] and target not in shell.finished:
+            while (taken := shell.replay(target, request.message_id)) is None:
+                if shell.outbox.get(target) or (target is not None and target in shell.finished):
+                    taken = shell.take(target, request.message_id, budget)
+                    break
+                if target is not None and target not in shell.pool.pipeline_table:
+                    # Finished and read to the end, stopped, or never created: waiting would only make the
+                    # client poll for ever (it ignores the timeout fault), so say the command is gone.
+                    raise wsman.WSManFault(
+                        wsman.ERROR_INVALID_SELECTORS,
+                        f"The command {command_id} is not running in this shell.",
+                    )
                 remaining = deadline - time.monotonic()
                 if shell.is_closed() or remaining <= 0:
                     raise wsman.WSManFault(
@@ -213,29 +296,20 @@ class Shells:
                         subcode="w:TimedOut",
                     )
                 shell.cond.wait(remaining)
-            queue, size = shell.outbox[target], 0
-            while queue and (not chunks or size + len(queue[0]) <= budget):
-                size += len(queue[0])
-                chunks.append(queue.popleft())
-            done = False
-            if target is not None and target in shell.finished and not queue:
-                shell.forget(target)
-                done = True
-
+        chunks = list(taken.chunks)
+        if self.before_reply is not None:
+            chunks = self.before_reply(command_id, chunks)
         rsp = NS["rsp"]
         response = ET.Element(f"{{{rsp}}}ReceiveResponse")
         for chunk in chunks:
             attrs = {"Name": "stdout"} | ({"CommandId": command_id.upper()} if command_id else {})
             ET.SubElement(response, f"{{{rsp}}}Stream", attrs).text = base64.b64encode(chunk).decode()
         if command_id:
-            state = wsman.COMMAND_STATE_DONE if done else wsman.COMMAND_STATE_RUNNING
+            state = wsman.COMMAND_STATE_DONE if taken.done else wsman.COMMAND_STATE_RUNNING
             ET.SubElement(
                 response, f"{{{rsp}}}CommandState", {"CommandId": command_id.upper(), "State": state}
             )
-        payload = wsman.reply(request, response)
-        with shell.cond:
-            shell.last_receive[target] = (request.message_id, payload)
-        return payload
+        return wsman.reply(request, response)
 
     def _signal(self, request: wsman.WSManRequest, shell: Shell) -> bytes:
         command_id = request.body.get("CommandId") if request.body is not None else None

@@ -169,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+        with self.server.count_lock:
+            self.server.response_bytes += len(payload)
 
     def _authorised(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -231,6 +233,7 @@ class WSManHTTPServer(ThreadingHTTPServer):
         self.password = password
         self.ssl_context = ssl_context
         self.request_count = 0  # HTTP round trips served (benchmarks)
+        self.response_bytes = 0  # response bodies written to the sockets (benchmarks)
         self.count_lock = threading.Lock()
         super().__init__(address, _Handler)
 
