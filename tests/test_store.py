@@ -120,6 +120,9 @@ def test_object_status_rows(tmp_path: Path) -> None:
     assert [row.object for row in rows] == ["batch/pilot", "dns/x"]
     assert rows[0] == store.ObjectStatus("batch/pilot", {"state": "started"}, None, "Ready", "ok", NOW)
     assert rows[1].message == "token: <redacted>"
+    assert [row.object for row in db.statuses(objects={"dns/x", "batch/none"})] == ["dns/x"]
+    assert [row.object for row in db.statuses(phase="Ready")] == ["batch/pilot"]
+    assert db.statuses(objects={"dns/x"}, phase="Ready") == [] and db.statuses(objects=set()) == []
     db.remove_status("dns/x")
     assert [row.object for row in db.statuses()] == ["batch/pilot"]
 

@@ -80,12 +80,12 @@ class Reconciler:
 
     def _handle_drift(self, served: Served, planned: Plan, snapshot: Snapshot) -> Plan:
         desired = served.desired
-        before = self._baselines()
+        observed = drift.observed_facets(desired, snapshot)
+        acted = self._acted()
+        # Only the rows compared this pass: a finished batch's baseline is neither loaded nor rewritten.
+        before = self._baselines(set(observed) | acted)
         found, baselines = drift.detect(
-            desired=drift.desired_fingerprints(desired),
-            observed=drift.observed_facets(desired, snapshot),
-            baselines=before,
-            acted=self._acted(),
+            desired=drift.desired_fingerprints(desired), observed=observed, baselines=before, acted=acted
         )
         self._save_baselines({obj: base for obj, base in baselines.items() if before.get(obj) != base})
         self._alert(served, found)
@@ -154,16 +154,16 @@ class Reconciler:
                     )
                 )
 
-    def _baselines(self) -> dict[str, drift.Baseline]:
+    def _baselines(self, objects: set[str]) -> dict[str, drift.Baseline]:
         # A baseline row holds the facets it was saved with (`{}` once acted on): always a mapping.
         return {
             s.object: drift.Baseline(str(s.desired), s.observed)
-            for s in self.store.statuses()
+            for s in self.store.statuses(objects=objects)
             if s.phase in ("baseline", "acted") and isinstance(s.observed, dict)
         }
 
     def _acted(self) -> set[str]:
-        return {s.object for s in self.store.statuses() if s.phase == "acted"}
+        return {s.object for s in self.store.statuses(phase="acted")}
 
     def _save_baselines(self, baselines: dict[str, drift.Baseline]) -> None:
         rows = [(obj, base.desired, base.facets) for obj, base in baselines.items()]

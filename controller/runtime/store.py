@@ -7,7 +7,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -252,10 +252,26 @@ class Store:
         with self._transaction() as db:
             db.execute("DELETE FROM object_status WHERE object = ?", (object,))
 
-    def statuses(self) -> list[ObjectStatus]:
-        rows = self._query(
-            "SELECT object, desired, observed, phase, message, updated_at FROM object_status ORDER BY object"
-        )
+    def statuses(
+        self, *, objects: Collection[str] | None = None, phase: str | None = None
+    ) -> list[ObjectStatus]:
+        """Every object's row, or only those of `objects` and/or in `phase` (a pass loads the rows it
+        compares, not the baselines of finished work)."""
+        sql = "SELECT object, desired, observed, phase, message, updated_at FROM object_status"
+        where: list[str] = []
+        parameters: list[object] = []
+        if objects is not None:
+            wanted = sorted(objects)
+            if not wanted:
+                return []
+            where.append(f"object IN ({', '.join('?' * len(wanted))})")
+            parameters += wanted
+        if phase is not None:
+            where.append("phase = ?")
+            parameters.append(phase)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._query(sql + " ORDER BY object", tuple(parameters))
         return [
             ObjectStatus(
                 object=str(obj),
