@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from controller.desired.models import BatchState, Member
 from controller.exchange.client import FILTER_CHUNK, ExchangeClient
@@ -18,6 +20,9 @@ from controller.model.snapshot import Memory
 from controller.planner.plan import plan
 from controller.runtime.observe import observe
 from controller.sim.exchange.simulator import LocalRunner
+from controller.sim.exchange.store import SimRunner
+from tests.support.gateway import PASSWORD as GATEWAY_PASSWORD
+from tests.support.gateway import USER as GATEWAY_USER
 from tests.test_convergence import Loop, batch, desired_state, simulators
 
 C, S = BatchState.COMPLETED, BatchState.STARTED
@@ -38,6 +43,19 @@ class Recording(LocalRunner):
         self.calls.append((cmdlet, dict(parameters), tuple(select)))
         rows = super().run(cmdlet, parameters, select)
         return rows[:-1] if cmdlet in self.short and rows else rows
+
+
+def psrp_settings(gateway: Any) -> dict[str, object]:
+    """The controller configuration's `exchange.psrp` for a gateway started by `running_gateway`."""
+    return {
+        "host": "127.0.0.1",
+        "port": gateway.port,
+        "ssl": False,
+        "auth": "basic",
+        "username": GATEWAY_USER,
+        "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD",
+        "bootstrap": "none",
+    }
 
 
 def recorded(loop: Loop) -> Recording:
@@ -168,3 +186,47 @@ def test_a_fresh_memory_reads_everything_once_and_then_remembers() -> None:
         runner.calls.clear()
         loop.run_pass(desired_state((done, live), "r1"))
         assert reads(runner)["Get-MigrationUser Batch1-IT"] == 0
+
+
+def test_over_the_psrp_gateway_a_steady_pass_reads_only_the_unfinished_batch(tmp_path: Path) -> None:
+    """The controller end to end over real PSRP: once the pilot is completed and verified, a pass reads
+    the endpoint, the batch list and the wave's users, with no row of the pilot's users on the wire."""
+    from tests.support.controller import PILOT, WAVE, WAVE_MEMBERS, make_workspace
+    from tests.support.gateway import running_gateway
+
+    with running_gateway(SimRunner(tmp_path / "ws" / "exo.json")) as gateway:
+        workspace = make_workspace(
+            tmp_path / "ws",
+            pilot="started",
+            wave="started",
+            exchange={"backend": "psrp", "psrp": psrp_settings(gateway)},
+            clock="system",
+        )
+        workspace.env["STAGECTL_TEST_GATEWAY_PASSWORD"] = GATEWAY_PASSWORD
+        (workspace.repo.path / "desired" / "dns" / "contoso.com.yaml").unlink()  # no DNS time gate
+        workspace.commit(message="Exchange only")
+        with workspace.tenant() as tenant:
+            for address in WAVE_MEMBERS:
+                tenant.set_sync_time(address, timedelta(days=7))
+        workspace.run_pass()  # endpoint, both batches created and started
+        with workspace.tenant() as tenant:
+            tenant.advance(timedelta(hours=1))
+        workspace.commit_desired(pilot="completed", wave="started")
+        workspace.run_pass()  # Complete-MigrationBatch
+        with workspace.tenant() as tenant:
+            tenant.advance(timedelta(hours=1))
+        workspace.run_pass()  # the pilot is seen Completed with every member arrived: remembered
+        assert workspace.exchange().batch_status(PILOT) == "Completed"
+
+        seen = len(gateway.received)
+        rows_before = gateway.rows_written
+        result = workspace.run_pass()
+        calls = [(c.cmdlet, c.parameters.get("BatchId")) for c in gateway.received[seen:]]
+        assert calls == [
+            ("Get-MigrationEndpoint", None),
+            ("Get-MigrationBatch", None),
+            ("Get-MigrationUser", WAVE),
+        ], calls
+        assert result.plan.actions == ()
+        users_rows = gateway.rows_written["Get-MigrationUser"] - rows_before.get("Get-MigrationUser", 0)
+        assert users_rows == len(WAVE_MEMBERS)  # none of the pilot's
