@@ -13,13 +13,13 @@ from controller.desired import models as desired
 from controller.exchange.errors import ExchangeError
 from controller.sim.exchange import engine as sim_engine
 from controller.sim.exchange.simulator import ExchangeSimulator
-from controller.sim.exchange.state import Completion
+from controller.sim.exchange.state import SYNCED_LIKE, Completion, UserStatus
 from controller.sim.exchange.store import SimStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "sim", help="the Exchange Online simulator: init, advance, show, fail, stop-batch; dns-seed"
+        "sim", help="the Exchange Online simulator: init, advance, show, export, fail, stop-batch; dns-seed"
     )
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument(
-            "--state", type=Path, required=True, metavar="FILE", help="the simulator's state file"
+            "--state",
+            type=Path,
+            required=True,
+            metavar="FILE",
+            help="the simulator's state: a SQLite database (e.g. exchange.sqlite)",
         )
         sub.set_defaults(func=func)
         return sub
@@ -44,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     advance = command("advance", "move the virtual clock and the migration forward", run_advance)
     advance.add_argument("duration", type=_duration, help="e.g. 30m, 6h, 2d")
     command("show", "batches with status and counts, and the calls made per cmdlet", run_show)
+    export = command("export", "print the whole tenant as JSON, for inspection", run_export)
+    export.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE (default: stdout)")
     fail = command("fail", "make a user's next syncs fail", run_fail)
     fail.add_argument("address")
     fail.add_argument("--type", required=True, dest="exception_type", help="e.g. MigrationPermanentException")
@@ -121,14 +127,25 @@ def run_show(args: argparse.Namespace) -> int:
     for endpoint in state.endpoints.values():
         lines.append(f"endpoint {endpoint.name}  max {endpoint.max_concurrent}")
     for batch in state.batches.values():
-        users = list(batch.users.values())
-        synced = sum(u.status.value in ("Synced", "Completing", "Completed") for u in users)
-        failed = sum(u.status.value == "Failed" for u in users)
+        summary = batch.users.summary()
+        synced = summary.count(SYNCED_LIKE)
+        failed = summary.count([UserStatus.FAILED])
         status = sim_engine.batch_status(batch).value
-        lines.append(f"batch {batch.name:<24} {status:<20} {synced}/{len(users)} synced  {failed} failed")
+        lines.append(f"batch {batch.name:<24} {status:<20} {synced}/{summary.total} synced  {failed} failed")
     for cmdlet, count in sorted(state.calls.items()):
         lines.append(f"calls {cmdlet:<28} {count}")
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """The tenant as `ExchangeSimulator.to_json()` gives it: `from_json` reads it back."""
+    text = _store(args).load().to_json()
+    if args.out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        args.out.write_text(text + "\n", encoding="utf-8")
+        print(f"{args.out}: the tenant of {args.state} as JSON", file=sys.stderr)
     return 0
 
 

@@ -7,6 +7,8 @@ English text; the texts here are the simulator's own wording of them.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from datetime import timedelta
 
 from controller.sim.exchange import engine
@@ -22,24 +24,20 @@ TOO_MANY_BATCHES = (
 
 
 def batch_output(batch: s.Batch) -> dict[str, object]:
-    users = list(batch.users.values())
-    count = {status: 0 for status in s.UserStatus}
-    for user in users:
-        count[user.status] += 1
-    syncs = [user.last_sync for user in users if user.last_sync is not None]
+    summary = batch.users.summary()  # kept by the batch until one of its users changes
     return {
         "Identity": batch.name,
         "Status": engine.batch_status(batch).value,
-        "TotalCount": len(users),
-        "SyncedCount": sum(count[status] for status in s.SYNCED_LIKE),
-        "FailedCount": count[s.UserStatus.FAILED],
-        "ActiveCount": sum(count[status] for status in s.MOVING),
-        "StoppedCount": count[s.UserStatus.STOPPED],
-        "FinalizedCount": count[s.UserStatus.COMPLETED],
+        "TotalCount": summary.total,
+        "SyncedCount": summary.count(s.SYNCED_LIKE),
+        "FailedCount": summary.count([s.UserStatus.FAILED]),
+        "ActiveCount": summary.moving,
+        "StoppedCount": summary.count([s.UserStatus.STOPPED]),
+        "FinalizedCount": summary.count([s.UserStatus.COMPLETED]),
         "NotificationEmails": list(batch.notification_emails),
         "StartAfterUTC": batch.start_after,
         "CompleteAfterUTC": batch.complete_after,
-        "LastSyncedDateTime": max(syncs) if syncs else None,
+        "LastSyncedDateTime": summary.last_sync,
         "CreationDateTime": batch.created,
         "SourceEndpoint": batch.endpoint,
         "MigrationType": "ExchangeOutlookAnywhere",
@@ -269,21 +267,28 @@ def get_batch(state: s.SimState, b: Bound) -> Output:
 
 def get_user(state: s.SimState, b: Bound) -> Output:
     identity, batch_id = b.text("Identity"), b.text("BatchId")
-    pairs = [(batch, user) for batch in state.batches.values() for user in batch.users.values()]
+    scope: Iterable[s.Batch] = state.batches.values()
     if batch_id is not None:
-        find_batch(state, b.cmdlet, batch_id)
-        pairs = [(batch, user) for batch, user in pairs if s.key(batch.name) == s.key(batch_id)]
-    if identity is not None:
-        matching = [(batch, user) for batch, user in pairs if s.key(user.identity) == s.key(identity)]
-        # exchange-facts §3: a null *or non-existent* -Identity returns all objects.
-        pairs = matching or pairs
+        scope = [find_batch(state, b.cmdlet, batch_id)]  # that batch's users only
     size = result_size(b)
-    return [user_output(batch, user) for batch, user in pairs[:size]]
+    if identity is not None:
+        address = s.key(identity)
+        holders = _holders(state, address) if batch_id is None else [x for x in scope if address in x.users]
+        if holders:
+            return [user_output(batch, batch.users[address]) for batch in holders[:size]]
+        # exchange-facts §3: a null *or non-existent* -Identity returns all objects.
+    pairs = ((batch, user) for batch in scope for user in batch.users.values())
+    return [user_output(batch, user) for batch, user in itertools.islice(pairs, size)]
+
+
+def _holders(state: s.SimState, address: str) -> list[s.Batch]:
+    """The batches `address` is a user of, in batch order."""
+    return [state.batches[key] for key in state.batches.holding(address)]
 
 
 def remove_user(state: s.SimState, b: Bound) -> Output:
     identity = b.text("Identity", required=True) or ""
-    holders = [batch for batch in state.batches.values() if s.key(identity) in batch.users]
+    holders = _holders(state, s.key(identity))
     if not holders:
         raise not_found(b.cmdlet, identity)
     # The real member goes first: removing it is the documented fix for a duplicate elsewhere (row 1.6).
@@ -295,7 +300,7 @@ def remove_user(state: s.SimState, b: Bound) -> Output:
 
 def get_user_statistics(state: s.SimState, b: Bound) -> Output:
     identity = b.text("Identity", required=True) or ""
-    for batch in state.batches.values():
+    for batch in _holders(state, s.key(identity)):
         user = batch.users.get(s.key(identity))
         if user is not None:
             stats = user_output(batch, user)

@@ -7,6 +7,7 @@ Completing or Removing batch settling) to the next, so advancing days costs as m
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.sim.exchange import state as s
@@ -34,9 +35,9 @@ def batch_status(batch: s.Batch) -> s.BatchStatus:
     }
     if phase in fixed:
         return fixed[phase]
-    statuses = [user.status for user in batch.users.values()]
-    moving = any(status in s.MOVING for status in statuses)
-    failed = sum(status == s.UserStatus.FAILED for status in statuses)
+    summary = batch.users.summary()
+    moving = summary.moving > 0
+    failed = summary.count([s.UserStatus.FAILED])
     if phase == s.BatchPhase.COMPLETED:
         # Start-MigrationBatch retries failed users of a completed batch: they complete as they sync.
         if moving:
@@ -44,7 +45,7 @@ def batch_status(batch: s.Batch) -> s.BatchStatus:
         return s.BatchStatus.COMPLETED_WITH_ERRORS if failed else s.BatchStatus.COMPLETED
     if moving:
         return s.BatchStatus.SYNCING
-    if failed and failed == len(statuses):
+    if failed and failed == summary.total:
         return s.BatchStatus.FAILED
     return s.BatchStatus.SYNCED_WITH_ERRORS if failed else s.BatchStatus.SYNCED
 
@@ -124,13 +125,30 @@ def _batch_event(batch: s.Batch) -> datetime | None:
     return batch.transition_at
 
 
-def advance_to(state: s.SimState, target: datetime) -> None:
-    """Run the migration until `target` (not before now): fill sync slots, end syncs, settle batches."""
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    """What an advance looked at: the batches in motion, and how many of their users it scanned."""
+
+    batches: tuple[str, ...]
+    users_scanned: int
+
+
+def advance_to(state: s.SimState, target: datetime) -> Advanced:
+    """Run the migration until `target` (not before now): fill sync slots, end syncs, settle batches.
+
+    Only batches in motion take part: with a queued or syncing user, or an event pending (a StartAfter,
+    the end of Stopping, Completing or Removing). Nothing else changes as time passes.
+    """
     target = max(target, state.now)
-    schedule = _Schedule(state)
+    active = {
+        key: batch
+        for key, batch in state.batches.items()
+        if _batch_event(batch) is not None or batch.users.summary().moving
+    }
+    schedule = _Schedule(state, active)
     while True:
         schedule.fill()
-        candidates = [t for b in state.batches.values() if (t := _batch_event(b)) is not None]
+        candidates = [t for b in active.values() if (t := _batch_event(b)) is not None]
         if schedule.syncing:
             candidates.append(schedule.syncing[0][0])
         if not candidates or min(candidates) > target:
@@ -145,23 +163,31 @@ def advance_to(state: s.SimState, target: datetime) -> None:
                 continue  # removed or stopped since it started
             schedule.busy[s.key(batch.endpoint)] -= 1
             _finish_sync(state, batch, address, due)
-        for batch_key in [k for k, b in state.batches.items() if (t := _batch_event(b)) and t <= at]:
+        for batch_key in [k for k, b in active.items() if (t := _batch_event(b)) and t <= at]:
             _settle_batch(state, batch_key, at)
             if batch_key in state.batches:
                 schedule.enqueue(batch_key)
+            else:
+                del active[batch_key]
     state.now = target
+    return Advanced(batches=tuple(active), users_scanned=schedule.scanned)
 
 
 class _Schedule:
-    """Syncing users by end time and queued users by arrival, per endpoint, built once per advance."""
+    """Syncing users by end time and queued users by arrival, per endpoint, built once per advance from
+    the batches in motion."""
 
-    def __init__(self, state: s.SimState) -> None:
+    def __init__(self, state: s.SimState, active: dict[str, s.Batch]) -> None:
         self.state = state
         self.syncing: list[tuple[datetime, str, str]] = []
         self.busy: dict[str, int] = {}
         self.queues: dict[str, list[tuple[int, str, str]]] = {}
-        for batch_key, batch in state.batches.items():
+        self.scanned = 0
+        for batch_key, batch in active.items():
+            if not batch.users.summary().moving:
+                continue  # a pending event only: it joins the queues when it settles
             endpoint = s.key(batch.endpoint)
+            self.scanned += len(batch.users)
             for address, user in batch.users.items():
                 if user.status == s.UserStatus.SYNCING and user.due is not None:
                     self.syncing.append((user.due, batch_key, address))
@@ -172,9 +198,10 @@ class _Schedule:
     def enqueue(self, batch_key: str) -> None:
         """Queue the batch's Queued users if the batch syncs now (a Waiting batch joins when it starts)."""
         batch = self.state.batches[batch_key]
-        if not _syncs(batch.phase):
+        if not _syncs(batch.phase) or not batch.users.summary().count([s.UserStatus.QUEUED]):
             return
         queue = self.queues.setdefault(s.key(batch.endpoint), [])
+        self.scanned += len(batch.users)
         for address, user in batch.users.items():
             if user.status == s.UserStatus.QUEUED:
                 heapq.heappush(queue, (user.seq, batch_key, address))

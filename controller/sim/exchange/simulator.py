@@ -7,7 +7,8 @@ names: the directory's Get-Recipient here, the endpoint and batch cmdlets in end
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from controller.exchange.errors import ThrottledError
@@ -21,11 +22,16 @@ MICRO_DELAY = "Micro delay applied. Actual delayed: 500 msecs, Enforced"
 
 def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
     wanted = {t.lower() for t in b.strings("RecipientTypeDetails") or []}
-    found = _filtered(state, b)
-    found = [r for r in found if not wanted or r.type.value.lower() in wanted]
     identity = b.text("Identity")
+    pool: Mapping[str, s.Recipient] = state.recipients
+    if identity is not None:  # one lookup, then the filters over what it found
+        one = state.recipients.get(s.key(identity))
+        pool = {s.key(identity): one} if one is not None else {}
+    found: Iterable[s.Recipient] = (
+        r for r in _filtered(pool, b) if not wanted or r.type.value.lower() in wanted
+    )
     if identity is not None:
-        found = [r for r in found if s.key(r.address) == s.key(identity)]
+        found = list(found)
         if not found:
             raise not_found(b.cmdlet, identity)
     size = result_size(b)
@@ -35,28 +41,28 @@ def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
             "PrimarySmtpAddress": r.address,
             "RecipientTypeDetails": r.type.value,
         }
-        for r in found[:size]
+        for r in itertools.islice(found, size)
     ]
 
 
-def _filtered(state: s.SimState, b: Bound) -> list[s.Recipient]:
+def _filtered(pool: Mapping[str, s.Recipient], b: Bound) -> Iterable[s.Recipient]:
     """The recipients an OPATH -Filter keeps (exchange-facts §10); the controller's filter of addresses
     is answered by lookup, any other by a scan."""
     text = b.text("Filter")
     if text is None:
-        return list(state.recipients.values())
+        return pool.values()
     addresses = opath.equal_values(text, "PrimarySmtpAddress")
     if addresses is not None:
-        return [r for a in sorted(addresses) if (r := state.recipients.get(a)) is not None]
+        return [r for a in sorted(addresses) if (r := pool.get(a)) is not None]
     try:
         predicate = opath.compile_filter(text)
     except opath.FilterError as error:
         raise fail(b.cmdlet, "ParserException", f"Invalid filter syntax: {error}") from None
-    return [
+    return (
         r
-        for r in state.recipients.values()
+        for r in pool.values()
         if predicate({"PrimarySmtpAddress": r.address, "RecipientTypeDetails": r.type.value})
-    ]
+    )
 
 
 Handler = Callable[[s.SimState, Bound], list[dict[str, object]]]

@@ -1,14 +1,27 @@
 """The Exchange Online simulator's state: tenant directory, endpoints, batches, users and injected faults.
 
-Everything here is plain data that round-trips through JSON, so separate processes (CLI runs, the PSRP
-gateway) share one simulated tenant through `store.SimStore`.
+Everything here is plain data that round-trips through JSON (`ExchangeSimulator.to_json`). The directory
+and the batches' users are `tables.Table`s: dicts that note which rows changed, so `store.SimStore` writes
+only those, and that keep what the engine asks of them often (a batch's counts, an address's batches)
+instead of rescanning the tenant.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any, TypeVar, overload
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from controller.sim.exchange.tables import Row, Table, mapping_schema
+
+_T = TypeVar("_T")
 
 # exchange-facts §1: 100 batches per tenant, 2,000 rows per staged CSV, 64-character batch names.
 MAX_BATCHES = 100
@@ -97,7 +110,7 @@ class Model(BaseModel):
     model_config = ConfigDict(validate_assignment=False, extra="forbid")
 
 
-class Recipient(Model):
+class Recipient(Row):
     address: str
     type: RecipientType
 
@@ -113,7 +126,7 @@ class Endpoint(Model):
     username: str = ""  # the password is never stored: the state file is not a secret store
 
 
-class User(Model):
+class User(Row):
     identity: str  # the CSV EmailAddress as given
     status: UserStatus = UserStatus.STOPPED
     error: str = ""
@@ -121,6 +134,76 @@ class User(Model):
     seq: int = 0  # queue order: users take the endpoint's free sync slots first come, first served
     due: AwareDatetime | None = None  # when the initial sync of a Syncing user ends
     duplicate: bool = False  # failed because another batch owns the address (row 1.6)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A batch's users counted by status, and its latest sync: what its Status and counts are made of."""
+
+    total: int
+    by_status: Mapping[UserStatus, int]
+    last_sync: datetime | None
+
+    def count(self, statuses: Iterable[UserStatus]) -> int:
+        return sum(self.by_status.get(status, 0) for status in statuses)
+
+    @property
+    def moving(self) -> int:
+        return self.count(MOVING)
+
+
+class Recipients(Table[Recipient]):
+    """The tenant's directory: lower-cased address -> recipient."""
+
+    __slots__ = ()
+    row_type = Recipient
+
+
+class Members(Table[User]):
+    """A batch's users by lower-cased address, in CSV order.
+
+    Keeps the batch's `summary` until a user changes (a finished batch is counted once, not on every
+    Get-MigrationBatch) and tells the tenant's `Batches` which addresses the batch holds.
+    """
+
+    __slots__ = ("_summary", "batch_key", "batches", "recounts")
+    row_type = User
+
+    def __init__(self, rows: Mapping[str, User] | None = None) -> None:
+        self._summary: Summary | None = None
+        self.recounts = 0  # summaries computed: a test can see that an unchanged batch is not recounted
+        self.batches: Batches | None = None  # the tenant's batches, once the batch is one of them
+        self.batch_key = ""
+        super().__init__(rows)
+
+    def summary(self) -> Summary:
+        if self._summary is None:
+            users = self.values()
+            syncs = [user.last_sync for user in users if user.last_sync is not None]
+            self._summary = Summary(
+                total=len(users),
+                by_status=Counter(user.status for user in users),
+                last_sync=max(syncs) if syncs else None,
+            )
+            self.recounts += 1
+        return self._summary
+
+    def _added(self, key: str) -> None:
+        if self.batches is not None:
+            self.batches.hold(key, self.batch_key)
+
+    def _removed(self, key: str) -> None:
+        if self.batches is not None:
+            self.batches.release(key, self.batch_key)
+
+    def _changed(self, key: str) -> None:
+        self._summary = None
+
+    def _loaded(self) -> None:
+        self._summary = None
+        if self.batches is not None:
+            for address in self:
+                self.batches.hold(address, self.batch_key)
 
 
 class Batch(Model):
@@ -133,7 +216,119 @@ class Batch(Model):
     notification_emails: list[str] = []
     time_zone: str | None = None
     transition_at: AwareDatetime | None = None  # end of Stopping, Completing or Removing
-    users: dict[str, User] = {}  # lower-cased address -> user, in CSV order
+    users: Members = Field(default_factory=Members)  # lower-cased address -> user, in CSV order
+
+
+class Batches(MutableMapping[str, Batch]):
+    """The tenant's batches by lower-cased name, in creation order, and which batches hold each address.
+
+    A batch set under a key already taken is a new batch: it replaces the old one and goes last.
+    """
+
+    __slots__ = ("_batches", "holders", "recording")
+
+    def __init__(self, batches: Mapping[str, Batch] | None = None) -> None:
+        self._batches: dict[str, Batch] = {}
+        self.holders: dict[str, tuple[str, ...]] = {}  # address -> keys of the batches it is a user of
+        self.recording = False
+        for key, batch in (batches or {}).items():
+            self[key] = batch
+
+    def __getitem__(self, key: str) -> Batch:
+        return self._batches[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._batches
+
+    @overload
+    def get(self, key: str, /) -> Batch | None: ...
+    @overload
+    def get(self, key: str, /, default: Batch | _T) -> Batch | _T: ...
+    def get(self, key: str, /, default: object = None) -> object:
+        return self._batches.get(key, default)
+
+    def keys(self) -> KeysView[str]:
+        return self._batches.keys()
+
+    def values(self) -> ValuesView[Batch]:
+        return self._batches.values()
+
+    def items(self) -> ItemsView[str, Batch]:
+        return self._batches.items()
+
+    def __setitem__(self, key: str, batch: Batch) -> None:
+        if self._batches.get(key) is batch:
+            return
+        if key in self._batches:
+            del self[key]
+        self._batches[key] = batch
+        users = batch.users
+        users.batches, users.batch_key, users.recording = self, key, self.recording
+        for address in users:
+            self.hold(address, key)
+
+    def __delitem__(self, key: str) -> None:
+        users = self._batches.pop(key).users
+        for address in users:
+            self.release(address, key)
+        users.batches = None
+
+    def hold(self, address: str, batch_key: str) -> None:
+        self.holders[address] = (*self.holders.get(address, ()), batch_key)
+
+    def release(self, address: str, batch_key: str) -> None:
+        rest = tuple(k for k in self.holders.get(address, ()) if k != batch_key)
+        if rest:
+            self.holders[address] = rest
+        else:
+            self.holders.pop(address, None)
+
+    def holding(self, address: str) -> tuple[str, ...]:
+        """The keys of the batches `address` is a user of (as a real member or a failed duplicate), in
+        batch order."""
+        keys = self.holders.get(address, ())
+        if len(keys) > 1:
+            order = {key: position for position, key in enumerate(self._batches)}
+            keys = tuple(sorted(keys, key=order.__getitem__))
+        return keys
+
+    def record(self) -> None:
+        """Note changes from now on, in the batches' users too (the store's tenant)."""
+        self.recording = True
+        for batch in self._batches.values():
+            batch.users.recording = True
+
+    def as_dict(self) -> dict[str, Batch]:
+        return self._batches
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Batches):
+            return self._batches == other._batches
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Batches({self._batches!r})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Batches:
+        copied = Batches()
+        memo[id(self)] = copied
+        for key, batch in self._batches.items():
+            copied[key] = copy.deepcopy(batch, memo)
+        return copied
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return mapping_schema(cls, Batch, handler)
 
 
 class InjectedFailure(Model):
@@ -158,9 +353,9 @@ class SimState(Model):
     now: AwareDatetime
     completion: Completion = Completion.SUPPORTED
     next_seq: int = 1
-    recipients: dict[str, Recipient] = {}
+    recipients: Recipients = Field(default_factory=Recipients)  # lower-cased address -> recipient
     endpoints: dict[str, Endpoint] = {}
-    batches: dict[str, Batch] = {}
+    batches: Batches = Field(default_factory=Batches)
     sync_seconds_default: float = DEFAULT_SYNC_SECONDS
     sync_seconds: dict[str, float] = {}  # lower-cased address -> its initial sync time
     failures: dict[str, InjectedFailure] = {}
@@ -176,10 +371,8 @@ def key(text: str) -> str:
 
 def user_owner(state: SimState, address: str, *, besides: str | None = None) -> str | None:
     """The batch (other than `besides`) that holds `address` as a real member, not as a failed duplicate."""
-    for batch_key, batch in state.batches.items():
-        if batch_key == besides:
-            continue
-        user = batch.users.get(address)
-        if user is not None and not user.duplicate:
+    for batch_key in state.batches.holding(address):
+        batch = state.batches[batch_key]
+        if batch_key != besides and not batch.users[address].duplicate:
             return batch.name
     return None

@@ -1,0 +1,195 @@
+"""Benchmark: milliseconds per simulator call through `SimRunner` at 100 batches x 2,000 members.
+
+Run: `.venv/bin/python -m bench.sim_store [RUNS]` (RUNS: 5 by default, at most 5). The tenant: 202,000
+mail users, 100 batches of 2,000 members, 90 of them Completed and 10 Syncing. Each call is timed on its
+own, RUNS times, after an untimed call that prepares it where one is needed (a batch to start, to complete,
+room for a new batch); it prints min and median milliseconds per call, and the cost of the first call in a
+new process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.secrets import Credential
+from controller.sim.exchange import state as s
+from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.store import SimRunner, SimStore
+
+BATCHES = 100
+MEMBERS = 2000
+COMPLETED = 90
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+SYNCING = [f"Batch{b:03d}" for b in range(COMPLETED, BATCHES)]
+
+
+def _address(batch: int, i: int) -> str:
+    return f"user{batch:03d}-{i:04d}@contoso.com"
+
+
+def _csv(batch: int) -> bytes:
+    return ("EmailAddress\r\n" + "".join(f"{_address(batch, i)}\r\n" for i in range(MEMBERS))).encode()
+
+
+def _tenant(path: Path) -> None:
+    """The batches are created by the simulator's cmdlets; 90 are then set Completed by hand, as if their
+    migration had run (running 180,000 syncs through the engine would take the benchmark's whole budget)."""
+    simulator = ExchangeSimulator(now=T0)
+    for batch in range(BATCHES + 1):  # and the mail users of one more batch, for New-MigrationBatch
+        for i in range(MEMBERS):
+            simulator.add_recipient(_address(batch, i))
+    simulator.call(
+        "New-MigrationEndpoint",
+        {
+            "ExchangeOutlookAnywhere": True,
+            "Name": "StagedEndpoint",
+            "Credentials": Credential("CONTOSO\\migrator", "pw"),
+            "ExchangeServer": "mail.contoso.com",
+            "RpcProxyServer": "mail.contoso.com",
+        },
+    )
+    for batch in range(BATCHES):
+        simulator.call(
+            "New-MigrationBatch",
+            {"Name": f"Batch{batch:03d}", "SourceEndpoint": "StagedEndpoint", "CSVData": _csv(batch)},
+        )
+    for batch in range(COMPLETED):
+        finished = simulator.state.batches[f"batch{batch:03d}"]
+        finished.phase = s.BatchPhase.COMPLETED
+        for address, user in finished.users.items():
+            user.status, user.last_sync = s.UserStatus.COMPLETED, T0
+            simulator.state.recipients[address].type = s.RecipientType.USER_MAILBOX
+    for name in SYNCING:
+        simulator.call("Start-MigrationBatch", {"Identity": name})
+    simulator.advance(timedelta(minutes=30))
+    SimStore(path).create(simulator)
+
+
+def _synced(path: Path, name: str) -> None:
+    """Make a Syncing batch Synced, as if its members had finished their initial sync."""
+    with SimStore(path).transaction() as simulator:
+        batch = simulator.state.batches[name.lower()]
+        batch.phase = s.BatchPhase.RUNNING
+        for user in batch.users.values():
+            user.status, user.due, user.last_sync = s.UserStatus.SYNCED, None, simulator.now
+
+
+def _advance(path: Path, delta: timedelta) -> None:
+    with SimStore(path).transaction() as simulator:
+        simulator.advance(delta)
+
+
+class Bench:
+    def __init__(self, path: Path, runs: int) -> None:
+        self.path, self.runs = path, runs
+        self.runner = SimRunner(path)
+
+    def call(self, cmdlet: str, parameters: Mapping[str, object]) -> Callable[[int], object]:
+        return lambda _: self.runner.run(cmdlet, parameters)
+
+    def time(
+        self,
+        label: str,
+        timed: Callable[[int], object],
+        prepare: Callable[[int], object] | None = None,
+    ) -> None:
+        seconds: list[float] = []
+        for run in range(self.runs):
+            if prepare is not None:
+                prepare(run)
+            start = time.perf_counter()
+            timed(run)
+            seconds.append(time.perf_counter() - start)
+        low, middle = min(seconds) * 1000, statistics.median(seconds) * 1000
+        print(f"{label:<58} min {low:8.1f} ms   median {middle:8.1f} ms", flush=True)
+
+
+def _first_call_in_a_new_process(path: Path) -> float:
+    code = (
+        "import sys, time\n"
+        "from controller.sim.exchange.store import SimRunner\n"
+        "start = time.perf_counter()\n"
+        "SimRunner(sys.argv[1]).run('Get-MigrationBatch', {})\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, cwd=Path.cwd()
+    )
+    return float(done.stdout.strip())
+
+
+def main() -> None:
+    runs = min(int(sys.argv[1]) if len(sys.argv) > 1 else 5, 5)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "exchange.sqlite"
+        start = time.perf_counter()
+        _tenant(path)
+        print(
+            f"tenant: {BATCHES} batches x {MEMBERS} members ({COMPLETED} Completed, {BATCHES - COMPLETED} "
+            f"Syncing), {(BATCHES + 1) * MEMBERS} mail users; built and stored in "
+            f"{time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
+        first = _first_call_in_a_new_process(path) * 1000
+        print(f"first call in a new process (Get-MigrationBatch): {first:.1f} ms", flush=True)
+        bench = Bench(path, runs)
+        bench.runner.run("Get-MigrationEndpoint", {})  # this process's first call, untimed
+        bench.time("Get-MigrationBatch (100 batches)", bench.call("Get-MigrationBatch", {}))
+        bench.time(
+            "Get-MigrationUser -BatchId (2,000 rows)",
+            bench.call("Get-MigrationUser", {"BatchId": SYNCING[-2], "ResultSize": "Unlimited"}),
+        )
+        bench.time("Get-Recipient -Identity", bench.call("Get-Recipient", {"Identity": _address(7, 7)}))
+        bench.time(
+            "Get-Recipient -Filter (one address)",
+            bench.call("Get-Recipient", {"Filter": f"(PrimarySmtpAddress -eq '{_address(8, 8)}')"}),
+        )
+        bench.time(
+            "Set-MigrationBatch -NotificationEmails (Syncing batch)",
+            lambda run: bench.runner.run(
+                "Set-MigrationBatch",
+                {"Identity": SYNCING[-2], "NotificationEmails": [f"admin{run}@contoso.com"]},
+            ),
+        )
+        bench.time(
+            "advance 10 minutes (one transaction, 10 Syncing batches)",
+            lambda _: _advance(path, timedelta(minutes=10)),
+        )
+        bench.time(
+            "Start-MigrationBatch (Stopped batch, 2,000 members)",
+            bench.call("Start-MigrationBatch", {"Identity": SYNCING[-1]}),
+            prepare=lambda _: (
+                bench.runner.run("Stop-MigrationBatch", {"Identity": SYNCING[-1]}),
+                _advance(path, timedelta(minutes=2)),
+            ),
+        )
+        bench.time(
+            "Complete-MigrationBatch (Synced batch, 2,000 members)",
+            lambda run: bench.runner.run("Complete-MigrationBatch", {"Identity": SYNCING[run]}),
+            prepare=lambda run: _synced(path, SYNCING[run]),
+        )
+        bench.time(
+            "New-MigrationBatch (2,000-row CSV)",
+            lambda run: bench.runner.run(
+                "New-MigrationBatch",
+                {"Name": "BatchNew", "SourceEndpoint": "StagedEndpoint", "CSVData": _csv(BATCHES)},
+            ),
+            prepare=lambda run: (
+                bench.runner.run(
+                    "Remove-MigrationBatch", {"Identity": "Batch000" if run == 0 else "BatchNew"}
+                ),
+                _advance(path, timedelta(minutes=10)),
+            ),
+        )
+        bench.runner.close()
+
+
+if __name__ == "__main__":
+    main()
