@@ -172,3 +172,18 @@ def test_a_second_instance_on_the_same_state_directory_exits_1_and_sigterm_stops
     third = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=BOUND)
     assert third.returncode == 0, third.stderr
     assert workspace.writes() == MINIMUM
+
+
+def test_a_commit_to_the_local_repository_wakes_the_loop_before_its_interval(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """The interval is an hour: only the watch on the repository's refs can make the pass that starts
+    the pilot (watchfiles' default filter ignores `.git`, where refs live: it must not be used)."""
+    workspace = make_workspace(tmp_path / "ws")
+    process = run(workspace, processes)
+    wait_until(lambda: (workspace.state_dir / "status.json").exists(), process, "first pass")
+    assert workspace.writes()["New-MigrationBatch"] == 0
+    workspace.commit_desired(pilot="started", message="Start the pilot")
+    wait_until(lambda: workspace.writes()["New-MigrationBatch"] == 1, process, "New-MigrationBatch")
+    process.terminate()
+    assert process.wait(timeout=BOUND) == 0

@@ -132,5 +132,7 @@ def _wait(paths: list[Path], seconds: float, stop: threading.Event) -> None:
         yield_on_timeout=True,
         debounce=200,
         raise_interrupt=False,
+        # watchfiles' default filter ignores everything under a `.git` directory, which is all we watch.
+        watch_filter=None,
     ):
         return
