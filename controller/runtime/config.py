@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from controller import errors
 from controller.desired import yamlsafe
@@ -20,11 +20,34 @@ class VerifyConfig(Model):
     gpg_home: str | None = None
 
 
+class WebhookConfig(Model):
+    """`stagectl run` listens for the git host's push events and passes at once (a remote repository)."""
+
+    listen: str = Field(
+        default="127.0.0.1:8090", description="address:port; loopback unless a proxy or the host needs more"
+    )
+    secret_ref: SecretRef = Field(description="the webhook's shared secret: env:NAME or file:PATH")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, colon, port = value.rpartition(":")
+        if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen must be address:port, not {value!r}")
+        return value
+
+
 class SourceConfig(Model):
     repo: str = Field(description="a local repository path or a remote URL")
     branch: str = "main"
     desired_dir: str = "desired"
     verify: VerifyConfig | None = None
+    webhook: WebhookConfig | None = None
 
 
 class ExchangeConfig(Model):

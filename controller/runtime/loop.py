@@ -43,14 +43,22 @@ def run(
 ) -> int:
     state_dir = config.path(config.state_dir)
     stop = threading.Event()
+    wake = threading.Event()  # set to end a wait early: a stop, or the git host's push webhook
+
+    def stopping(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     with StateLock.acquire(state_dir):
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
         reconciler = wiring.build(config, rehearsal=rehearsal, should_stop=stop.is_set)
-        stop_metrics = _nothing
+        stop_metrics = stop_webhook = _nothing
         try:
             metrics, stop_metrics = _start_metrics(config)
-            return _loop(reconciler, config, stop, once=once, report=report, metrics=metrics)
+            stop_webhook = _start_webhook(config, wake) if not once else _nothing
+            return _loop(reconciler, config, stop, once=once, report=report, metrics=metrics, wake=wake)
         finally:
+            stop_webhook()
             stop_metrics()
             wiring.close(reconciler)
             for sig, handler in previous.items():
@@ -65,7 +73,9 @@ def _loop(
     once: bool,
     report: Callable[[PassResult], None],
     metrics: Metrics | None = None,
+    wake: threading.Event | None = None,
 ) -> int:
+    wake = wake or threading.Event()
     failures = 0
     watched = reconciler.source.watch_paths()
     while not stop.is_set():
@@ -93,7 +103,9 @@ def _loop(
         if once:
             return 0
         delay = config.interval.total_seconds() if failures == 0 else backoff(failures)
-        _wait(watched, delay, stop)
+        _wait(watched, delay, wake)
+        if not stop.is_set():
+            wake.clear()
     return 0
 
 
@@ -118,16 +130,17 @@ def _start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[
     return metrics, stop
 
 
-def _wait(paths: list[Path], seconds: float, stop: threading.Event) -> None:
-    """Sleep until the interval ends, a ref of a local repository changes, or we are asked to stop."""
+def _wait(paths: list[Path], seconds: float, wake: threading.Event) -> None:
+    """Sleep until the interval ends, a ref of a local repository changes, or `wake` is set (a stop, or
+    the push webhook of a remote repository)."""
     if not paths:
-        stop.wait(seconds)
+        wake.wait(seconds)
         return
     import watchfiles
 
     for _ in watchfiles.watch(
         *paths,
-        stop_event=stop,
+        stop_event=wake,
         rust_timeout=max(1, int(seconds * 1000)),
         yield_on_timeout=True,
         debounce=200,
@@ -136,3 +149,24 @@ def _wait(paths: list[Path], seconds: float, stop: threading.Event) -> None:
         watch_filter=None,
     ):
         return
+
+
+def _start_webhook(config: ControllerConfig, wake: threading.Event) -> Callable[[], None]:
+    """The push webhook's server, when the source configures one; returns the function that stops it."""
+    hook = config.source.webhook if config.source is not None else None
+    if hook is None or config.source is None:
+        return _nothing
+    from controller import secrets
+    from controller.runtime.webhook import WebhookServer
+
+    address, port = hook.address
+    try:
+        server = WebhookServer(
+            address, port, secret=secrets.resolve(hook.secret_ref), branch=config.source.branch, wake=wake.set
+        ).start()
+    except OSError as error:
+        raise errors.InvalidInput(
+            f"source.webhook.listen: cannot listen on {hook.listen}: {error.strerror}"
+        ) from None
+    log.info("push webhook on http://%s:%d/hooks/git", address, server.port)
+    return server.stop
