@@ -13,6 +13,7 @@ import pytest
 
 from controller.exchange.errors import CmdletError, PermanentError, ThrottledError
 from controller.secrets import Credential
+from controller.sim.exchange import database
 from controller.sim.exchange import state as s
 from controller.sim.exchange import store as store_module
 from controller.sim.exchange.simulator import ExchangeSimulator
@@ -187,7 +188,7 @@ def test_only_the_rows_that_changed_are_written(tenant: Path) -> None:
 
 
 def test_every_field_of_a_user_and_a_recipient_has_a_column() -> None:
-    assert set(store_module.USER_COLUMNS) == set(s.User.model_fields)
+    assert set(database.USER_COLUMNS) == set(s.User.model_fields)
     assert set(s.Recipient.model_fields) == {"address", "type"}
 
 
@@ -315,3 +316,12 @@ def test_a_tenant_created_again_is_read_afresh(tenant: Path) -> None:
     assert len(runner.run("Get-MigrationBatch", {})) == 3
     SimStore(tenant).create(ExchangeSimulator(now=T0))
     assert runner.run("Get-MigrationBatch", {}) == []
+
+
+def test_more_stores_than_a_process_keeps_open_all_work(tmp_path: Path) -> None:
+    paths = [tmp_path / f"tenant{i}.sqlite" for i in range(store_module.KEPT_DATABASES + 3)]
+    for i, path in enumerate(paths):
+        SimStore(path).create(ExchangeSimulator(now=T0 + timedelta(days=i)))
+        SimRunner(path).run("Get-MigrationBatch", {})
+    assert [SimStore(path).now() for path in paths] == [T0 + timedelta(days=i) for i in range(len(paths))]
+    assert SimStore(paths[0]).load().calls("Get-MigrationBatch") == 1

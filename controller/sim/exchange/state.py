@@ -8,20 +8,15 @@ instead of rescanning the tenant.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar, overload
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
-from pydantic_core import core_schema
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from controller.sim.exchange.tables import Row, Table, mapping_schema
-
-_T = TypeVar("_T")
+from controller.sim.exchange.tables import Keyed, Row, Table
 
 # exchange-facts §1: 100 batches per tenant, 2,000 rows per staged CSV, 64-character batch names.
 MAX_BATCHES = 100
@@ -156,7 +151,7 @@ class Recipients(Table[Recipient]):
     """The tenant's directory: lower-cased address -> recipient."""
 
     __slots__ = ()
-    row_type = Recipient
+    value_type = Recipient
 
 
 class Members(Table[User]):
@@ -167,14 +162,14 @@ class Members(Table[User]):
     """
 
     __slots__ = ("_summary", "batch_key", "batches", "recounts")
-    row_type = User
+    value_type = User
 
-    def __init__(self, rows: Mapping[str, User] | None = None) -> None:
+    def __init__(self) -> None:
+        super().__init__()
         self._summary: Summary | None = None
         self.recounts = 0  # summaries computed: a test can see that an unchanged batch is not recounted
         self.batches: Batches | None = None  # the tenant's batches, once the batch is one of them
         self.batch_key = ""
-        super().__init__(rows)
 
     def summary(self) -> Summary:
         if self._summary is None:
@@ -219,62 +214,33 @@ class Batch(Model):
     users: Members = Field(default_factory=Members)  # lower-cased address -> user, in CSV order
 
 
-class Batches(MutableMapping[str, Batch]):
+class Batches(Keyed[Batch]):
     """The tenant's batches by lower-cased name, in creation order, and which batches hold each address.
 
     A batch set under a key already taken is a new batch: it replaces the old one and goes last.
     """
 
-    __slots__ = ("_batches", "holders", "recording")
+    __slots__ = ("holders", "recording")
+    value_type = Batch
 
-    def __init__(self, batches: Mapping[str, Batch] | None = None) -> None:
-        self._batches: dict[str, Batch] = {}
+    def __init__(self) -> None:
+        super().__init__()
         self.holders: dict[str, tuple[str, ...]] = {}  # address -> keys of the batches it is a user of
         self.recording = False
-        for key, batch in (batches or {}).items():
-            self[key] = batch
-
-    def __getitem__(self, key: str) -> Batch:
-        return self._batches[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._batches
-
-    @overload
-    def get(self, key: str, /) -> Batch | None: ...
-    @overload
-    def get(self, key: str, /, default: Batch | _T) -> Batch | _T: ...
-    def get(self, key: str, /, default: object = None) -> object:
-        return self._batches.get(key, default)
-
-    def keys(self) -> KeysView[str]:
-        return self._batches.keys()
-
-    def values(self) -> ValuesView[Batch]:
-        return self._batches.values()
-
-    def items(self) -> ItemsView[str, Batch]:
-        return self._batches.items()
 
     def __setitem__(self, key: str, batch: Batch) -> None:
-        if self._batches.get(key) is batch:
+        if self._items.get(key) is batch:
             return
-        if key in self._batches:
+        if key in self._items:
             del self[key]
-        self._batches[key] = batch
+        self._items[key] = batch
         users = batch.users
         users.batches, users.batch_key, users.recording = self, key, self.recording
         for address in users:
             self.hold(address, key)
 
     def __delitem__(self, key: str) -> None:
-        users = self._batches.pop(key).users
+        users = self._items.pop(key).users
         for address in users:
             self.release(address, key)
         users.batches = None
@@ -294,41 +260,15 @@ class Batches(MutableMapping[str, Batch]):
         batch order."""
         keys = self.holders.get(address, ())
         if len(keys) > 1:
-            order = {key: position for position, key in enumerate(self._batches)}
+            order = {key: position for position, key in enumerate(self._items)}
             keys = tuple(sorted(keys, key=order.__getitem__))
         return keys
 
     def record(self) -> None:
         """Note changes from now on, in the batches' users too (the store's tenant)."""
         self.recording = True
-        for batch in self._batches.values():
+        for batch in self._items.values():
             batch.users.recording = True
-
-    def as_dict(self) -> dict[str, Batch]:
-        return self._batches
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Batches):
-            return self._batches == other._batches
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Batches({self._batches!r})"
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Batches:
-        copied = Batches()
-        memo[id(self)] = copied
-        for key, batch in self._batches.items():
-            copied[key] = copy.deepcopy(batch, memo)
-        return copied
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return mapping_schema(cls, Batch, handler)
 
 
 class InjectedFailure(Model):

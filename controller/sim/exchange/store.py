@@ -20,144 +20,22 @@ whatever its name; `stagectl sim export` prints the tenant as the JSON of `Excha
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import sqlite3
 import threading
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 from controller.exchange.errors import ExchangeError, PermanentError
 from controller.exchange.runner import CmdletOutput, project
+from controller.sim.exchange import database
 from controller.sim.exchange import state as s
 from controller.sim.exchange.simulator import ExchangeSimulator
-
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_SECONDS = 60.0  # a writer waits this long for another process's transaction
-_TABLES = ("tenant", "recipients", "batches", "users", "removed")
-_SCHEMA = """
-CREATE TABLE tenant (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    token      TEXT NOT NULL,     -- new at every create: a kept tenant of another database is dropped
-    generation INTEGER NOT NULL,  -- one more per transaction that wrote
-    state      TEXT NOT NULL      -- the SimState without recipients and batches, as JSON
-);
-CREATE TABLE recipients (
-    ord        INTEGER PRIMARY KEY,  -- insertion order, as the dict keeps it
-    key        TEXT NOT NULL UNIQUE,
-    generation INTEGER NOT NULL,
-    address    TEXT NOT NULL,
-    type       TEXT NOT NULL
-);
-CREATE INDEX recipients_generation ON recipients (generation);
-CREATE TABLE batches (
-    ord        INTEGER PRIMARY KEY,
-    key        TEXT NOT NULL UNIQUE,
-    generation INTEGER NOT NULL,
-    batch      TEXT NOT NULL      -- the Batch without its users, as JSON
-);
-CREATE INDEX batches_generation ON batches (generation);
-CREATE TABLE users (
-    ord        INTEGER PRIMARY KEY,  -- CSV order within a batch
-    batch      TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    generation INTEGER NOT NULL,
-    identity   TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    error      TEXT NOT NULL,
-    last_sync  TEXT,
-    seq        INTEGER NOT NULL,
-    due        TEXT,
-    duplicate  INTEGER NOT NULL,
-    UNIQUE (batch, key)
-);
-CREATE INDEX users_generation ON users (generation);
-CREATE TABLE removed (
-    generation INTEGER NOT NULL,
-    kind       TEXT NOT NULL,     -- recipient, batch (with its users) or user
-    batch      TEXT NOT NULL,     -- the user's batch, or '' for the others
-    key        TEXT NOT NULL
-);
-CREATE INDEX removed_generation ON removed (generation);
-"""
-USER_COLUMNS = ("identity", "status", "error", "last_sync", "seq", "due", "duplicate")
-_UPSERT_USER = (
-    "INSERT INTO users (batch, key, generation, identity, status, error, last_sync, seq, due, duplicate) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch, key) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in ("generation", *USER_COLUMNS))
-)
-_UPSERT_RECIPIENT = (
-    "INSERT INTO recipients (key, generation, address, type) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET generation = excluded.generation, address = excluded.address, "
-    "type = excluded.type"
-)
-_SELECT_USERS = "SELECT batch, key, identity, status, error, last_sync, seq, due, duplicate FROM users"
-_SCALARS = {name for name in s.SimState.model_fields if name not in ("recipients", "batches")}
-
-
-def _missing(path: Path) -> PermanentError:
-    return PermanentError(f"simulator state {path} does not exist; create it with `stagectl sim init`")
-
-
-def _not_a_database(path: Path, error: sqlite3.DatabaseError) -> PermanentError:
-    return PermanentError(
-        f"simulator state {path} is not a simulator database ({error}); a JSON state of an older "
-        "stagectl is not read: create the tenant again with `stagectl sim init`"
-    )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _tenant_json(state: s.SimState) -> str:
-    return state.model_dump_json(include=_SCALARS)
-
-
-def _batch_json(batch: s.Batch) -> str:
-    return batch.model_dump_json(exclude={"users"})
-
-
-def _user_values(user: s.User) -> tuple[object, ...]:
-    return (
-        user.identity,
-        user.status.value,
-        user.error,
-        _iso(user.last_sync),
-        user.seq,
-        _iso(user.due),
-        int(user.duplicate),
-    )
-
-
-_STATUSES = {status.value: status for status in s.UserStatus}
-_TYPES = {kind.value: kind for kind in s.RecipientType}
-
-
-def _user(row: Sequence[Any]) -> s.User:
-    """A user from its row (columns 2 on of _SELECT_USERS), built without validation: the store wrote it."""
-    return s.User.from_store(
-        {
-            "identity": row[2],
-            "status": _STATUSES[row[3]],
-            "error": row[4],
-            "last_sync": None if row[5] is None else datetime.fromisoformat(row[5]),
-            "seq": row[6],
-            "due": None if row[7] is None else datetime.fromisoformat(row[7]),
-            "duplicate": bool(row[8]),
-        }
-    )
-
-
-def _recipient(address: str, kind: str) -> s.Recipient:
-    return s.Recipient.from_store({"address": address, "type": _TYPES[kind]})
 
 
 @dataclass
@@ -193,11 +71,11 @@ class _Kept:
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
-            raise _missing(self.path) from None
+            raise database.missing(self.path) from None
         inode = (stat.st_dev, stat.st_ino)
         if self.db is None or inode != self.inode:
             self.close()
-            self.db = _open(self.path, create=False)
+            self.db = database.open_database(self.path, create=False)
             self.inode = inode
         return self.db
 
@@ -212,15 +90,19 @@ class _Kept:
 
     def current(self, db: sqlite3.Connection) -> s.SimState:
         """The tenant as the database holds it: the kept one, brought up to date, or read whole."""
-        token, generation, tenant_json = _tenant_row(db, self.path)
+        token, generation, tenant_json = database.tenant_row(db, self.path)
         if self.state is None or token != self.token or generation < self.generation:
             self.reads.whole += 1
-            self.state = _read(db, recording=True)
+            self.state = database.read_tenant(db, recording=True)
             self.tenant_json = tenant_json
-            self.batch_rows = {key: (b, _batch_json(b)) for key, b in self.state.batches.items()}
+            self.batch_rows = {key: (b, database.batch_json(b)) for key, b in self.state.batches.items()}
         elif generation != self.generation:
             self.reads.caught_up += 1
-            self._catch_up(db, self.state, tenant_json)
+            try:
+                self._catch_up(db, self.state, tenant_json)
+            except (KeyError, ValueError):  # rows that do not fit the kept tenant: read it whole
+                self.forget()
+                return self.current(db)
         self.token, self.generation = token, generation
         return self.state
 
@@ -239,7 +121,7 @@ class _Kept:
                 holder.users.pop(key, None)
         if tenant_json != self.tenant_json:
             fresh = s.SimState.model_validate_json(tenant_json)
-            for name in _SCALARS:
+            for name in database.SCALARS:
                 setattr(state, name, getattr(fresh, name))
             self.tenant_json = tenant_json
         for key, text in db.execute(
@@ -254,13 +136,13 @@ class _Kept:
                     if name != "users":
                         setattr(batch, name, getattr(fresh_batch, name))
             self.batch_rows[key] = (batch, text)
-        for row in db.execute(f"{_SELECT_USERS} WHERE generation > ? ORDER BY ord", since):
-            state.batches[row[0]].users[row[1]] = _user(row)
+        for row in db.execute(f"{database.SELECT_USERS} WHERE generation > ? ORDER BY ord", since):
+            state.batches[row[0]].users[row[1]] = database.user_from_row(row)
         for key, address, kind in db.execute(
             "SELECT key, address, type FROM recipients WHERE generation > ? ORDER BY ord", since
         ):
-            state.recipients[key] = _recipient(address, kind)
-        _forget_changes(state)
+            state.recipients[key] = database.recipient_from_row(address, kind)
+        database.forget_changes(state)
 
     def write(self, db: sqlite3.Connection, state: s.SimState) -> None:
         """Write the rows that changed since the tenant was read or last written, with the next generation."""
@@ -271,13 +153,13 @@ class _Kept:
             if batches.get(key) is not batch:  # removed, or replaced by another batch
                 db.execute("DELETE FROM users WHERE batch = ?", (key,))
                 db.execute("DELETE FROM batches WHERE key = ?", (key,))
-                _removed(db, generation, "batch", "", key)
+                database.note_removed(db, generation, "batch", "", key)
                 del self.batch_rows[key]
         for key, batch in batches.items():
             kept = self.batch_rows.get(key)
-            text = _batch_json(batch)
+            text = database.batch_json(batch)
             if kept is None:
-                _insert_batch(db, generation, key, batch, text)
+                database.insert_batch(db, generation, key, batch, text)
                 self.batch_rows[key] = (batch, text)
                 continue
             if text != kept[1]:
@@ -285,173 +167,36 @@ class _Kept:
                     "UPDATE batches SET generation = ?, batch = ? WHERE key = ?", (generation, text, key)
                 )
                 self.batch_rows[key] = (batch, text)
-            _write_users(db, generation, key, batch.users)
-        _write_recipients(db, generation, state.recipients)
-        text = _tenant_json(state)
+            database.write_users(db, generation, key, batch.users)
+        database.write_recipients(db, generation, state.recipients)
+        text = database.tenant_json(state)
         if text != self.tenant_json or db.total_changes != written:
             db.execute("UPDATE tenant SET generation = ?, state = ?", (generation, text))
             self.tenant_json, self.generation = text, generation
-        _forget_changes(state)
+        database.forget_changes(state)
 
 
-def _removed(db: sqlite3.Connection, generation: int, kind: str, batch: str, key: str) -> None:
-    db.execute(
-        "INSERT INTO removed (generation, kind, batch, key) VALUES (?, ?, ?, ?)",
-        (generation, kind, batch, key),
-    )
-
-
-def _insert_batch(db: sqlite3.Connection, generation: int, key: str, batch: s.Batch, text: str) -> None:
-    db.execute("INSERT INTO batches (key, generation, batch) VALUES (?, ?, ?)", (key, generation, text))
-    db.executemany(
-        _UPSERT_USER,
-        [(key, address, generation, *_user_values(user)) for address, user in batch.users.items()],
-    )
-
-
-def _write_users(db: sqlite3.Connection, generation: int, batch_key: str, users: s.Members) -> None:
-    for address in users.deleted:  # gone, or deleted and set again: either way its old row goes
-        db.execute("DELETE FROM users WHERE batch = ? AND key = ?", (batch_key, address))
-        _removed(db, generation, "user", batch_key, address)
-    if users.changed:
-        db.executemany(
-            _UPSERT_USER,
-            [(batch_key, address, generation, *_user_values(users[address])) for address in users.changed],
-        )
-
-
-def _write_recipients(db: sqlite3.Connection, generation: int, recipients: s.Recipients) -> None:
-    for key in recipients.deleted:
-        db.execute("DELETE FROM recipients WHERE key = ?", (key,))
-        _removed(db, generation, "recipient", "", key)
-    if recipients.changed:
-        rows = ((key, recipients[key]) for key in recipients.changed)
-        db.executemany(
-            _UPSERT_RECIPIENT, [(key, generation, row.address, row.type.value) for key, row in rows]
-        )
-
-
-def _forget_changes(state: s.SimState) -> None:
-    state.recipients.forget_changes()
-    for batch in state.batches.values():
-        batch.users.forget_changes()
-
-
-def _open(path: Path, *, create: bool) -> sqlite3.Connection:
-    mode = "rwc" if create else "rw"
-    db = sqlite3.connect(
-        f"file:{quote(str(path))}?mode={mode}",
-        uri=True,
-        timeout=BUSY_TIMEOUT_SECONDS,
-        isolation_level=None,  # transactions are ours: BEGIN IMMEDIATE ... COMMIT
-        check_same_thread=False,  # used by one thread at a time, under _Kept.lock
-    )
-    try:
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crashed process loses nothing committed
-    except sqlite3.DatabaseError as error:
-        db.close()
-        raise _not_a_database(path, error) from None
-    return db
-
-
-def _tenant_row(db: sqlite3.Connection, path: Path) -> tuple[str, int, str]:
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        row = db.execute("SELECT token, generation, state FROM tenant").fetchone() if version else None
-    except sqlite3.DatabaseError as error:
-        raise _not_a_database(path, error) from None
-    if version != SCHEMA_VERSION or row is None:
-        raise PermanentError(
-            f"simulator state {path} has schema {version}, not {SCHEMA_VERSION}; create it again with "
-            "`stagectl sim init`"
-        )
-    return row[0], row[1], row[2]
-
-
-def _read(db: sqlite3.Connection, *, recording: bool) -> s.SimState:
-    """The whole tenant, read in the transaction the caller holds."""
-    with _collector_paused():
-        (text,) = db.execute("SELECT state FROM tenant").fetchone()
-        state = s.SimState.model_validate_json(text)
-        # One loop per table, the rows built inline: the per-row function calls were a third of the time.
-        recipient, types = s.Recipient.from_store, _TYPES
-        recipients = s.Recipients()
-        recipients.load(
-            (key, recipient({"address": address, "type": types[kind]}))
-            for key, address, kind in db.execute("SELECT key, address, type FROM recipients ORDER BY ord")
-        )
-        loaded: dict[str, s.Batch] = {}
-        for key, batch_text in db.execute("SELECT key, batch FROM batches ORDER BY ord"):
-            loaded[key] = s.Batch.model_validate_json(batch_text)
-        users: dict[str, list[tuple[str, s.User]]] = {key: [] for key in loaded}
-        user, statuses, moment = s.User.from_store, _STATUSES, datetime.fromisoformat
-        for batch_key, key, identity, status, error, last_sync, seq, due, duplicate in db.execute(
-            f"{_SELECT_USERS} ORDER BY ord"
-        ):
-            fields = {
-                "identity": identity,
-                "status": statuses[status],
-                "error": error,
-                "last_sync": None if last_sync is None else moment(last_sync),
-                "seq": seq,
-                "due": None if due is None else moment(due),
-                "duplicate": bool(duplicate),
-            }
-            users[batch_key].append((key, user(fields)))
-        for key, batch in loaded.items():
-            batch.users.load(users[key])
-        batches = s.Batches(loaded)  # after the users: the index of who holds what is built once
-    state.recipients, state.batches = recipients, batches
-    if recording:
-        recipients.recording = True
-        batches.record()
-    return state
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Reading 400,000 rows makes as many objects: the cyclic garbage collector, run again and again on
-    the growing heap, doubled the time. They are all live; collect once afterwards, as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _write_all(db: sqlite3.Connection, state: s.SimState) -> None:
-    """Replace everything in the database by `state`, with a new token (processes read it afresh)."""
-    for table in _TABLES:
-        db.execute(f"DROP TABLE IF EXISTS {table}")
-    for statement in filter(str.strip, _SCHEMA.split(";")):
-        db.execute(statement)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    db.execute(
-        "INSERT INTO tenant (id, token, generation, state) VALUES (1, ?, 1, ?)",
-        (uuid.uuid4().hex, _tenant_json(state)),
-    )
-    db.executemany(
-        _UPSERT_RECIPIENT,
-        [(key, 1, recipient.address, recipient.type.value) for key, recipient in state.recipients.items()],
-    )
-    for key, batch in state.batches.items():
-        _insert_batch(db, 1, key, batch, _batch_json(batch))
-
-
-_KEPT: dict[Path, _Kept] = {}
+KEPT_DATABASES = 8  # per process: a test session opens a store per test, each with its file handles
+_KEPT: OrderedDict[Path, _Kept] = OrderedDict()
 _KEPT_LOCK = threading.Lock()
 
 
 def _kept(path: Path) -> _Kept:
-    """This process's connection and tenant for the database at `path` (a forked child starts afresh)."""
+    """This process's connection and tenant for the database at `path`, the least recently used closed
+    beyond KEPT_DATABASES (unless a transaction holds it); a forked child starts afresh."""
     resolved = path.resolve()
     with _KEPT_LOCK:
         kept = _KEPT.get(resolved)
         if kept is None or kept.pid != os.getpid():
             kept = _KEPT[resolved] = _Kept(resolved)
+        _KEPT.move_to_end(resolved)
+        for old_path, old in list(_KEPT.items())[: max(0, len(_KEPT) - KEPT_DATABASES)]:
+            if old.lock.acquire(blocking=False):
+                try:
+                    old.close()
+                    del _KEPT[old_path]
+                finally:
+                    old.lock.release()
         return kept
 
 
@@ -473,15 +218,15 @@ class SimStore:
         with kept.lock:
             kept.close()
             try:
-                db = _open(self.path, create=True)
+                db = database.open_database(self.path, create=True)
             except PermanentError:  # not SQLite: an old JSON state file
                 for stale in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
                     stale.unlink(missing_ok=True)
-                db = _open(self.path, create=True)
+                db = database.open_database(self.path, create=True)
             try:
                 db.execute("BEGIN IMMEDIATE")
                 before = db.total_changes
-                _write_all(db, simulator.state)
+                database.write_tenant(db, simulator.state)
                 self.rows_written = db.total_changes - before
                 db.execute("COMMIT")
             finally:
@@ -494,8 +239,8 @@ class SimStore:
             db = kept.connect()
             db.execute("BEGIN")  # one snapshot of every table
             try:
-                _tenant_row(db, self.path)
-                return ExchangeSimulator(_read(db, recording=False))
+                database.tenant_row(db, self.path)
+                return ExchangeSimulator(database.read_tenant(db, recording=False))
             finally:
                 db.execute("COMMIT")
 
@@ -503,7 +248,7 @@ class SimStore:
         """The tenant's virtual time (one row read)."""
         kept = _kept(self.path)
         with kept.lock:
-            _, _, text = _tenant_row(kept.connect(), self.path)
+            _, _, text = database.tenant_row(kept.connect(), self.path)
         moment = json.loads(text)["now"]
         return datetime.fromisoformat(moment)
 
@@ -522,7 +267,7 @@ class SimStore:
                 if simulator.state is state:
                     kept.write(db, state)
                 else:  # the caller put another tenant in: it replaces this one whole
-                    _write_all(db, simulator.state)
+                    database.write_tenant(db, simulator.state)
                     kept.forget()
                 self.rows_written = db.total_changes - before
                 db.execute("COMMIT")

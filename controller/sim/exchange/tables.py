@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import (
-    Callable,
     ItemsView,
     Iterable,
     Iterator,
@@ -19,7 +18,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
+from typing import Any, ClassVar, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, PrivateAttr
 from pydantic_core import core_schema
@@ -88,7 +87,90 @@ def _place(row: Row, home: tuple[Table[Any], str] | None) -> None:
         private["_home"] = home
 
 
-class Table(MutableMapping[str, RowT]):
+V = TypeVar("V", bound=BaseModel)
+
+
+class Keyed(MutableMapping[str, V]):
+    """Models by key, in insertion order, read straight from the dict that keeps them; held in a pydantic
+    model as a field, validated and serialised as that dict. Subclasses say what setting and deleting do."""
+
+    __slots__ = ("_items",)
+    value_type: ClassVar[type[BaseModel]]
+
+    def __init__(self) -> None:
+        self._items: dict[str, V] = {}
+
+    def __getitem__(self, key: str) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    @overload
+    def get(self, key: str, /) -> V | None: ...
+    @overload
+    def get(self, key: str, /, default: V | _T) -> V | _T: ...
+    def get(self, key: str, /, default: object = None) -> object:
+        return self._items.get(key, default)
+
+    def keys(self) -> KeysView[str]:
+        return self._items.keys()
+
+    def values(self) -> ValuesView[V]:
+        return self._items.values()
+
+    def items(self) -> ItemsView[str, V]:
+        return self._items.items()
+
+    def as_dict(self) -> dict[str, V]:
+        """The dict the values are kept in (for serialising; not to be changed)."""
+        return self._items
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Keyed):
+            return self._items == other._items
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        plain = handler.generate_schema(dict[str, cls.value_type])  # type: ignore[name-defined]
+        return core_schema.no_info_after_validator_function(
+            cls.from_dict,
+            plain,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda mapping: mapping.as_dict(), return_schema=plain
+            ),
+        )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, V]) -> Self:
+        made = cls()
+        for key, value in values.items():
+            made[key] = value
+        return made
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        copied = type(self)()
+        memo[id(self)] = copied
+        for key, value in self._items.items():
+            copied[key] = copy.deepcopy(value, memo)
+        return copied
+
+
+class Table(Keyed[RowT]):
     """Rows by key, in insertion order, as a dict keeps them.
 
     While `recording` it notes in `changed` the keys set or changed (in the order they were first set or
@@ -96,57 +178,26 @@ class Table(MutableMapping[str, RowT]):
     both: its row is new and goes last, as in a dict.
     """
 
-    __slots__ = ("_rows", "changed", "deleted", "recording")
-    row_type: ClassVar[type[Row]]
+    __slots__ = ("changed", "deleted", "recording")
 
-    def __init__(self, rows: Mapping[str, RowT] | None = None) -> None:
-        self._rows: dict[str, RowT] = {}
+    def __init__(self) -> None:
+        super().__init__()
         self.recording = False
         self.changed: dict[str, None] = {}
         self.deleted: set[str] = set()
-        for key, row in (rows or {}).items():
-            self[key] = row
-
-    def __getitem__(self, key: str) -> RowT:
-        return self._rows[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._rows
-
-    @overload
-    def get(self, key: str, /) -> RowT | None: ...
-    @overload
-    def get(self, key: str, /, default: RowT | _T) -> RowT | _T: ...
-    def get(self, key: str, /, default: object = None) -> object:
-        return self._rows.get(key, default)
-
-    def keys(self) -> KeysView[str]:
-        return self._rows.keys()
-
-    def values(self) -> ValuesView[RowT]:
-        return self._rows.values()
-
-    def items(self) -> ItemsView[str, RowT]:
-        return self._rows.items()
 
     def __setitem__(self, key: str, row: RowT) -> None:
-        old = self._rows.get(key)
+        old = self._items.get(key)
         if old is not None and old is not row:
             _place(old, None)  # a row replaced no longer reports here
-        self._rows[key] = row
+        self._items[key] = row
         _place(row, (self, key))
         if old is None:
             self._added(key)
         self.touch(key)
 
     def __delitem__(self, key: str) -> None:
-        row = self._rows.pop(key)
+        row = self._items.pop(key)
         _place(row, None)
         if self.recording:
             self.changed.pop(key, None)
@@ -162,18 +213,11 @@ class Table(MutableMapping[str, RowT]):
 
     def load(self, rows: Iterable[tuple[str, RowT]]) -> None:
         """Add rows read from the store to a table without those keys: not noted as changed."""
-        kept = self._rows
+        kept = self._items
         for key, row in rows:
             kept[key] = row
             _place(row, (self, key))
         self._loaded()
-
-    def _loaded(self) -> None:
-        """Rows were added by `load`: for subclasses that derive data from the rows."""
-
-    def as_dict(self) -> dict[str, RowT]:
-        """The rows as the dict they are kept in (for serialising; not to be changed)."""
-        return self._rows
 
     def forget_changes(self) -> None:
         self.changed.clear()
@@ -188,43 +232,5 @@ class Table(MutableMapping[str, RowT]):
     def _changed(self, key: str) -> None:
         """A row set, changed or deleted: for subclasses that derive data from the rows."""
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Table):
-            return self._rows == other._rows
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._rows!r})"
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
-        copied = type(self)()
-        memo[id(self)] = copied
-        for key, row in self._rows.items():
-            copied[key] = copy.deepcopy(row, memo)
-        return copied
-
-    @classmethod
-    def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return mapping_schema(cls, cls.row_type, handler)
-
-
-class DictLike(Protocol):
-    def as_dict(self) -> Mapping[str, Any]: ...
-
-
-def mapping_schema(
-    cls: Callable[[dict[str, Any]], DictLike], value_type: type[BaseModel], handler: GetCoreSchemaHandler
-) -> core_schema.CoreSchema:
-    """Validated and serialised as a dict of `value_type`, held as `cls`."""
-    plain = handler.generate_schema(dict[str, value_type])  # type: ignore[valid-type]
-    return core_schema.no_info_after_validator_function(
-        cls,
-        plain,
-        serialization=core_schema.plain_serializer_function_ser_schema(
-            lambda mapping: mapping.as_dict(), return_schema=plain
-        ),
-    )
+    def _loaded(self) -> None:
+        """Rows were added by `load`: for subclasses that derive data from the rows."""
