@@ -117,13 +117,15 @@ class RetryCount(BaseModel):
 
 
 class FinishedBatch(BaseModel):
-    """A batch seen Completed with every desired member arrived: its users are not read again while its
-    TotalCount and the repository's member list stay as they were (contract §3.1)."""
+    """A batch seen done (Completed, or Synced where Exchange refused to complete it) with every desired
+    member arrived: its users are not read again while its status, TotalCount and the repository's member
+    list stay as they were (contract §3.1)."""
 
     model_config = ConfigDict(frozen=True)
 
     members: str  # digest of the desired member list when it was verified
     total: int  # the batch's TotalCount then
+    status: str = "Completed"  # its status then: Completed, or Synced where completion is refused
 
 
 class Memory(BaseModel):

@@ -18,10 +18,13 @@ from controller.model.statuses import (
     COMPLETED,
     FAILED_USER_STATUSES,
     RECIPIENT_NOT_FOUND,
+    SYNCED,
     BatchStatus,
 )
 
 NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
+# A batch with failed users is never finished: a retry may still act on it.
+FINISHABLE = frozenset({BatchStatus.COMPLETED, BatchStatus.SYNCED})
 
 
 def members_digest(batch: Batch) -> str:
@@ -29,16 +32,27 @@ def members_digest(batch: Batch) -> str:
     return batch.members_digest
 
 
+def done(found: ObservedBatch, memory: Memory) -> bool:
+    """Completed, or Synced where Exchange refused to complete the staged batch (exchange-facts §8): the
+    statuses in which the cutover gate counts a batch as done, and a batch can be verified finished."""
+    status = BatchStatus.parse(found.Status)
+    unsupported = {name.lower() for name in memory.completionUnsupported}
+    return status in COMPLETED or (status in SYNCED and found.Identity.lower() in unsupported)
+
+
 def still_finished(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
     """Whether the batch's users may be skipped: verified before, and nothing a person or the repository
-    could have changed since shows a difference (a Completed batch takes no -AddUsers, so a removed user
-    lowers TotalCount)."""
+    could have changed since shows a difference: the same status (a retry, a stop, an incremental sync
+    failure or a removal changes it), the same TotalCount (a user removed by hand, or added to a Synced
+    batch) and the same member list in the repository."""
     known = memory.finished.get(batch.key)
     return (
         known is not None
-        and BatchStatus.parse(found.Status) is BatchStatus.COMPLETED
+        and BatchStatus.parse(found.Status) is BatchStatus.parse(known.status)
         and found.TotalCount == known.total
         and known.members == members_digest(batch)
+        and done(found, memory)
+        and BatchStatus.parse(found.Status) in FINISHABLE
     )
 
 
@@ -55,13 +69,13 @@ def users_to_read(
     return chosen
 
 
-def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved) -> list[str]:
+def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memory: Memory) -> list[str]:
     """The member addresses a decision needs the directory for, given the batches and users read.
 
     Members of a batch Exchange does not have yet (is each a mail user? has each a mailbox already?) or
     has not started while the repository wants it started, members added to a batch, failed users whose
     error says the mail user is missing, and members of a completed batch whose migration user does not
-    show them arrived (has the mailbox arrived anyway?).
+    show them arrived (has the mailbox arrived anyway?) — completed as the cutover gate counts it.
     """
     if exchange.batches is None:
         return []
@@ -84,7 +98,7 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved) -> li
         if not exchange.users_read(batch.name):
             continue  # finished: nothing to decide about its members
         users = by_batch.get(batch.key, {})
-        completed = status in COMPLETED
+        completed = done(found, memory)
         for member in batch.members:
             user = users.get(member.key)
             if user is None:
@@ -102,7 +116,8 @@ def finished_batches(
     desired: DesiredState, exchange: ExchangeObserved, memory: Memory
 ) -> dict[str, FinishedBatch]:
     """`Memory.finished` after this pass: kept while still finished, added when a batch whose users were
-    read is Completed with every desired member among them arrived, dropped otherwise (and when unknown)."""
+    read is done (Completed, or Synced where completion is refused) with every desired member among them
+    arrived, dropped otherwise (and kept as it was when the batch list is unknown)."""
     if exchange.batches is None:
         return dict(memory.finished)  # unknown: neither confirmed nor refuted
     observed = {b.Identity.lower(): b for b in exchange.batches}
@@ -112,7 +127,8 @@ def finished_batches(
     finished: dict[str, FinishedBatch] = {}
     for batch in desired.batches:
         found = observed.get(batch.key)
-        if found is None or BatchStatus.parse(found.Status) is not BatchStatus.COMPLETED:
+        status = BatchStatus.parse(found.Status) if found is not None else None
+        if found is None or status not in FINISHABLE or not done(found, memory):
             continue
         if not exchange.users_read(batch.name):
             if still_finished(batch, found, memory):
@@ -124,7 +140,9 @@ def finished_batches(
             and len(read) == len(batch.members)
             and all(_arrived(read.get(m.key)) for m in batch.members)
         ):
-            finished[batch.key] = FinishedBatch(members=members_digest(batch), total=found.TotalCount)
+            finished[batch.key] = FinishedBatch(
+                members=members_digest(batch), total=found.TotalCount, status=found.Status
+            )
     return finished
 
 

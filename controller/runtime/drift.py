@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.desired.models import DesiredState
+from controller.desired.models import Batch, DesiredState
 from controller.model.snapshot import Snapshot
 from controller.model.statuses import BatchStatus
 from controller.planner.spf import spf_strings
@@ -48,7 +48,7 @@ def desired_fingerprints(desired: DesiredState) -> dict[str, str]:
     prints = {f"endpoint/{desired.migration.endpoint.name}": _digest(desired.migration.endpoint.model_dump())}
     emails = sorted(e.lower() for e in desired.migration.notification_emails)
     for batch in desired.batches:
-        spec = [batch.state.value, sorted(m.key for m in batch.members), str(batch.start_after), emails]
+        spec = [batch.state.value, batch.members_digest, str(batch.start_after), emails]
         prints[f"batch/{batch.name}"] = _digest(spec)
     for record in desired.records:
         prints[f"dns/{record.key}"] = _digest([record.ttl, list(record.values), record.spf, record.cutover])
@@ -83,9 +83,10 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
             if observed_batch is None:
                 facets[f"batch/{batch.name}"] = {"exists": False}
                 continue
-            if exchange.users is not None and not exchange.users_read(batch.name):
-                # Finished (contract §3.1): Completed with the TotalCount it was verified at, so its
-                # baseline stands as taken; a removed user or batch reads it again next pass.
+            if exchange.users is None or not exchange.users_read(batch.name):
+                # Users unknown this pass: unknown is not drift, the baseline stands. Or finished
+                # (contract §3.1): verified with this TotalCount, so its baseline stands as taken (see
+                # `finished` for when it is re-taken); a removed user reads it again next pass.
                 continue
             status = BatchStatus.parse(observed_batch.Status)
             entry: Facets = {"exists": True, "stopped": status in (BatchStatus.STOPPED, BatchStatus.STOPPING)}
@@ -110,6 +111,27 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
         else:
             facets[key] = {"exists": True, "ttl": rrset.ttl, "values": sorted(rrset.values)}
     return facets
+
+
+def finished(desired: DesiredState, snapshot: Snapshot) -> dict[str, Batch]:
+    """The repository's batches whose users were not read because they are finished (by object)."""
+    exchange = snapshot.exchange
+    if exchange.batches is None or exchange.users is None:
+        return {}
+    present = {b.Identity.lower() for b in exchange.batches}
+    return {
+        f"batch/{batch.name}": batch
+        for batch in desired.batches
+        if batch.key in present and not exchange.users_read(batch.name)
+    }
+
+
+def verified_facets(batch: Batch) -> Facets:
+    """What a finished batch was verified to be: there, not stopped, holding the repository's members.
+
+    Its baseline is re-taken from these when its spec changed or we acted on it, while it is not read.
+    """
+    return {"exists": True, "stopped": False, "members": sorted(m.key for m in batch.members)}
 
 
 def detect(

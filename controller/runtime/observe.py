@@ -67,7 +67,7 @@ def observe_exchange(
     if users is None:
         why = "not read: which to read depends on the migration users, which could not be read"
         return partial, {f"exchange/{kind}": why for kind in ("mailUsers", "mailboxes")}
-    recipients = exchange.read_recipients(reads.recipients_to_check(desired, partial))
+    recipients = exchange.read_recipients(reads.recipients_to_check(desired, partial, memory))
     if recipients is None:
         return partial, {}
     return partial.model_copy(

@@ -80,12 +80,20 @@ class Reconciler:
 
     def _handle_drift(self, served: Served, planned: Plan, snapshot: Snapshot) -> Plan:
         desired = served.desired
+        fingerprints = drift.desired_fingerprints(desired)
         observed = drift.observed_facets(desired, snapshot)
         acted = self._acted()
+        # A finished batch is not read: its baseline stands, unless its spec changed or we acted on it,
+        # when it is re-taken from what was verified (a later change by hand is then drift against it).
+        skipped = drift.finished(desired, snapshot)
+        stored = self.store.fingerprints(set(skipped))
+        for obj, batch in skipped.items():
+            if obj in acted or stored.get(obj) != fingerprints.get(obj):
+                observed[obj] = drift.verified_facets(batch)
         # Only the rows compared this pass: a finished batch's baseline is neither loaded nor rewritten.
         before = self._baselines(set(observed) | acted)
         found, baselines = drift.detect(
-            desired=drift.desired_fingerprints(desired), observed=observed, baselines=before, acted=acted
+            desired=fingerprints, observed=observed, baselines=before, acted=acted
         )
         self._save_baselines({obj: base for obj, base in baselines.items() if before.get(obj) != base})
         self._alert(served, found)

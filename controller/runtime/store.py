@@ -284,6 +284,19 @@ class Store:
             for obj, desired, observed, phase, message, updated in rows
         ]
 
+    def fingerprints(self, objects: Collection[str]) -> dict[str, str]:
+        """The desired fingerprint each of these objects' drift baseline was taken with (none: absent),
+        without loading the baselines themselves."""
+        wanted = sorted(objects)
+        if not wanted:
+            return {}
+        rows = self._query(
+            f"SELECT object, desired FROM object_status WHERE object IN ({', '.join('?' * len(wanted))}) "
+            "AND phase = 'baseline'",
+            tuple(wanted),
+        )
+        return {str(obj): str(_load(desired)) for obj, desired in rows}
+
     # --- drift alerts ----------------------------------------------------------------------------
 
     def open_alert(

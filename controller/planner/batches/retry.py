@@ -37,9 +37,17 @@ def plan_retry(
     draft: Draft, batch: Batch, found: ObservedBatch, status: BatchStatus, context: Context
 ) -> bool:
     """Start-MigrationBatch retries failed users, up to `retryFailed` times a revision; True if handled."""
+    if not _users_read(batch, context):
+        if found.FailedCount:  # which failed users are still members is unknown: no retry on a guess
+            draft.note(
+                batch_object(batch),
+                f"{found.FailedCount} failed users; retry waits until the migration users can be read",
+            )
+            return True
+        return False
     failed = failed_users(batch, context)
-    if not failed and (_users_read(batch, context) or not found.FailedCount):
-        return False  # with the users read, FailedCount may count members removed in the repository
+    if not failed:
+        return False  # FailedCount may count members removed in the repository
     obj = batch_object(batch)
     errors = listing([f"{u.Identity} ({u.ErrorSummary or u.Status})" for u in failed], limit=3)
     not_mail_users = [u.Identity for u in failed if RECIPIENT_NOT_FOUND in u.ErrorSummary]

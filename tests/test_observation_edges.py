@@ -1,7 +1,8 @@
-"""Review of "observation proportional to unfinished work" (ea24a15..e7f247f): defects demonstrated.
+"""Scoped observation at its edges (contract §3.1): a Synced batch Exchange refused to complete is done
+for the gate and remembered as finished; a finished batch's drift is still seen after its spec changed
+or the controller acted on it; a short user read neither completes nor retries a batch; unknown users
+are not membership drift.
 
-Each test states the behaviour the contract asks for and is marked xfail(strict=True) while the defect
-stands, so the suite stays green and a fix turns the test into an XPASS (then drop the marker).
 Harnesses: the controller's loop on the simulator (tests/test_convergence.py, with the recording runner
 of tests/test_observation_scope.py) and the in-process reconciler of tests/support/controller.py.
 """
@@ -31,13 +32,6 @@ C, S = BatchState.COMPLETED, BatchState.STARTED
 # --- 1. batches-completed: a failed member of a Synced batch whose completion is unsupported --------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reads.recipients_to_check asks the directory only about non-arrived members of COMPLETED "
-    "batches, while completion._not_arrived also judges Synced batches Exchange refused to complete "
-    "(memory.completionUnsupported): the failed member is outside recipientsRead, so the gate holds as "
-    "'unknown' forever, --force cannot lift it and no members-arrived block names him",
-)
 def test_a_failed_member_of_a_synced_unsupported_batch_is_named_and_force_lets_the_cutover_go() -> None:
     done = batch("Batch1-IT", C, 3)
     desired = desired_state((done,), "r1")
@@ -101,12 +95,6 @@ def test_control_a_user_removed_by_hand_from_a_finished_batch_is_drift(tmp_path:
     assert [d.object for d in after.plan.drift] == [f"batch/{PILOT}"], after.plan.drift
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drift.observed_facets skips a finished batch, so a new desired fingerprint (or an 'acted' "
-    "row) is not re-baselined when it happens; when the batch is next read (a user removed by hand "
-    "changes TotalCount), detect() re-takes the baseline from the drifted state instead of reporting it",
-)
 @pytest.mark.parametrize("how", ["notification emails changed in the repository", "settings corrected"])
 def test_a_user_removed_by_hand_from_a_finished_batch_is_drift_after_its_spec_changed(
     tmp_path: Path, how: str
@@ -156,12 +144,6 @@ def _synced(members: int, *, fail_first: bool = False) -> Iterator[tuple[Loop, B
         yield loop, started
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="members.plan_membership returns True (may move on) when context.users is None, so a short "
-    "Get-MigrationUser read (IncompleteRead) lets Complete-MigrationBatch go before the repository's "
-    "Remove-MigrationUser: the removed member is completed with the batch",
-)
 def test_a_short_user_read_does_not_complete_a_batch_whose_membership_changed() -> None:
     with _synced(4) as (loop, started):
         assert loop.simulator.batch_status("Batch1-IT") == "Synced"
@@ -178,12 +160,6 @@ def test_a_short_user_read_does_not_complete_a_batch_whose_membership_changed() 
         assert [a.cmdlet for a in result.actions if hasattr(a, "cmdlet")] == [], result.actions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry.plan_retry falls back to FailedCount when the batch's users were not read; no finished "
-    "batch is RETRYABLE any more, so that branch only runs when users are unknown (IncompleteRead) and "
-    "retries a failed user the repository removed (a full read plans Remove-MigrationUser instead)",
-)
 def test_a_short_user_read_does_not_retry_a_failed_user_removed_in_the_repository() -> None:
     with _synced(4, fail_first=True) as (loop, started):
         assert loop.simulator.batch_status("Batch1-IT") == "SyncedWithErrors"
@@ -203,12 +179,6 @@ def test_a_short_user_read_does_not_retry_a_failed_user_removed_in_the_repositor
 # --- 4. unknown users reported as membership drift -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drift.observed_facets leaves 'members' out when users are unknown; detect() compares the "
-    "whole facet dict, so every baselined batch drifts to 'members -> None' (an alert opened and "
-    "cleared; under exchange: warn the batch's actions are held for the pass)",
-)
 def test_unknown_users_are_not_membership_drift() -> None:
     started = batch("Batch1-IT", S, 4)
     desired = desired_state((started,), "r1")
@@ -243,12 +213,6 @@ def test_unknown_users_are_not_membership_drift() -> None:
 # --- 5. where Exchange refuses completion nothing is ever finished --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reads.finished_batches/still_finished accept only Status Completed; a Synced batch that "
-    "counts as complete (memory.completionUnsupported, exchange-facts §8: likely the norm for staged "
-    "batches) is never remembered, so every pass reads every batch's users forever, after the cutover too",
-)
 def test_a_synced_batch_that_counts_as_complete_is_not_read_every_pass() -> None:
     batches = (batch("Batch1-IT", C, 5), batch("Batch2-Sales", C, 12))
     desired = desired_state(batches, "r1")
