@@ -24,7 +24,7 @@ def stagectl_sim(*argv: str) -> int:
 
 
 def test_init_advance_fail_stop_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    state = tmp_path / "exchange.json"
+    state = tmp_path / "exchange.sqlite"
     assert (
         stagectl_sim(
             "init", "--state", str(state), "--mail-users-from", str(DESIRED), "--now", "2026-11-01T00:00:00Z"
@@ -80,4 +80,4 @@ def test_init_advance_fail_stop_show(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_missing_state_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidInput, match="sim init"):
-        stagectl_sim("show", "--state", str(tmp_path / "none.json"))
+        stagectl_sim("show", "--state", str(tmp_path / "none.sqlite"))

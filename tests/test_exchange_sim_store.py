@@ -169,9 +169,8 @@ def test_only_the_rows_that_changed_are_written(tenant: Path) -> None:
     assert runner.store.rows_written == 5 + 1 + 1  # its five users (Syncing), its row (Running), the tenant
     with store.transaction() as simulator:
         simulator.advance(timedelta(minutes=20))
-    assert (
-        store.rows_written == 5 + 5 + 1
-    )  # five users Synced, their five mail users now mailboxes, the clock
+    # Five users Synced, their mail users now mailboxes, the batch's counts, the clock.
+    assert store.rows_written == 5 + 5 + 1 + 1
     with pytest.raises(CmdletError):
         runner.run("Complete-MigrationBatch", {"Identity": "B2"})  # refused: it was never started
     assert runner.store.rows_written == 1
@@ -179,7 +178,7 @@ def test_only_the_rows_that_changed_are_written(tenant: Path) -> None:
         assert simulator.batch_status("B0") == "Synced"
     assert store.rows_written == 0
     runner.run("Remove-MigrationUser", {"Identity": members(1)[0]})
-    assert runner.store.rows_written == 3  # the user's row goes, a note that it went, the tenant row
+    assert runner.store.rows_written == 4  # the user's row goes, a note that it went, the counts, the tenant
     runner.run(
         "New-MigrationBatch", {"Name": "B3", "SourceEndpoint": "StagedEndpoint", "CSVData": csv(*members(3))}
     )
@@ -214,6 +213,11 @@ def test_a_new_process_resumes_from_the_file_and_this_one_sees_its_changes(tenan
 def test_what_other_processes_wrote_is_caught_up_exactly(tenant: Path) -> None:
     runner = SimRunner(tenant)
     runner.run("Get-MigrationBatch", {})  # this process keeps the tenant from here
+    runner.run("Get-MigrationUser", {"BatchId": "B1"})  # and has read B1's users
+    for address in ("u3-4@contoso.com", "u0-2@contoso.com", "u3-1@contoso.com"):  # and some of the directory
+        runner.run("Get-Recipient", {"Identity": address})
+    with pytest.raises(CmdletError):
+        runner.run("Get-Recipient", {"Identity": "late@contoso.com"})  # not there yet
     another_process(
         tenant,
         """
@@ -234,19 +238,36 @@ def test_what_other_processes_wrote_is_caught_up_exactly(tenant: Path) -> None:
     )
     reads = SimStore(tenant).reads
     whole = reads.whole
-    with SimStore(tenant).transaction() as simulator:
-        kept = simulator.to_json()
-        assert list(simulator.state.batches["b1"].users)[-1] == "u1-0@contoso.com"  # set again: it goes last
-    assert reads.whole == whole and reads.caught_up > 0  # only what was written since was read
-    assert kept == SimStore(tenant).load().to_json()
+    with pytest.raises(CmdletError):
+        runner.run("Get-Recipient", {"Identity": "u3-4@contoso.com"})
+    late = runner.run("Get-Recipient", {"Identity": "late@contoso.com"})
+    assert late[0]["RecipientTypeDetails"] == "MailUser"
     batches = {batch["Identity"]: batch for batch in runner.run("Get-MigrationBatch", {})}
     assert list(batches) == ["B0", "B1", "B2"]
     assert batches["B0"]["Status"] == "Synced" and batches["B2"]["TotalCount"] == 3
-    with pytest.raises(CmdletError):
-        runner.run("Get-Recipient", {"Identity": "u3-4@contoso.com"})
-    assert (
-        runner.run("Get-Recipient", {"Identity": "late@contoso.com"})[0]["RecipientTypeDetails"] == "MailUser"
-    )
+    assert batches["B1"]["TotalCount"] == 5 and batches["B1"]["FailedCount"] == 1  # u1-0 is B2's now
+    with SimStore(tenant).transaction() as simulator:
+        kept = simulator.to_json()  # and now every row, read in the order the database keeps
+        assert list(simulator.state.batches["b1"].users)[-1] == "u1-0@contoso.com"  # set again: it goes last
+    assert reads.whole == whole and reads.caught_up > 0  # only what was written since was read again
+    assert kept == SimStore(tenant).load().to_json()
+
+
+def test_a_process_reads_the_users_and_recipients_a_call_needs_and_no_more(tenant: Path) -> None:
+    runner = SimRunner(tenant)
+    reads = runner.store.reads
+    assert [batch["TotalCount"] for batch in runner.run("Get-MigrationBatch", {})] == [5, 5, 5]
+    assert (reads.whole, reads.batches_of_users, reads.recipients) == (1, 0, 0)  # the counts are stored
+    assert len(runner.run("Get-MigrationUser", {"BatchId": "B1"})) == 5
+    runner.run("Get-Recipient", {"Filter": "(PrimarySmtpAddress -eq 'u3-0@contoso.com')"})
+    assert (reads.batches_of_users, reads.recipients) == (1, 1)
+    # Two members B0 holds: B0's users are read to see they are real members there, not the others.
+    runner.run("New-MigrationBatch", {"Name": "Dup", "SourceEndpoint": "StagedEndpoint",
+                                      "CSVData": csv(*members(0)[:2], *members(3)[:1])})  # fmt: skip
+    assert reads.batches_of_users == 2
+    users = runner.run("Get-MigrationUser", {"BatchId": "Dup"})
+    duplicate = [str(user["ErrorSummary"]).startswith("Error: UserDuplicateInOtherBatch") for user in users]
+    assert duplicate == [True, True, False]
 
 
 def test_processes_writing_at_once_lose_no_update(tenant: Path) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from urllib.parse import quote
 from controller.exchange.errors import PermanentError
 from controller.sim.exchange import state as s
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: batches carry their counts
 BUSY_TIMEOUT_SECONDS = 60.0  # a writer waits this long for another process's transaction
 _TABLES = ("tenant", "recipients", "batches", "users", "removed")
 _SCHEMA = """
@@ -38,7 +40,8 @@ CREATE TABLE batches (
     ord        INTEGER PRIMARY KEY,
     key        TEXT NOT NULL UNIQUE,
     generation INTEGER NOT NULL,
-    batch      TEXT NOT NULL      -- the Batch without its users, as JSON
+    batch      TEXT NOT NULL,     -- the Batch without its users, as JSON
+    summary    TEXT NOT NULL      -- its users counted by status and its latest sync, as JSON
 );
 CREATE INDEX batches_generation ON batches (generation);
 CREATE TABLE users (
@@ -56,6 +59,7 @@ CREATE TABLE users (
     UNIQUE (batch, key)
 );
 CREATE INDEX users_generation ON users (generation);
+CREATE INDEX users_key ON users (key);  -- the batches an address is a user of
 CREATE TABLE removed (
     generation INTEGER NOT NULL,
     kind       TEXT NOT NULL,     -- recipient, batch (with its users) or user
@@ -137,6 +141,26 @@ def recipient_from_row(address: str, kind: str) -> s.Recipient:
     return s.Recipient.from_store({"address": address, "type": _TYPES[kind]})
 
 
+def summary_json(summary: s.Summary) -> str:
+    return json.dumps(
+        {
+            "total": summary.total,
+            "by_status": {status.value: count for status, count in summary.by_status.items() if count},
+            "last_sync": _iso(summary.last_sync),
+        },
+        sort_keys=True,
+    )
+
+
+def summary_from_json(text: str) -> s.Summary:
+    data = json.loads(text)
+    return s.Summary(
+        total=data["total"],
+        by_status={_STATUSES[status]: count for status, count in data["by_status"].items()},
+        last_sync=None if data["last_sync"] is None else datetime.fromisoformat(data["last_sync"]),
+    )
+
+
 def note_removed(db: sqlite3.Connection, generation: int, kind: str, batch: str, key: str) -> None:
     db.execute(
         "INSERT INTO removed (generation, kind, batch, key) VALUES (?, ?, ?, ?)",
@@ -144,8 +168,13 @@ def note_removed(db: sqlite3.Connection, generation: int, kind: str, batch: str,
     )
 
 
-def insert_batch(db: sqlite3.Connection, generation: int, key: str, batch: s.Batch, text: str) -> None:
-    db.execute("INSERT INTO batches (key, generation, batch) VALUES (?, ?, ?)", (key, generation, text))
+def insert_batch(
+    db: sqlite3.Connection, generation: int, key: str, batch: s.Batch, text: str, summary: str
+) -> None:
+    db.execute(
+        "INSERT INTO batches (key, generation, batch, summary) VALUES (?, ?, ?, ?)",
+        (key, generation, text, summary),
+    )
     db.executemany(
         _UPSERT_USER,
         [(key, address, generation, *_user_values(user)) for address, user in batch.users.items()],
@@ -212,8 +241,86 @@ def tenant_row(db: sqlite3.Connection, path: Path) -> tuple[str, int, str]:
     return row[0], row[1], row[2]
 
 
-def read_tenant(db: sqlite3.Connection, *, recording: bool) -> s.SimState:
-    """The whole tenant, read in the transaction the caller holds."""
+@dataclass
+class Reads:
+    """What a process read of a tenant: whole (the tenant row and the batch rows), caught up (the rows
+    other transactions wrote since), and rows read as they were needed."""
+
+    whole: int = 0
+    caught_up: int = 0
+    batches_of_users: int = 0  # batches whose users were read
+    recipients: int = 0  # recipient rows read
+
+
+Connect = Callable[[], sqlite3.Connection]
+
+
+class _BatchUsers:
+    """A batch's users in the database, read all at once (`Members.reads_whole`)."""
+
+    def __init__(self, connect: Connect, batch_key: str, reads: Reads) -> None:
+        self.connect, self.batch_key, self.reads = connect, batch_key, reads
+
+    def one(self, key: str) -> s.User | None:
+        row = self.connect().execute(f"{SELECT_USERS} WHERE batch = ? AND key = ?", (self.batch_key, key))
+        found = row.fetchone()
+        return None if found is None else user_from_row(found)
+
+    def every(self) -> Iterator[tuple[str, s.User]]:
+        self.reads.batches_of_users += 1
+        rows = self.connect().execute(f"{SELECT_USERS} WHERE batch = ? ORDER BY ord", (self.batch_key,))
+        with _collector_paused():
+            return iter([(row[1], user_from_row(row)) for row in rows])
+
+
+class _Directory:
+    """The recipients in the database, read by key as they are asked for, or all at once."""
+
+    def __init__(self, connect: Connect, reads: Reads) -> None:
+        self.connect, self.reads = connect, reads
+
+    def one(self, key: str) -> s.Recipient | None:
+        self.reads.recipients += 1
+        found = (
+            self.connect().execute("SELECT address, type FROM recipients WHERE key = ?", (key,)).fetchone()
+        )
+        return None if found is None else recipient_from_row(*found)
+
+    def every(self) -> Iterator[tuple[str, s.Recipient]]:
+        rows = self.connect().execute("SELECT key, address, type FROM recipients ORDER BY ord").fetchall()
+        self.reads.recipients += len(rows)
+        with _collector_paused():
+            return iter([(key, recipient_from_row(address, kind)) for key, address, kind in rows])
+
+
+def read_lazily(connect: Connect, reads: Reads) -> s.SimState:
+    """The tenant row and the batch rows with their counts; users and recipients are read as they are
+    needed, through `connect`'s connection (in the transaction of the moment)."""
+    db = connect()
+    reads.whole += 1
+    (text,) = db.execute("SELECT state FROM tenant").fetchone()
+    state = s.SimState.model_validate_json(text)
+    state.recipients.read_later(_Directory(connect, reads))
+    state.recipients.recording = True
+    batches = s.Batches()
+    batches.recording = True
+    for key, batch_text, summary in db.execute("SELECT key, batch, summary FROM batches ORDER BY ord"):
+        batches[key] = unread_batch(connect, reads, key, batch_text, summary)
+    batches.unread_holders = lambda address: [
+        key for (key,) in connect().execute("SELECT batch FROM users WHERE key = ?", (address,))
+    ]
+    state.batches = batches
+    return state
+
+
+def unread_batch(connect: Connect, reads: Reads, key: str, text: str, summary: str) -> s.Batch:
+    batch = s.Batch.model_validate_json(text)
+    batch.users.read_later(_BatchUsers(connect, key, reads), summary_from_json(summary))
+    return batch
+
+
+def read_tenant(db: sqlite3.Connection) -> s.SimState:
+    """The whole tenant, read at once in the transaction the caller holds (for a tenant of its own)."""
     with _collector_paused():
         (text,) = db.execute("SELECT state FROM tenant").fetchone()
         state = s.SimState.model_validate_json(text)
@@ -224,7 +331,7 @@ def read_tenant(db: sqlite3.Connection, *, recording: bool) -> s.SimState:
         )
         loaded: dict[str, s.Batch] = {}
         for key, batch_text in db.execute("SELECT key, batch FROM batches ORDER BY ord"):
-            loaded[key] = s.Batch.model_validate_json(batch_text)
+            loaded[key] = s.Batch.model_validate_json(batch_text)  # counted again from its users
         users: dict[str, list[tuple[str, s.User]]] = {key: [] for key in loaded}
         for row in db.execute(f"{SELECT_USERS} ORDER BY ord"):
             users[row[0]].append((row[1], user_from_row(row)))
@@ -232,9 +339,6 @@ def read_tenant(db: sqlite3.Connection, *, recording: bool) -> s.SimState:
             batch.users.load(users[key])
         batches = s.Batches.from_dict(loaded)  # after the users: the index of who holds what is built once
     state.recipients, state.batches = recipients, batches
-    if recording:
-        recipients.recording = True
-        batches.record()
     return state
 
 
@@ -267,4 +371,4 @@ def write_tenant(db: sqlite3.Connection, state: s.SimState) -> None:
         [(key, 1, recipient.address, recipient.type.value) for key, recipient in state.recipients.items()],
     )
     for key, batch in state.batches.items():
-        insert_batch(db, 1, key, batch, batch_json(batch))
+        insert_batch(db, 1, key, batch, batch_json(batch), summary_json(batch.users.summary()))

@@ -9,14 +9,14 @@ instead of rescanning the tenant.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from controller.sim.exchange.tables import Keyed, Row, Table
+from controller.sim.exchange.tables import Keyed, Row, Source, Table
 
 # exchange-facts §1: 100 batches per tenant, 2,000 rows per staged CSV, 64-character batch names.
 MAX_BATCHES = 100
@@ -163,6 +163,7 @@ class Members(Table[User]):
 
     __slots__ = ("_summary", "batch_key", "batches", "recounts")
     value_type = User
+    reads_whole = True  # a batch's users are read all at once, when first needed
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,6 +171,16 @@ class Members(Table[User]):
         self.recounts = 0  # summaries computed: a test can see that an unchanged batch is not recounted
         self.batches: Batches | None = None  # the tenant's batches, once the batch is one of them
         self.batch_key = ""
+
+    def read_later(self, source: Source[User], summary: Summary | None = None) -> None:
+        """Read the users when first needed; until then `summary` (the store's) is the batch's."""
+        super().read_later(source)
+        self._summary = summary
+
+    def read_later_still(self, summary: Summary) -> None:
+        """Another transaction changed the users, not read here yet: their counts are now `summary`."""
+        if self.pending:
+            self._summary = summary
 
     def summary(self) -> Summary:
         if self._summary is None:
@@ -220,13 +231,15 @@ class Batches(Keyed[Batch]):
     A batch set under a key already taken is a new batch: it replaces the old one and goes last.
     """
 
-    __slots__ = ("holders", "recording")
+    __slots__ = ("holders", "recording", "unread_holders")
     value_type = Batch
 
     def __init__(self) -> None:
         super().__init__()
         self.holders: dict[str, tuple[str, ...]] = {}  # address -> keys of the batches it is a user of
         self.recording = False
+        # The store's: the keys of the batches an address is a user of, as the database holds them.
+        self.unread_holders: Callable[[str], Iterable[str]] | None = None
 
     def __setitem__(self, key: str, batch: Batch) -> None:
         if self._items.get(key) is batch:
@@ -236,13 +249,15 @@ class Batches(Keyed[Batch]):
         self._items[key] = batch
         users = batch.users
         users.batches, users.batch_key, users.recording = self, key, self.recording
-        for address in users:
-            self.hold(address, key)
+        if not users.pending:  # else they are held when read
+            for address in users:
+                self.hold(address, key)
 
     def __delitem__(self, key: str) -> None:
         users = self._items.pop(key).users
-        for address in users:
-            self.release(address, key)
+        if not users.pending:
+            for address in users:
+                self.release(address, key)
         users.batches = None
 
     def hold(self, address: str, batch_key: str) -> None:
@@ -257,8 +272,12 @@ class Batches(Keyed[Batch]):
 
     def holding(self, address: str) -> tuple[str, ...]:
         """The keys of the batches `address` is a user of (as a real member or a failed duplicate), in
-        batch order."""
+        batch order: from the index of the batches whose users are read, from `unread_holders` for the
+        others."""
         keys = self.holders.get(address, ())
+        if self.unread_holders is not None:
+            unread = [key for key in self.unread_holders(address) if key in self._items]
+            keys += tuple(key for key in unread if self._items[key].users.pending)
         if len(keys) > 1:
             order = {key: position for position, key in enumerate(self._items)}
             keys = tuple(sorted(keys, key=order.__getitem__))

@@ -27,7 +27,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -38,19 +37,11 @@ from controller.sim.exchange import state as s
 from controller.sim.exchange.simulator import ExchangeSimulator
 
 
-@dataclass
-class Reads:
-    """How this process's transactions found the tenant they kept: read whole, or caught up."""
-
-    whole: int = 0
-    caught_up: int = 0
-
-
 class _Kept:
     """One process's connection to one database and the tenant it last read from it, with its generation.
 
-    `batch_rows` holds, per batch key, the batch object and the JSON its row holds, so a transaction writes
-    the rows of the batches that changed and knows a batch replaced by another object.
+    `batch_rows` holds, per batch key, the batch object and the JSON its row holds (the batch, its counts),
+    so a transaction writes the rows of the batches that changed and knows a batch replaced by another.
     """
 
     def __init__(self, path: Path) -> None:
@@ -63,8 +54,8 @@ class _Kept:
         self.token = ""
         self.generation = 0
         self.tenant_json = ""
-        self.batch_rows: dict[str, tuple[s.Batch, str]] = {}
-        self.reads = Reads()
+        self.batch_rows: dict[str, tuple[s.Batch, str, str]] = {}
+        self.reads = database.Reads()
 
     def connect(self) -> sqlite3.Connection:
         """The connection, opened again when the file at the path is not the one it was opened on."""
@@ -92,10 +83,12 @@ class _Kept:
         """The tenant as the database holds it: the kept one, brought up to date, or read whole."""
         token, generation, tenant_json = database.tenant_row(db, self.path)
         if self.state is None or token != self.token or generation < self.generation:
-            self.reads.whole += 1
-            self.state = database.read_tenant(db, recording=True)
+            self.state = database.read_lazily(self.connection, self.reads)
             self.tenant_json = tenant_json
-            self.batch_rows = {key: (b, database.batch_json(b)) for key, b in self.state.batches.items()}
+            self.batch_rows = {
+                key: (batch, database.batch_json(batch), database.summary_json(batch.users.summary()))
+                for key, batch in self.state.batches.items()
+            }
         elif generation != self.generation:
             self.reads.caught_up += 1
             try:
@@ -106,6 +99,12 @@ class _Kept:
         self.token, self.generation = token, generation
         return self.state
 
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, for the rows of the kept tenant read as they are needed."""
+        if self.db is None:
+            raise PermanentError(f"simulator state {self.path}: read outside a transaction")
+        return self.db
+
     def _catch_up(self, db: sqlite3.Connection, state: s.SimState, tenant_json: str) -> None:
         """Read again what other transactions wrote since this process's generation."""
         since = (self.generation,)
@@ -113,35 +112,40 @@ class _Kept:
             "SELECT kind, batch, key FROM removed WHERE generation > ? ORDER BY rowid", since
         ):
             if kind == "recipient":
-                state.recipients.pop(key, None)
+                state.recipients.stored(key, None)
             elif kind == "batch":
                 state.batches.pop(key, None)
                 self.batch_rows.pop(key, None)
             elif (holder := state.batches.get(batch_key)) is not None:
-                holder.users.pop(key, None)
+                holder.users.stored(key, None)
         if tenant_json != self.tenant_json:
             fresh = s.SimState.model_validate_json(tenant_json)
             for name in database.SCALARS:
                 setattr(state, name, getattr(fresh, name))
             self.tenant_json = tenant_json
-        for key, text in db.execute(
-            "SELECT key, batch FROM batches WHERE generation > ? ORDER BY ord", since
+        for key, text, summary in db.execute(
+            "SELECT key, batch, summary FROM batches WHERE generation > ? ORDER BY ord", since
         ):
-            fresh_batch = s.Batch.model_validate_json(text)
             batch = state.batches.get(key)
             if batch is None:
-                state.batches[key] = batch = fresh_batch
+                state.batches[key] = batch = database.unread_batch(
+                    self.connection, self.reads, key, text, summary
+                )
             else:
+                fresh_batch = s.Batch.model_validate_json(text)
                 for name in s.Batch.model_fields:
                     if name != "users":
                         setattr(batch, name, getattr(fresh_batch, name))
-            self.batch_rows[key] = (batch, text)
+                if batch.users.pending:
+                    batch.users.read_later_still(database.summary_from_json(summary))
+            self.batch_rows[key] = (batch, text, summary)
         for row in db.execute(f"{database.SELECT_USERS} WHERE generation > ? ORDER BY ord", since):
-            state.batches[row[0]].users[row[1]] = database.user_from_row(row)
+            users = state.batches[row[0]].users
+            users.stored(row[1], None if users.pending else database.user_from_row(row))
         for key, address, kind in db.execute(
             "SELECT key, address, type FROM recipients WHERE generation > ? ORDER BY ord", since
         ):
-            state.recipients[key] = database.recipient_from_row(address, kind)
+            state.recipients.stored(key, database.recipient_from_row(address, kind))
         database.forget_changes(state)
 
     def write(self, db: sqlite3.Connection, state: s.SimState) -> None:
@@ -149,7 +153,7 @@ class _Kept:
         generation = self.generation + 1
         written = db.total_changes
         batches = state.batches
-        for key, (batch, _) in list(self.batch_rows.items()):
+        for key, (batch, _, _) in list(self.batch_rows.items()):
             if batches.get(key) is not batch:  # removed, or replaced by another batch
                 db.execute("DELETE FROM users WHERE batch = ?", (key,))
                 db.execute("DELETE FROM batches WHERE key = ?", (key,))
@@ -157,17 +161,23 @@ class _Kept:
                 del self.batch_rows[key]
         for key, batch in batches.items():
             kept = self.batch_rows.get(key)
+            users = batch.users
             text = database.batch_json(batch)
             if kept is None:
-                database.insert_batch(db, generation, key, batch, text)
-                self.batch_rows[key] = (batch, text)
+                summary = database.summary_json(users.summary())
+                database.insert_batch(db, generation, key, batch, text, summary)
+                self.batch_rows[key] = (batch, text, summary)
                 continue
-            if text != kept[1]:
+            summary = kept[2]
+            if users.changed or users.deleted:
+                summary = database.summary_json(users.summary())
+            if (text, summary) != kept[1:]:
                 db.execute(
-                    "UPDATE batches SET generation = ?, batch = ? WHERE key = ?", (generation, text, key)
+                    "UPDATE batches SET generation = ?, batch = ?, summary = ? WHERE key = ?",
+                    (generation, text, summary, key),
                 )
-                self.batch_rows[key] = (batch, text)
-            database.write_users(db, generation, key, batch.users)
+                self.batch_rows[key] = (batch, text, summary)
+            database.write_users(db, generation, key, users)
         database.write_recipients(db, generation, state.recipients)
         text = database.tenant_json(state)
         if text != self.tenant_json or db.total_changes != written:
@@ -208,7 +218,7 @@ class SimStore:
         self.rows_written = 0  # rows inserted, updated or deleted by this store's last transaction
 
     @property
-    def reads(self) -> Reads:
+    def reads(self) -> database.Reads:
         """This process's reads of the tenant at this path so far (for tests and benchmarks)."""
         return _kept(self.path).reads
 
@@ -240,7 +250,7 @@ class SimStore:
             db.execute("BEGIN")  # one snapshot of every table
             try:
                 database.tenant_row(db, self.path)
-                return ExchangeSimulator(database.read_tenant(db, recording=False))
+                return ExchangeSimulator(database.read_tenant(db))
             finally:
                 db.execute("COMMIT")
 
