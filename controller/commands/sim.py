@@ -13,7 +13,7 @@ from controller.desired import models as desired
 from controller.exchange.errors import ExchangeError
 from controller.sim.exchange import engine as sim_engine
 from controller.sim.exchange.simulator import ExchangeSimulator
-from controller.sim.exchange.state import SYNCED_LIKE, Completion, UserStatus
+from controller.sim.exchange.state import SYNCED_LIKE, Completion, SimState, UserStatus
 from controller.sim.exchange.store import SimStore
 
 
@@ -122,7 +122,13 @@ def run_advance(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    state = _store(args).load().state
+    with _store(args).transaction() as simulator:  # batch rows and their counts: no user is read
+        lines = _show(simulator.state)
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _show(state: SimState) -> list[str]:
     lines = [f"now {state.now.isoformat()}  completion {state.completion.value}"]
     for endpoint in state.endpoints.values():
         lines.append(f"endpoint {endpoint.name}  max {endpoint.max_concurrent}")
@@ -134,8 +140,7 @@ def run_show(args: argparse.Namespace) -> int:
         lines.append(f"batch {batch.name:<24} {status:<20} {synced}/{summary.total} synced  {failed} failed")
     for cmdlet, count in sorted(state.calls.items()):
         lines.append(f"calls {cmdlet:<28} {count}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return lines
 
 
 def run_export(args: argparse.Namespace) -> int:

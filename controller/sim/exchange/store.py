@@ -1,19 +1,23 @@
 """The simulated tenant in one SQLite database shared by processes, and the `CmdletRunner` over it.
 
-Design: one row per recipient, per batch and per migration user, and one `tenant` row for the rest (clock,
-endpoints, faults, call counts) as JSON. Each process keeps the tenant it last read in memory, per
-database, with the database's `generation`. A transaction (BEGIN IMMEDIATE: one writer at a time, across
-processes and threads; WAL, so readers never wait; a busy timeout, so writers queue) reads the generation:
-the same, the kept tenant is current; newer, only the rows written since are read again (each row carries
-the generation that wrote it; deletions leave a row in `removed`). The call runs on the kept tenant, whose
-tables note the rows it changed (`tables.Table`), and only those rows are written, with the next
-generation. Why this and not rows loaded on demand: the cmdlet handlers and the engine stay plain Python
-over one `SimState`, as they are for the in-memory `ExchangeSimulator`, and a long-lived process (the
-PSRP gateway, the demo, a test) pays for reading the tenant once, not per call; a new process pays one
-full read (about a second at 200,000 users), not a parse and rewrite of the whole tenant per call.
+Design: a row per recipient, per batch (with its users' counts) and per migration user, and one `tenant`
+row for the rest (clock, endpoints, faults, call counts) as JSON; database.py has the tables. Each process
+keeps the tenant in memory, per database, with the database's `generation`, and reads it lazily: the
+tenant row and the batch rows first, a batch's users when a call first needs them (to list them, to
+change them, to move them), a recipient when first looked up. A transaction (BEGIN IMMEDIATE: one writer
+at a time, across processes and threads; WAL, so readers never wait; a busy timeout, so writers queue)
+reads the generation: the same, the kept tenant is current; newer, only the rows written since are read
+again (each row carries the generation that wrote it; deletions leave a row in `removed`). The call runs
+on the kept tenant, whose tables note the rows it changes (`tables.Table`), and only those rows are
+written, with the next generation.
+
+Why: the cmdlet handlers and the engine stay plain Python over one `SimState`, as for the in-memory
+`ExchangeSimulator`; a call costs what it reads and changes, not the tenant (a Get-MigrationBatch of 100
+batches reads no user, in a new process too); a long-lived process (the PSRP gateway, the demo, a test)
+reads a row once and keeps it while no other process changes it.
 
 An exception other than a refused cmdlet rolls the transaction back and drops the kept tenant; the next
-transaction reads it afresh. `load()` is a full read into a tenant of its own. The state file is SQLite
+transaction reads it afresh. `load()` is a whole read into a tenant of its own. The state file is SQLite
 whatever its name; `stagectl sim export` prints the tenant as the JSON of `ExchangeSimulator.to_json()`.
 """
 
