@@ -58,9 +58,9 @@ def plan_membership(
     obj = batch_object(batch)
     if context.users is None:
         # Unknown membership: the batch must not move on (a completion would take a removed member
-        # with it, and an added one could no longer join).
+        # with it, and an added one could no longer join); one still syncing only waits anyway.
         draft.note(obj, "migration users could not be read; membership changes wait for the next pass")
-        return False
+        return status in MOVING or status in IN_FLIGHT
     if status in COMPLETED and (not context.read_users_of(batch) or batch.key not in context.users):
         # contract §3.1: users are read only for batches that are not finished, so none listed for a
         # Completed batch is unknown, not an empty batch whose every member was "added".
