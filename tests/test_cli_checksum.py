@@ -27,7 +27,7 @@ class Migration:
         self.desired = root / "desired"
         shutil.copytree(CASES / "_base" / "desired", self.desired)
         shutil.copytree(CASES / "mx-cutover-after-lead" / "desired", self.desired, dirs_exist_ok=True)
-        self.exchange = root / "exo.json"
+        self.exchange = root / "exchange.sqlite"
         self.dns = root / "dns.json"
         self.state = root / "state"
         code, _, err = self.run(

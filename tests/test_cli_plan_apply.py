@@ -53,7 +53,7 @@ SYNCING_SNAPSHOT = {
 @pytest.fixture
 def tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     monkeypatch.setenv("ONPREM_MIGRATION_CREDENTIALS", "CONTOSO\\migadmin:correct-horse")
-    exchange = tmp_path / "exo.json"
+    exchange = tmp_path / "exchange.sqlite"
     assert (
         cli.main(
             [

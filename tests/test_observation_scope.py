@@ -194,7 +194,7 @@ def test_over_the_psrp_gateway_a_steady_pass_reads_only_the_unfinished_batch(tmp
     from tests.support.controller import PILOT, WAVE, WAVE_MEMBERS, make_workspace
     from tests.support.gateway import running_gateway
 
-    with running_gateway(SimRunner(tmp_path / "ws" / "exo.json")) as gateway:
+    with running_gateway(SimRunner(tmp_path / "ws" / "exchange.sqlite")) as gateway:
         workspace = make_workspace(
             tmp_path / "ws",
             pilot="started",

@@ -181,7 +181,7 @@ def state(tmp_path: Path) -> Path:
     simulator = ExchangeSimulator(now=T0)
     for i in range(2000):
         simulator.add_recipient(f"user{i:04d}@contoso.com")
-    path = tmp_path / "exchange.json"
+    path = tmp_path / "exchange.sqlite"
     SimStore(path).create(simulator)
     return path
 

@@ -275,7 +275,7 @@ def make_workspace(
         repo=GitRepo(root / "repo"),
         config_path=root / "stagectl.yaml",
         state_dir=root / "state",
-        exo_path=root / "exo.json",
+        exo_path=root / "exchange.sqlite",
         dns_path=root / "dns.json",
         env={CREDENTIALS_ENV: CREDENTIALS},
     )

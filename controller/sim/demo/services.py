@@ -35,7 +35,7 @@ class Dns:
 
 
 def start_exchange(stack: contextlib.ExitStack, workspace: Path, *, example: Path) -> Exchange:
-    sim_state = workspace / "exchange-online.json"
+    sim_state = workspace / "exchange-online.sqlite"
     _stagectl("sim", "init", "--state", str(sim_state), "--mail-users-from", str(example), "--now", START)
     certificates = pki.make_pki(workspace / "pki", name="stagectl demo CA")
     process = subprocess.Popen(
