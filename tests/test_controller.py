@@ -21,9 +21,8 @@ from tests.support.controller import (
     desired_files,
     make_workspace,
 )
-from tests.support.gateway import ENDPOINT_ROW, FakeRunner, running_gateway
+from tests.support.gateway import ENDPOINT_ROW, FakeRunner, controller_psrp, running_gateway
 from tests.support.gateway import PASSWORD as GATEWAY_PASSWORD
-from tests.support.gateway import USER as GATEWAY_USER
 from tests.support.gitrepo import ssh_keypair
 
 
@@ -224,15 +223,7 @@ def test_status_is_never_converged_while_a_kind_could_not_be_read(tmp_path: Path
         "Get-MigrationUser", "MigrationPermanentException", "The migration service did not answer."
     )
     with running_gateway(fake) as gateway:
-        psrp = {
-            "host": "127.0.0.1",
-            "port": gateway.port,
-            "ssl": False,
-            "auth": "basic",
-            "username": GATEWAY_USER,
-            "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD",
-            "bootstrap": "none",
-        }
+        psrp = controller_psrp(gateway)
         workspace = make_workspace(
             tmp_path / "ws", exchange={"backend": "psrp", "psrp": psrp}, clock="system", pilot="created"
         )

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from controller.desired.models import BatchState, Member
 from controller.exchange.client import FILTER_CHUNK, ExchangeClient
@@ -22,7 +21,6 @@ from controller.runtime.observe import observe
 from controller.sim.exchange.simulator import LocalRunner
 from controller.sim.exchange.store import SimRunner
 from tests.support.gateway import PASSWORD as GATEWAY_PASSWORD
-from tests.support.gateway import USER as GATEWAY_USER
 from tests.test_convergence import Loop, batch, desired_state, simulators
 
 C, S = BatchState.COMPLETED, BatchState.STARTED
@@ -43,19 +41,6 @@ class Recording(LocalRunner):
         self.calls.append((cmdlet, dict(parameters), tuple(select)))
         rows = super().run(cmdlet, parameters, select)
         return rows[:-1] if cmdlet in self.short and rows else rows
-
-
-def psrp_settings(gateway: Any) -> dict[str, object]:
-    """The controller configuration's `exchange.psrp` for a gateway started by `running_gateway`."""
-    return {
-        "host": "127.0.0.1",
-        "port": gateway.port,
-        "ssl": False,
-        "auth": "basic",
-        "username": GATEWAY_USER,
-        "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD",
-        "bootstrap": "none",
-    }
 
 
 def recorded(loop: Loop) -> Recording:
@@ -192,14 +177,14 @@ def test_over_the_psrp_gateway_a_steady_pass_reads_only_the_unfinished_batch(tmp
     """The controller end to end over real PSRP: once the pilot is completed and verified, a pass reads
     the endpoint, the batch list and the wave's users, with no row of the pilot's users on the wire."""
     from tests.support.controller import PILOT, WAVE, WAVE_MEMBERS, make_workspace
-    from tests.support.gateway import running_gateway
+    from tests.support.gateway import controller_psrp, running_gateway
 
     with running_gateway(SimRunner(tmp_path / "ws" / "exchange.sqlite")) as gateway:
         workspace = make_workspace(
             tmp_path / "ws",
             pilot="started",
             wave="started",
-            exchange={"backend": "psrp", "psrp": psrp_settings(gateway)},
+            exchange={"backend": "psrp", "psrp": controller_psrp(gateway)},
             clock="system",
         )
         workspace.env["STAGECTL_TEST_GATEWAY_PASSWORD"] = GATEWAY_PASSWORD

@@ -21,6 +21,7 @@ from controller.model.statuses import (
     SYNCED,
     BatchStatus,
 )
+from controller.planner.batches.context import users_by_batch
 
 NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
 # A batch with failed users is never finished: a retry may still act on it.
@@ -80,9 +81,7 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memor
     if exchange.batches is None:
         return []
     observed = {b.Identity.lower(): b for b in exchange.batches}
-    by_batch: dict[str, dict[str, ObservedUser]] = {}
-    for observed_user in exchange.users or ():
-        by_batch.setdefault(observed_user.BatchId.lower(), {})[observed_user.Identity.lower()] = observed_user
+    by_batch = users_by_batch(exchange.users) or {}
     needed: dict[str, None] = {}
     for batch in desired.batches:
         if batch.state is BatchState.REMOVED:
@@ -121,9 +120,7 @@ def finished_batches(
     if exchange.batches is None:
         return dict(memory.finished)  # unknown: neither confirmed nor refuted
     observed = {b.Identity.lower(): b for b in exchange.batches}
-    users: dict[str, dict[str, ObservedUser]] = {}
-    for observed_user in exchange.users or ():
-        users.setdefault(observed_user.BatchId.lower(), {})[observed_user.Identity.lower()] = observed_user
+    users = users_by_batch(exchange.users) or {}
     finished: dict[str, FinishedBatch] = {}
     for batch in desired.batches:
         found = observed.get(batch.key)

@@ -86,3 +86,19 @@ def running_gateway(
     gateway = PsrpGateway(runner, username=USER, password=PASSWORD, ssl_context=context, **options)  # type: ignore[arg-type]
     with gateway:
         yield gateway
+
+
+def controller_psrp(
+    gateway: PsrpGateway, *, password_env: str = "STAGECTL_TEST_GATEWAY_PASSWORD"
+) -> dict[str, object]:
+    """A controller configuration's `exchange.psrp` for a gateway started by `running_gateway` (plain
+    HTTP on loopback, Basic auth, no bootstrap); the password comes from `password_env`."""
+    return {
+        "host": "127.0.0.1",
+        "port": gateway.port,
+        "ssl": False,
+        "auth": "basic",
+        "username": USER,
+        "passwordRef": f"env:{password_env}",
+        "bootstrap": "none",
+    }

@@ -50,7 +50,7 @@ class Context:
             if exchange.mailUsers is None
             else frozenset(a.lower() for a in exchange.mailUsers),
             mailboxes=frozenset(a.lower() for a in exchange.mailboxes or ()),
-            users=_users_by_batch(exchange.users),
+            users=users_by_batch(exchange.users),
             now=now,
             users_read=None
             if exchange.usersRead is None
@@ -61,7 +61,8 @@ class Context:
         )
 
 
-def _users_by_batch(users: list[ObservedUser] | None) -> dict[str, dict[str, ObservedUser]] | None:
+def users_by_batch(users: list[ObservedUser] | None) -> dict[str, dict[str, ObservedUser]] | None:
+    """Batch key -> member key -> user, by lower-cased name and address; None when users are unknown."""
     if users is None:
         return None
     index: dict[str, dict[str, ObservedUser]] = {}
