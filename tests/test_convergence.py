@@ -145,10 +145,15 @@ class Loop:
         )
 
     def observe(self, desired: DesiredState) -> Snapshot:
+        snapshot = self.observe_unchecked(desired)
+        assert not self.client.unreadable, self.client.unreadable
+        return snapshot
+
+    def observe_unchecked(self, desired: DesiredState) -> Snapshot:
+        """The snapshot, whatever could not be read."""
         snapshot, _ = observe(
             desired, exchange=self.client, dns=self.dns, memory=self.memory, now=self.simulator.now
         )
-        assert not self.client.unreadable, self.client.unreadable
         return snapshot
 
     def run_pass(self, desired: DesiredState) -> Plan:

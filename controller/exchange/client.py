@@ -83,9 +83,26 @@ class ExchangeClient:
             select=BATCH_PROPERTIES,
         )
 
-    def read_users(self, batches: Sequence[ObservedBatch]) -> list[ObservedUser] | None:
-        """The migration users of these batches, one read each; a batch whose read disagrees with its
-        TotalCount (a short or interrupted read, or a batch changing under it) makes users unknown."""
+    def read_users(
+        self, batches: Sequence[ObservedBatch], *, whole: bool = False
+    ) -> list[ObservedUser] | None:
+        """The migration users of these batches, one read each (or, with `whole`, one read of every
+        batch's users, `batches` being all of them); a batch whose users read disagree with its TotalCount
+        (a short or interrupted read, or a batch changing under it) makes users unknown."""
+        if whole:
+            rows = self._read(
+                ("users",),
+                "Get-MigrationUser",
+                {"ResultSize": UNLIMITED},
+                ObservedUser,
+                select=USER_PROPERTIES,
+            )
+            if rows is None:
+                return None
+            counts: dict[str, int] = {}
+            for user in rows:
+                counts[user.BatchId.lower()] = counts.get(user.BatchId.lower(), 0) + 1
+            return rows if self._complete(batches, counts, "Get-MigrationUser") else None
         users: list[ObservedUser] = []
         for batch in batches:
             rows = self._read(
@@ -95,17 +112,25 @@ class ExchangeClient:
                 ObservedUser,
                 select=USER_PROPERTIES,
             )
-            if rows is None:
-                return None
-            if len(rows) != batch.TotalCount:
-                self._unreadable(
-                    ("users",),
-                    f"IncompleteRead: Get-MigrationUser -BatchId {batch.Identity} returned {len(rows)} "
-                    f"users but the batch counts {batch.TotalCount}; read again next pass",
-                )
+            read = f"Get-MigrationUser -BatchId {batch.Identity}"
+            if rows is None or not self._complete([batch], {batch.Identity.lower(): len(rows)}, read):
                 return None
             users.extend(rows)
         return users
+
+    def _complete(self, batches: Sequence[ObservedBatch], counts: Mapping[str, int], read: str) -> bool:
+        """Each batch's users (`counts` by lower-cased name) as many as its TotalCount says; else why users
+        are unknown is kept."""
+        for batch in batches:
+            found = counts.get(batch.Identity.lower(), 0)
+            if found != batch.TotalCount:
+                self._unreadable(
+                    ("users",),
+                    f"IncompleteRead: {read} returned {found} users of {batch.Identity} but the batch "
+                    f"counts {batch.TotalCount}; read again next pass",
+                )
+                return False
+        return True
 
     def read_recipients(self, addresses: Sequence[str]) -> Recipients | None:
         """Which of these addresses are mail users or mailboxes: by OPATH filter in chunks, or one read of

@@ -34,7 +34,11 @@ class ExchangeReader(Protocol):
 
     def read_batches(self) -> list[ObservedBatch] | None: ...
 
-    def read_users(self, batches: Sequence[ObservedBatch]) -> list[ObservedUser] | None: ...
+    def read_users(
+        self, batches: Sequence[ObservedBatch], *, whole: bool = False
+    ) -> list[ObservedUser] | None:
+        """The users of these batches: a read each, or with `whole` one read of every batch's users."""
+        ...
 
     def read_recipients(self, addresses: Sequence[str]) -> Recipients | None: ...
 
@@ -60,9 +64,11 @@ def observe_exchange(
             f"exchange/{kind}": why for kind in ("users", "mailUsers", "mailboxes")
         }
     unfinished = reads.users_to_read(desired, memory, batches)
-    users = exchange.read_users(unfinished)
+    whole = reads.read_whole(unfinished, batches)
+    chosen = batches if whole else unfinished
+    users = exchange.read_users(chosen, whole=whole)
     partial = ExchangeObserved(
-        endpoints=endpoints, batches=batches, users=users, usersRead=[b.Identity for b in unfinished]
+        endpoints=endpoints, batches=batches, users=users, usersRead=[b.Identity for b in chosen]
     )
     if users is None:
         why = "not read: which to read depends on the migration users, which could not be read"
