@@ -263,3 +263,29 @@ def test_read_whole_only_when_it_saves_calls_worth_more_than_the_rows_it_adds() 
     small = [rows(f"F{i}", 100) for i in range(3)]
     assert read_whole(live[:2], live[:2] + small)
     assert not read_whole(live[:2], [*live[:2], rows("big", ROWS_PER_CALL + 1)])
+
+
+def test_a_planned_batch_found_ready_is_not_looked_up_again_until_it_changes_or_starts() -> None:
+    with simulators() as loop:
+        planned = batch("Batch1-IT", BatchState.PLANNED, 4)
+        for member in planned.members:
+            loop.simulator.add_recipient(member.address)
+        runner = recorded(loop)
+        first = loop.run_pass(desired_state((planned,), "r1"))
+        assert reads(runner)["Get-Recipient"] == 1
+        assert "planned; ready: all 4 members are mail users" in [n.reason for n in first.notes]
+        assert loop.memory.ready == {"batch1-it": planned.members_digest}
+        runner.calls.clear()
+        again = loop.run_pass(desired_state((planned,), "r1"))
+        assert reads(runner)["Get-Recipient"] == 0
+        assert any("were mail users when last checked" in n.reason for n in again.notes)
+        runner.calls.clear()
+        grown = replace(planned, members=(*planned.members, Member("late.joiner@contoso.com")))
+        changed = loop.run_pass(desired_state((grown,), "r2"))  # not a mail user yet
+        assert reads(runner)["Get-Recipient"] == 1 and loop.memory.ready == {}
+        assert any("not ready: 1 of 5" in n.reason for n in changed.notes)
+        runner.calls.clear()
+        loop.run_pass(desired_state((replace(planned, state=S),), "r3"))  # the start checks every member
+        recipient_filters = [str(p["Filter"]) for c, p, _ in runner.calls if c == "Get-Recipient"]
+        assert recipient_filters and all(m.address in recipient_filters[0] for m in planned.members)
+        assert loop.simulator.calls("New-MigrationBatch") == 1

@@ -141,6 +141,7 @@ class Memory(BaseModel):
     laggingSince: dict[str, AwareDatetime] = {}  # "zone/server" -> first seen behind or unreadable
     swappedAt: dict[str, AwareDatetime] = {}  # "zone/name/TYPE" -> values swapped at the low TTL
     finished: dict[str, FinishedBatch] = {}  # batch key -> verified complete; its users are not re-read
+    ready: dict[str, str] = {}  # planned batch key -> member digest when every member was a mail user
 
 
 class Snapshot(BaseModel):

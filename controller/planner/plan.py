@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from controller.desired.models import DesiredState
+from controller.desired.models import BatchState, DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Snapshot
 from controller.planner import checksum, completion, reads
@@ -30,7 +30,14 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     dns_part.update_memory(draft, desired, snapshot)
     endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
     plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
-    draft.remember(finished=reads.finished_batches(desired, snapshot.exchange, snapshot.memory))
+    draft.remember(
+        finished=reads.finished_batches(desired, snapshot.exchange, snapshot.memory),
+        ready={
+            b.key: digest
+            for b in desired.batches
+            if b.state is BatchState.PLANNED and (digest := draft.memory.ready.get(b.key)) is not None
+        },
+    )
     gate = completion.batches_gate(draft, desired, snapshot.exchange, force=force)
     dns_part.plan_dns(draft, desired, snapshot, now=now, batches_gate=gate)
     _change_size_gate(draft, desired, force=force)

@@ -103,6 +103,8 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memor
             continue
         found = observed.get(batch.key)
         if found is None:
+            if batch.state is BatchState.PLANNED and memory.ready.get(batch.key) == batch.members_digest:
+                continue  # found ready before, the same members: its start checks them again
             needed.update((m.key, None) for m in batch.members)
             continue
         status = BatchStatus.parse(found.Status)

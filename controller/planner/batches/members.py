@@ -11,19 +11,31 @@ from controller.planner.draft import Draft, listing
 
 
 def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
-    """A planned batch: say whether its members could start today, without acting."""
+    """A planned batch: say whether its members could start today, without acting.
+
+    A batch found ready is remembered (`memory.ready`) and not looked up again while its member list
+    stays the same: mail users do not come and go, and the start re-checks every member anyway.
+    """
+    obj = batch_object(batch)
+    remembered = draft.memory.ready.get(batch.key) == batch.members_digest
+    if context.mail_users is not None and remembered and context.unchecked(m.key for m in batch.members):
+        draft.note(obj, f"planned; ready: all {len(batch.members)} members were mail users when last checked")
+        return
     if context.mail_users is None or context.unchecked(m.key for m in batch.members):
-        draft.note(batch_object(batch), "planned; readiness unknown: Exchange recipients could not be read")
+        draft.note(obj, "planned; readiness unknown: Exchange recipients could not be read")
         return
     missing = [m.address for m in batch.members if m.key not in context.mail_users]
+    ready = {key: digest for key, digest in draft.memory.ready.items() if key != batch.key}
     if missing:
         draft.note(
-            batch_object(batch),
+            obj,
             f"planned; not ready: {len(missing)} of {len(batch.members)} members are not "
             f"mail users in Exchange Online yet: {listing(missing)}",
         )
     else:
-        draft.note(batch_object(batch), f"planned; ready: all {len(batch.members)} members are mail users")
+        ready[batch.key] = batch.members_digest
+        draft.note(obj, f"planned; ready: all {len(batch.members)} members are mail users")
+    draft.remember(ready=ready)
 
 
 def ready(draft: Draft, batch: Batch, keys: list[str], context: Context) -> bool:
