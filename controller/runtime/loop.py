@@ -88,6 +88,8 @@ def _loop(
                 )
             report(result)
             failures = 0
+            if once and result.served.refused is not None:
+                return 1  # the head was refused: the last good revision was served, the head was not
         except (ExchangeError, DnsError, errors.ExternalFailure) as error:
             if metrics is not None:
                 metrics.record_failure(seconds=time.monotonic() - started)
