@@ -78,6 +78,14 @@ def test_a_symbolic_link_is_refused(repo: GitRepo, tmp_path: Path) -> None:
         source.GitSource(repo.path, workdir=tmp_path / "state").read_tree(sha)
 
 
+def test_a_file_name_that_is_not_utf8_is_refused_with_the_name_escaped(repo: GitRepo, tmp_path: Path) -> None:
+    repo.write({"desired/a.yaml": "x\n"})
+    (repo.path / "desired").joinpath(b"caf\xe9.yaml".decode("utf-8", "surrogateescape")).write_bytes(b"x\n")
+    sha = repo.commit()
+    with pytest.raises(errors.InvalidInput, match=r"caf\\\\xe9\.yaml.*not UTF-8"):
+        source.GitSource(repo.path, workdir=tmp_path / "state").read_tree(sha)
+
+
 def test_commit_metadata(repo: GitRepo, tmp_path: Path) -> None:
     sha = repo.commit(
         {"desired/a.yaml": "x\n"},

@@ -156,7 +156,13 @@ class GitSource:
         for entry in filter(None, listing.split(b"\x00")):
             meta, _, raw_path = entry.partition(b"\t")
             mode, kind, object_id = meta.decode().split()
-            path = raw_path.decode("utf-8", errors="surrogateescape")
+            try:
+                path = raw_path.decode("utf-8")
+            except UnicodeDecodeError:
+                shown = raw_path.decode("utf-8", errors="backslashreplace")
+                raise errors.InvalidInput(
+                    f"{shown!r} at {sha[:12]}: a file name that is not UTF-8; rename it in UTF-8"
+                ) from None
             if kind != "blob":
                 raise errors.InvalidInput(f"{path} at {sha[:12]} is a submodule; commit the files themselves")
             if mode == "120000":
