@@ -81,18 +81,54 @@ def steady(loop: Loop) -> tuple[object, object]:
     return done, live
 
 
-def test_a_steady_pass_reads_the_batch_list_and_only_the_unfinished_batch() -> None:
+def test_a_steady_pass_reads_the_batch_list_alone_until_a_count_or_status_moves() -> None:
+    """Batch1 is finished; Batch2 syncs with its membership read and matching before and no failure:
+    neither batch's users can change a decision, so the endpoint and the batch list are the whole read.
+    A user removed by hand from the syncing batch, or the end of its sync, reads it again."""
     with simulators() as loop:
         done, live = steady(loop)
+        assert "batch2-sales" in loop.memory.memberships
         runner = recorded(loop)
         result = loop.run_pass(desired_state((done, live), "r1"))
         assert result.actions == ()
-        assert reads(runner) == Counter(
-            {"Get-MigrationEndpoint": 1, "Get-MigrationBatch": 1, "Get-MigrationUser Batch2-Sales": 1}
-        )
-        selected = {cmdlet: select for cmdlet, _, select in runner.calls}
+        assert [w.object for w in result.waiting] == ["batch/Batch2-Sales"]  # its progress still shown
+        assert reads(runner) == Counter({"Get-MigrationEndpoint": 1, "Get-MigrationBatch": 1})
+        assert "TotalCount" in {cmdlet: s for cmdlet, _, s in runner.calls}["Get-MigrationBatch"]
+
+        runner.calls.clear()
+        loop.simulator.call("Remove-MigrationUser", {"Identity": live.members[0].address}, by_hand=True)
+        result = loop.run_pass(desired_state((done, live), "r1"))
+        assert reads(runner)["Get-MigrationUser Batch2-Sales"] == 1
+        selected = {cmdlet: s for cmdlet, _, s in runner.calls}
         assert selected["Get-MigrationUser"] == ("Identity", "BatchId", "Status", "ErrorSummary")
-        assert "TotalCount" in selected["Get-MigrationBatch"]
+        blocked_or_acted = [a.object for a in result.actions] + [b.object for b in result.blocked]
+        assert "batch/Batch2-Sales" in blocked_or_acted or any("added" in w.reason for w in result.waiting), (
+            result.actions,
+            result.blocked,
+            result.waiting,
+        )
+
+        runner.calls.clear()
+        loop.simulator.advance(timedelta(days=8))  # the sync ends: Synced, read again to verify
+        loop.run_pass(desired_state((done, live), "r1"))
+        assert reads(runner)["Get-MigrationUser Batch2-Sales"] == 1
+
+
+def test_a_failure_in_a_quietly_syncing_batch_reads_it_again() -> None:
+    with simulators() as loop:
+        done, live = steady(loop)
+        runner = recorded(loop)
+        with_failure = batch("Batch3-Ops", S, 3)
+        for member in with_failure.members:
+            loop.simulator.add_recipient(member.address)
+        loop.simulator.set_sync_time(with_failure.members[1].address, timedelta(days=7))
+        loop.simulator.fail_user(with_failure.members[0].address, exception_type="X", message="bad")
+        desired = desired_state((done, live, with_failure), "r2")
+        loop.run_pass(desired)
+        loop.simulator.advance(timedelta(hours=2))  # member 0 failed, member 1 still syncing
+        runner.calls.clear()
+        loop.run_pass(desired)
+        assert users_read_of(runner, "Batch3-Ops")  # FailedCount > 0: its users decide a retry
 
 
 def test_the_finished_batch_still_counts_as_arrived_for_the_cutover() -> None:
@@ -102,8 +138,7 @@ def test_the_finished_batch_still_counts_as_arrived_for_the_cutover() -> None:
         # Batch2 is given up in the repository: Batch1, verified finished, alone decides the cutover.
         desired = desired_state((done, replace(live, state=BatchState.REMOVED)), "r2")
         snapshot = loop.observe(desired)
-        assert snapshot.exchange.usersRead == ["Batch2-Sales"]
-        assert {u.BatchId for u in snapshot.exchange.users or []} == {"Batch2-Sales"}
+        assert snapshot.exchange.usersRead == [] and snapshot.exchange.users == []  # Batch2 syncs quietly
         result = plan(desired, snapshot, loop.simulator.now)
         gates = {b.gate for b in result.blocked}
         assert "batches-completed" not in gates and "members-arrived" not in gates, result.blocked
@@ -184,7 +219,7 @@ def test_a_fresh_memory_reads_everything_once_and_then_remembers() -> None:
 def test_over_the_psrp_gateway_a_steady_pass_reads_only_the_unfinished_batch(tmp_path: Path) -> None:
     """The controller end to end over real PSRP: once the pilot is completed and verified, a pass reads
     the endpoint, the batch list and the wave's users, with no row of the pilot's users on the wire."""
-    from tests.support.controller import PILOT, WAVE, WAVE_MEMBERS, make_workspace
+    from tests.support.controller import PILOT, WAVE, WAVE_MEMBERS, batch_yaml, make_workspace
     from tests.support.gateway import controller_psrp, running_gateway
 
     with running_gateway(SimRunner(tmp_path / "ws" / "exchange.sqlite")) as gateway:
@@ -215,14 +250,22 @@ def test_over_the_psrp_gateway_a_steady_pass_reads_only_the_unfinished_batch(tmp
         rows_before = gateway.rows_written
         result = workspace.run_pass()
         calls = [(c.cmdlet, c.parameters.get("BatchId")) for c in gateway.received[seen:]]
-        assert calls == [
-            ("Get-MigrationEndpoint", None),
-            ("Get-MigrationBatch", None),
-            ("Get-MigrationUser", WAVE),
-        ], calls
+        assert calls == [("Get-MigrationEndpoint", None), ("Get-MigrationBatch", None)], calls
         assert result.plan.actions == ()
+        assert gateway.rows_written.get("Get-MigrationUser", 0) == rows_before.get("Get-MigrationUser", 0)
+
+        # A member leaves the wave in the repository: the wave's users are read, the pilot's are not.
+        workspace.commit(
+            {"desired/batches/wave1.yaml": batch_yaml(WAVE, WAVE_MEMBERS[1:], state="started")},
+            message="Kenji stays on-premises",
+        )
+        seen, rows_before = len(gateway.received), gateway.rows_written
+        result = workspace.run_pass()
+        calls = [(c.cmdlet, c.parameters.get("BatchId")) for c in gateway.received[seen:]]
+        assert ("Get-MigrationUser", WAVE) in calls and ("Get-MigrationUser", PILOT) not in calls, calls
         users_rows = gateway.rows_written["Get-MigrationUser"] - rows_before.get("Get-MigrationUser", 0)
         assert users_rows == len(WAVE_MEMBERS)  # none of the pilot's
+        assert [a.cmdlet for a in result.plan.actions if hasattr(a, "cmdlet")] == ["Remove-MigrationUser"]
 
 
 def test_with_several_unfinished_batches_and_little_finished_one_read_takes_every_user() -> None:
@@ -237,6 +280,7 @@ def test_with_several_unfinished_batches_and_little_finished_one_read_takes_ever
             loop.simulator.set_sync_time(member.address, timedelta(days=7))
         desired = desired_state((done, live, other), "r2")
         loop.run_pass(desired)  # creates and starts Batch3
+        loop.memory = loop.memory.model_copy(update={"memberships": {}})  # neither known to be quiet
         runner = recorded(loop)
         loop.run_pass(desired)
         assert reads(runner)["Get-MigrationUser"] == 1 and not any(
@@ -244,6 +288,7 @@ def test_with_several_unfinished_batches_and_little_finished_one_read_takes_ever
         ), reads(runner)
         runner.calls.clear()
         runner.short.add("Get-MigrationUser")
+        loop.memory = loop.memory.model_copy(update={"memberships": {}})
         snapshot = loop.observe_unchecked(desired)
         assert snapshot.exchange.users is None
         assert "IncompleteRead: Get-MigrationUser returned" in snapshot.unreadable["exchange/users"]

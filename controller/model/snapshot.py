@@ -142,6 +142,7 @@ class Memory(BaseModel):
     swappedAt: dict[str, AwareDatetime] = {}  # "zone/name/TYPE" -> values swapped at the low TTL
     finished: dict[str, FinishedBatch] = {}  # batch key -> verified complete; its users are not re-read
     ready: dict[str, str] = {}  # planned batch key -> member digest when every member was a mail user
+    memberships: dict[str, FinishedBatch] = {}  # batch key -> its users read matched the repository
 
 
 class Snapshot(BaseModel):

@@ -32,6 +32,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
     draft.remember(
         finished=reads.finished_batches(desired, snapshot.exchange, snapshot.memory),
+        memberships=reads.memberships(desired, snapshot.exchange, snapshot.memory),
         ready={
             b.key: digest
             for b in desired.batches

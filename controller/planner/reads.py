@@ -17,6 +17,7 @@ from controller.model.statuses import (
     ARRIVED_USER_STATUSES,
     COMPLETED,
     FAILED_USER_STATUSES,
+    MOVING,
     RECIPIENT_NOT_FOUND,
     SYNCED,
     BatchStatus,
@@ -57,6 +58,26 @@ def still_finished(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
     )
 
 
+def quietly_syncing(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
+    """A batch still copying mailboxes whose users can change no decision: its membership was read and
+    matched the repository at this TotalCount and member list, and none of its users failed. Exchange's
+    counts show what would matter (a failure raises FailedCount, a user added or removed by hand changes
+    TotalCount, a stop or the end of the sync changes the status), and each reads it again."""
+    known = memory.memberships.get(batch.key)
+    return (
+        known is not None
+        and BatchStatus.parse(found.Status) in MOVING
+        and found.FailedCount == 0
+        and found.TotalCount == known.total
+        and known.members == members_digest(batch)
+    )
+
+
+def skipped(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
+    """Whether this pass may leave the batch's users unread: finished, or quietly syncing."""
+    return still_finished(batch, found, memory) or quietly_syncing(batch, found, memory)
+
+
 def users_to_read(
     desired: DesiredState, memory: Memory, batches: Iterable[ObservedBatch]
 ) -> list[ObservedBatch]:
@@ -65,9 +86,36 @@ def users_to_read(
     chosen = []
     for found in batches:
         batch = wanted.get(found.Identity.lower())
-        if batch is not None and not still_finished(batch, found, memory):
+        if batch is not None and not skipped(batch, found, memory):
             chosen.append(found)
     return chosen
+
+
+def memberships(
+    desired: DesiredState, exchange: ExchangeObserved, memory: Memory
+) -> dict[str, FinishedBatch]:
+    """`Memory.memberships` after this pass: a batch whose users were read and are exactly the
+    repository's members (as many as its TotalCount) is recorded; one left unread while quietly syncing
+    keeps its entry; any other is dropped (and all are kept when the batch list is unknown)."""
+    if exchange.batches is None:
+        return dict(memory.memberships)
+    observed = {b.Identity.lower(): b for b in exchange.batches}
+    users = users_by_batch(exchange.users) or {}
+    kept: dict[str, FinishedBatch] = {}
+    for batch in desired.batches:
+        found = observed.get(batch.key)
+        if found is None:
+            continue
+        if not exchange.users_read(batch.name):
+            if quietly_syncing(batch, found, memory):
+                kept[batch.key] = memory.memberships[batch.key]
+            continue
+        read = users.get(batch.key, {})
+        if len(read) == found.TotalCount == len(batch.members) and all(m.key in read for m in batch.members):
+            kept[batch.key] = FinishedBatch(
+                members=members_digest(batch), total=found.TotalCount, status=found.Status
+            )
+    return kept
 
 
 # What one more call costs, in rows of migration users: a round trip through a real gateway takes a
