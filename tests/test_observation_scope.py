@@ -308,6 +308,9 @@ def test_read_whole_only_when_it_saves_calls_worth_more_than_the_rows_it_adds() 
     small = [rows(f"F{i}", 100) for i in range(3)]
     assert read_whole(live[:2], live[:2] + small)
     assert not read_whole(live[:2], [*live[:2], rows("big", ROWS_PER_CALL + 1)])
+    assert read_whole([*live, finished[0]], [*live, finished[0]])  # 12,000 rows in one reply
+    first_pass = live + finished  # nothing verified yet: 200,000 rows would be one reply
+    assert not read_whole(first_pass, first_pass)
 
 
 def test_a_planned_batch_found_ready_is_not_looked_up_again_until_it_changes_or_starts() -> None:

@@ -121,6 +121,9 @@ def memberships(
 # What one more call costs, in rows of migration users: a round trip through a real gateway takes a
 # second or more (issue 13's measurements), about what 2,000 selected rows take to arrive (assumption).
 ROWS_PER_CALL = 2000
+# One pipeline's output is held whole by the PSRP client: past this many rows, a read per batch keeps
+# each reply (and the controller's peak memory) to one batch's users.
+WHOLE_MAX_ROWS = 20_000
 
 
 def read_whole(unfinished: Sequence[ObservedBatch], batches: Sequence[ObservedBatch]) -> bool:
@@ -129,8 +132,9 @@ def read_whole(unfinished: Sequence[ObservedBatch], batches: Sequence[ObservedBa
     or most batches unfinished). The payload stays bounded by the unfinished work either way."""
     if len(unfinished) < 2:
         return False
-    extra = sum(b.TotalCount for b in batches) - sum(b.TotalCount for b in unfinished)
-    return extra <= (len(unfinished) - 1) * ROWS_PER_CALL
+    total = sum(b.TotalCount for b in batches)
+    extra = total - sum(b.TotalCount for b in unfinished)
+    return total <= WHOLE_MAX_ROWS and extra <= (len(unfinished) - 1) * ROWS_PER_CALL
 
 
 def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memory: Memory) -> list[str]:
