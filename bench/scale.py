@@ -1,0 +1,840 @@
+"""Benchmark whole controller passes at scale through the real PSRP gateway and two real BIND servers.
+
+Run: `.venv/bin/python -m bench.scale [--members-per-batch N] [--batches B]` (100 x 2,000 by default; at
+that size it rewrites the scale section of docs/benchmarks.md, between its markers). Each pass is
+`stagectl run --once` in a child process (`--pass CONFIG`: wiring.build and run_pass, with plan() and
+observe() timed), so the gateway, BIND and this process are not in its peak RSS. Scenarios: (a) the
+example `desired/`; (b) B batches, all but 5 Completed (verified first), 5 Syncing, nothing to do;
+(c) one member removed from a Syncing batch; (d) 10% of the members added as new started batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "desired"
+BATCHES, MEMBERS, UNFINISHED = 100, 2000, 5
+HOSTS = 47  # A records; with the MX, the autodiscover CNAME and the SPF TXT: 50 managed RRsets
+LATENCY = 0.8  # seconds per cmdlet: what Exchange Online takes per call, about
+NAIVE = (10, 200)  # the naive baseline's tenant, extrapolated linearly
+CREDENTIALS_ENV = "ONPREM_MIGRATION_CREDENTIALS"
+PASSWORD_ENV = "STAGECTL_TEST_GATEWAY_PASSWORD"
+STORE = "tenant.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    batches: int
+    members: int
+
+    @property
+    def unfinished(self) -> int:
+        return min(UNFINISHED, self.batches // 2)
+
+    @property
+    def completed(self) -> int:
+        return self.batches - self.unfinished
+
+    @property
+    def added(self) -> int:
+        """(d): new batches of `members` (10% of the members) in place of as many finished ones."""
+        return max(1, self.batches // 10)
+
+
+def name(batch: int) -> str:
+    return f"Wave-{batch:03}"
+
+
+def address(batch: int, member: int) -> str:
+    return f"user{batch:03}.m{member:04}@contoso.com"
+
+
+# --- the desired state and the tenant ----------------------------------------------------------------
+
+MIGRATION = f"""apiVersion: stagectl/v1
+kind: Migration
+metadata: {{name: contoso}}
+spec:
+  endpoint:
+    name: StagedEndpoint
+    autodiscover: false
+    exchangeServer: mail.contoso.com
+    rpcProxyServer: mail.contoso.com
+    emailAddress: migration.admin@contoso.com
+    authentication: Basic
+    maxConcurrentMigrations: 20
+    credentialsRef: env:{CREDENTIALS_ENV}
+  notificationEmails: [migration-team@contoso.com]
+  policy: {{lowTtl: 300, ttlLeadTime: 48h, removeAfterCutover: 72h, drift: {{exchange: warn, dns: correct}}}}
+"""
+ZONE_RECORDS = "autodiscover 3600 IN CNAME mail.contoso.com.\n" + "".join(
+    f"host{i:02} 3600 IN A 198.51.100.{i + 1}\n" for i in range(HOSTS)
+)
+
+
+def zone_yaml() -> str:
+    hosts = "".join(
+        f'    - {{name: host{i:02}, type: A, ttl: 3600, values: ["198.51.100.{i + 1}"]}}\n'
+        for i in range(HOSTS)
+    )
+    return (
+        "apiVersion: stagectl/v1\nkind: DnsZone\nmetadata: {name: contoso.com}\nspec:\n  records:\n"
+        '    - {name: "@", type: MX, ttl: 3600, values: ["0 contoso-com.mail.protection.outlook.com."], '
+        "cutover: true}\n"
+        '    - {name: autodiscover, type: CNAME, ttl: 3600, values: ["autodiscover.outlook.com."], '
+        "cutover: true}\n"
+        '    - {name: "@", type: TXT, ttl: 3600, spf: "v=spf1 include:spf.protection.outlook.com -all"}\n'
+        + hosts
+    )
+
+
+def desired_files(shape: Shape, states: dict[int, str], *, short: int | None = None) -> dict[str, str]:
+    """The repository's desired tree: batch index -> state; `short` loses its last member."""
+    files = {"desired/migration.yaml": MIGRATION, "desired/dns/contoso.com.yaml": zone_yaml()}
+    for batch, state in states.items():
+        count = shape.members - (batch == short)
+        files[f"desired/batches/wave{batch:03}.yaml"] = (
+            f"apiVersion: stagectl/v1\nkind: Batch\nmetadata: {{name: {name(batch)}}}\n"
+            f"spec: {{state: {state}, membersCsv: wave{batch:03}.csv}}\n"
+        )
+        rows = "".join(f"{address(batch, m)}\n" for m in range(count))
+        files[f"desired/batches/wave{batch:03}.csv"] = "EmailAddress\n" + rows
+    return files
+
+
+def base_states(shape: Shape) -> dict[int, str]:
+    return {b: "completed" if b < shape.completed else "started" for b in range(shape.batches)}
+
+
+def seed(
+    shape: Shape, desired_dir: Path, dns_settings: dict[str, Any], golden: Path, *, now: datetime
+) -> None:
+    """The tenant as the controller left it: its own plan applied on an empty tenant (endpoint, batches
+    created and started, SPF coexistence, cutover TTLs lowered), then the completed batches finished by
+    hand as if their migration had run (the engine would take minutes for 190,000 syncs), then the 5
+    started ones syncing. `golden/base.db` is that tenant; `golden/d.db` the same with (d)'s room made."""
+    from controller.desired import loader
+    from controller.dns.rfc2136 import Rfc2136Backend
+    from controller.dns.settings import Rfc2136Settings
+    from controller.exchange.client import ExchangeClient
+    from controller.model.snapshot import Memory
+    from controller.planner.plan import plan
+    from controller.runtime.applier import apply_plan
+    from controller.runtime.observe import observe
+    from controller.sim.exchange import state as s
+    from controller.sim.exchange.simulator import ExchangeSimulator, LocalRunner
+    from controller.sim.exchange.store import SimStore
+
+    simulator = ExchangeSimulator(now=now)
+    simulator.state.sync_seconds_default = timedelta(days=30).total_seconds()  # the started ones stay Syncing
+    for batch in range(shape.batches + shape.added):
+        for member in range(shape.members):
+            simulator.add_recipient(address(batch, member))
+    desired = loader.load_directory(desired_dir, revision="seed")
+    client = ExchangeClient(
+        LocalRunner(simulator), resolve_secret=lambda ref: "CONTOSO\\m:x", sleep=lambda _: None
+    )
+    dns = Rfc2136Backend(Rfc2136Settings.model_validate(dns_settings))
+    snapshot, _ = observe(desired, exchange=client, dns=dns, memory=Memory(), now=now)
+    report = apply_plan(plan(desired, snapshot, now), exchange=client, dns=dns)
+    if report.failed is not None:
+        raise SystemExit(f"seeding the tenant failed: {report.failed}")
+    for batch in range(shape.completed):
+        found = simulator.state.batches[name(batch).lower()]
+        found.phase, found.transition_at = s.BatchPhase.COMPLETED, None
+        for key, user in found.users.items():
+            user.status, user.due, user.last_sync = s.UserStatus.COMPLETED, None, now
+            simulator.state.recipients[key].type = s.RecipientType.USER_MAILBOX
+    simulator.advance(timedelta(minutes=30))
+    golden.mkdir()
+    SimStore(golden / "base.db").create(simulator)
+    for batch in range(shape.added):  # removed by an administrator (or retention) before (d)
+        simulator.call("Remove-MigrationBatch", {"Identity": name(batch)}, by_hand=True)
+    simulator.advance(timedelta(minutes=10))
+    SimStore(golden / "d.db").create(simulator)
+
+
+# --- one controller pass, in a child process ---------------------------------------------------------
+
+
+@dataclass
+class Pass:
+    """One measured pass: what the gateway saw and what the controller process reported."""
+
+    calls: Counter[str]
+    rows: Counter[str]
+    response_bytes: int
+    round_trips: int
+    child: dict[str, Any]
+    state: Path  # the controller's state directory after the pass
+    store: Path  # the tenant's database after the pass
+    gateway_cpu: float  # CPU seconds of this process (the gateway, the simulator) during the pass
+    slow: dict[str, Any] | None = None  # the same pass at LATENCY per call
+
+    def observation(self) -> Counter[str]:
+        return Counter({c: n for c, n in self.calls.items() if c.startswith("Get-")})
+
+    def changes(self) -> Counter[str]:
+        return Counter({c: n for c, n in self.calls.items() if not c.startswith("Get-")})
+
+
+@dataclass
+class World:
+    """Everything a controller runs against. A run is one controller process doing passes in turn, as
+    `stagectl run` does (the loaded revision and the PSRP session kept between passes), each on a
+    revision of the repository the benchmark moves the `live` branch to, from copies of a tenant and a
+    state directory."""
+
+    work: Path
+    repo: Any  # tests.support.gitrepo.GitRepo
+    pki: Any
+    dns: dict[str, Any]
+    env: dict[str, str]
+    runs: list[float] = field(default_factory=list)
+
+    def run(
+        self,
+        store: Path,
+        state: Path | None,
+        revisions: list[str],
+        *,
+        latency: float = 0.0,
+        profile: int | None = None,
+    ) -> list[Pass]:
+        """One pass per revision; the pass at index `profile` under cProfile."""
+        from controller.sim.exchange.store import SimRunner, SimStore
+        from tests.support.gateway import psrp_section, running_gateway
+
+        run = self.work / f"run{len(self.runs):02}"
+        run.mkdir()
+        if state is not None:
+            shutil.copytree(state, run / "state")
+        live = self.work / STORE  # one database: the gateway's process keeps one tenant, not one per run
+        _backup(store, live)  # written through SQLite: the store sees a new tenant and reads it afresh
+        with SimStore(live).transaction() as simulator:  # read now, not by the first call of a pass
+            simulator.set_latency(latency)
+        runner = SimRunner(live)
+        started = time.perf_counter()
+        with running_gateway(runner, pki=self.pki) as gateway, (run / "stderr").open("w") as errors:
+            psrp = psrp_section(
+                gateway, caBundle=str(self.pki.ca), operationTimeout=20, readTimeout=60, connectionTimeout=10
+            )
+            config = {
+                "apiVersion": "stagectl/v1",
+                "kind": "ControllerConfig",
+                "source": {"repo": str(self.repo.path), "branch": "live"},
+                "stateDir": str(run / "state"),
+                "exchange": {"backend": "psrp", "psrp": psrp},
+                "dns": {"backend": "rfc2136", "rfc2136": self.dns},
+            }
+            (run / "stagectl.yaml").write_text(json.dumps(config))  # JSON is YAML
+            self.repo.git("branch", "--force", "live", revisions[0])
+            command = [sys.executable, "-m", "bench.scale", "--pass", str(run / "stagectl.yaml")]
+            child = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+            assert child.stdin is not None and child.stdout is not None
+            passes = []
+            for index, revision in enumerate(revisions):
+                self.repo.git("branch", "--force", "live", revision)  # a commit merged while it runs
+                seen, trips, sent = len(gateway.received), gateway.round_trips, gateway.response_bytes
+                rows, cpu = Counter(gateway.rows_written), time.process_time()
+                child.stdin.write("profile\n" if index == profile else "pass\n")
+                child.stdin.flush()
+                line = child.stdout.readline()
+                if not line:
+                    child.wait()
+                    raise SystemExit(
+                        f"the controller in {run} failed:\n{(run / 'stderr').read_text()[-3000:]}"
+                    )
+                passes.append(
+                    Pass(
+                        calls=Counter(call.cmdlet for call in gateway.received[seen:]),
+                        rows=Counter(gateway.rows_written) - rows,
+                        response_bytes=gateway.response_bytes - sent,
+                        round_trips=gateway.round_trips - trips,
+                        child=json.loads(line),
+                        gateway_cpu=time.process_time() - cpu,
+                        state=run / "state",
+                        store=run / STORE,
+                    )
+                )
+            child.stdin.close()
+            if child.wait() != 0:
+                raise SystemExit(f"the controller in {run} failed:\n{(run / 'stderr').read_text()[-3000:]}")
+        self.runs.append(time.perf_counter() - started)
+        _backup(live, run / STORE)
+        summary = ", ".join(
+            f"{r} {sum(p.calls.values())} calls {p.child['seconds']:.1f} s"
+            for r, p in zip(revisions, passes, strict=True)
+        )
+        print(f"  run {len(self.runs)} at latency {latency}: {summary}", file=sys.stderr, flush=True)
+        return passes
+
+
+def _backup(source: Path, target: Path) -> None:
+    """A consistent copy of a tenant database, its write-ahead log included (SQLite's backup API)."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as db,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        db.backup(copy)
+
+
+def child_pass(config_path: Path) -> None:
+    """`stagectl run`, one pass per line read ("pass" or "profile"), each pass's figures written as one
+    JSON line: plan() and observe() timed, the peak RSS of the pass (VmHWM, reset before it)."""
+    import cProfile
+
+    from controller.planner import plan as planning
+    from controller.runtime import observe as observing
+    from controller.runtime import reconciler as reconciling
+    from controller.runtime import wiring
+    from controller.runtime.config import load_config
+    from controller.sim.backends import REHEARSAL
+
+    spent: dict[str, float] = {}
+    planned: list[tuple[Any, ...]] = []
+
+    def timed(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+                planned[:] = [args] if label == "plan" else planned
+
+        return call
+
+    pure_plan = planning.plan
+    reconciling.plan = timed("plan", pure_plan)  # type: ignore[attr-defined]
+    reconciling.observe = timed("observe", observing.observe)  # type: ignore[attr-defined]
+    reconciler = wiring.build(load_config(config_path), rehearsal=REHEARSAL)
+    dns = getattr(reconciler.backends.dns, "messages", None)
+    for line in sys.stdin:
+        spent.clear()
+        planned.clear()
+        if dns is not None:
+            dns.reset()
+        with contextlib.suppress(OSError):  # VmHWM from here on: this pass's peak
+            Path("/proc/self/clear_refs").write_text("5")
+        profiler = cProfile.Profile() if line.strip() == "profile" else None
+        started, cpu = time.perf_counter(), time.process_time()
+        with profiler if profiler is not None else contextlib.nullcontext():
+            result = reconciler.run_pass()
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        report, peak = result.report, _peak_rss_kib()
+        plans = [spent.get("plan", 0.0)]
+        for _ in range(3 if planned and profiler is None else 0):  # plan() is pure: the same call again
+            again = time.perf_counter()
+            pure_plan(*planned[0])
+            plans.append(time.perf_counter() - again)
+        figures = {
+            "seconds": seconds,
+            "cpu": cpu,
+            "plan": sorted(plans)[len(plans) // 2],  # the median: this machine is shared
+            "observe": spent.get("observe", 0.0),
+            "peak_rss_kib": peak,
+            "dns_queries": getattr(dns, "queries", None),
+            "dns_updates": getattr(dns, "updates", None),
+            "actions": [
+                getattr(o.action, "cmdlet", None) or f"dns {o.action.object}" for o in report.outcomes
+            ],
+            "failed": None if report.failed is None else str(report.failed),
+            "waiting": len(result.plan.waiting),
+            "blocked": len(result.plan.blocked),
+            "unknown": dict(getattr(result.plan, "unknown", {}) or {}),
+            "finished": len(reconciler.store.load_memory().finished),
+            "profile": _top(profiler) if profiler is not None else None,
+        }
+        print(json.dumps(figures), flush=True)
+    wiring.close(reconciler)
+
+
+def _peak_rss_kib() -> int:
+    """VmHWM, this process's peak resident set. Not ru_maxrss: Linux carries that over from the parent
+    across fork and exec, so a child of the gateway's process would report the gateway's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _top(profiler: Any) -> dict[str, list[tuple[str, int, float, float]]]:
+    """The profile's top 10 by cumulative time and top 5 by own time: where, calls, own s, cumulative s."""
+    import pstats
+
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    rows = [(_where(*key), value[1], value[2], value[3]) for key, value in entries.items()]
+    rows = [row for row in rows if not row[0].startswith("bench/")]  # the timers around plan and observe
+    return {
+        "cumulative": sorted(rows, key=lambda row: row[3], reverse=True)[:10],
+        "own": sorted(rows, key=lambda row: row[2], reverse=True)[:5],
+    }
+
+
+def _where(file: str, line: int, function: str) -> str:
+    for marker in ("site-packages/", str(ROOT) + "/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+    return f"{file}:{line}({function})" if line else function
+
+
+# --- the scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A pass in a scenario's table, with the minimum it is held to: the reads one per object kind
+    the pass needs and one per unfinished batch, and the distinct Exchange changes the scenario needs."""
+
+    label: str
+    run: Pass
+    reads: int
+    changes: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    columns: list[Column]
+
+
+@contextlib.contextmanager
+def bind_pair(work: Path, records: str) -> Iterator[dict[str, Any]]:
+    """A BIND primary and a secondary (NOTIFY/IXFR) serving contoso.com; yields the rfc2136 settings."""
+    from controller.sim.bind import bind_zone
+
+    with bind_zone(secondary=True, notify=True, extra_records=records) as bind:
+        assert bind.secondary is not None
+        key = bind.key_file(work / f"tsig-{bind.primary.port}.key")
+        servers = [bind.primary.address, bind.secondary.address]
+        yield {"default": {"servers": servers, "primary": bind.primary.address, "keyRef": f"file:{key}"}}
+
+
+def example(world: World, work: Path) -> Scenario:
+    """(a) The repository's example as committed, on an empty tenant whose members are mail users: the
+    first pass and the next, run from the start at latency 0 and again at LATENCY (fresh BIND each)."""
+    from controller.desired import loader
+    from controller.sim.exchange.simulator import ExchangeSimulator
+    from controller.sim.exchange.store import SimStore
+
+    tenant = work / "example.db"
+    simulator = ExchangeSimulator(now=datetime.now(UTC))
+    for batch in loader.load_directory(EXAMPLE).batches:
+        for member in batch.members:
+            simulator.add_recipient(member.address)
+    SimStore(tenant).create(simulator)
+    runs: dict[float, list[Pass]] = {}
+    for latency in (0.0, LATENCY):
+        with bind_pair(work, "autodiscover 3600 IN CNAME mail.contoso.com.\n") as dns:
+            world.dns = dns
+            runs[latency] = world.run(tenant, None, ["example", "example"], latency=latency)
+    for fast, slow in zip(runs[0.0], runs[LATENCY], strict=True):
+        fast.slow = slow.child
+    first, second = runs[0.0]
+    return Scenario(
+        "a",
+        "(a) the example (4 batches, 525 members, 3 managed RRsets), from an empty tenant",
+        [
+            # the endpoint, the batch list and the directory: no batch exists yet; the endpoint and the
+            # two started batches created (New-MigrationBatch -AutoStart)
+            Column("first pass", first, 3, 3),
+            # the endpoint, the batch list and the two started batches' users (the planned batches' readiness
+            # was seen in the first pass)
+            Column("next pass", second, 4, 0),
+        ],
+    )
+
+
+def at_scale(world: World, shape: Shape, golden: Path) -> list[Scenario]:
+    """(b), (c), (d) on the seeded tenant; the controller's state comes from its own passes."""
+    (first,) = world.run(golden / "base.db", None, ["main"])
+    warm = first
+    for _ in range(2):  # until the completed batches are verified (the first pass should do it)
+        if warm.child["finished"] >= shape.completed:
+            break
+        (warm,) = world.run(warm.store, warm.state, ["main"])
+    reads = 2 + shape.unfinished  # the endpoint, the batch list, the users of each unfinished batch
+    # After a pass that warms the controller up: (b) the next pass, then (c)'s commit; again at LATENCY,
+    # and (b) once more under cProfile.
+    _, b, c = world.run(warm.store, warm.state, ["main", "main", "c"])
+    _, b.slow, c.slow = (
+        p.child for p in world.run(warm.store, warm.state, ["main", "main", "c"], latency=LATENCY)
+    )
+    b.child["profile"] = world.run(warm.store, warm.state, ["main", "main"], profile=1)[1].child["profile"]
+    # (d)'s commit after a pass on the tenant where finished batches were removed; ~100 s a run, so not run
+    # again at LATENCY (computed), and once more under cProfile.
+    _, d = world.run(golden / "d.db", warm.state, ["d-prep", "d"])
+    d.child["profile"] = world.run(golden / "d.db", warm.state, ["d-prep", "d"], profile=1)[1].child[
+        "profile"
+    ]
+    return [
+        Scenario(
+            "b",
+            f"(b) {shape.batches} x {shape.members:,}: {shape.completed} Completed, {shape.unfinished} "
+            "Syncing, nothing to do",
+            [
+                Column("first pass (nothing verified yet)", first, 2 + shape.batches, 0),
+                Column("steady pass", b, reads, 0),
+            ],
+        ),
+        Scenario("c", "(c) the same, one member removed from a Syncing batch", [Column("pass", c, reads, 1)]),
+        Scenario(
+            "d",
+            f"(d) the same, {shape.added * shape.members:,} members (10%) added as {shape.added} new started "
+            f"batches in place of {shape.added} finished ones",
+            [Column("pass", d, reads + 1, shape.added)],  # and the directory, for the new members
+        ),
+    ]
+
+
+def run(shape: Shape, work: Path) -> Results:
+    from bench import naive
+    from controller.sim.pki import make_pki
+    from tests.support.gateway import PASSWORD
+    from tests.support.gitrepo import GitRepo
+
+    started = time.perf_counter()
+    repo = GitRepo(work / "repo")
+    repo.commit(desired_files(shape, base_states(shape)), message="steady state")
+    _branch(repo, "c", "main", desired_files(shape, base_states(shape), short=shape.batches - 1))
+    prep = base_states(shape) | dict.fromkeys(range(shape.added), "removed")
+    _branch(repo, "d-prep", "main", desired_files(shape, prep))
+    added = dict.fromkeys(range(shape.batches, shape.batches + shape.added), "started")
+    _branch(repo, "d", "d-prep", desired_files(shape, prep | added))
+    repo.git("checkout", "--quiet", "-b", "example", "main")
+    repo.git("rm", "-r", "--quiet", "desired")
+    shutil.copytree(EXAMPLE, repo.path / "desired")
+    repo.commit(message="the example")
+    repo.git("checkout", "--quiet", "main")
+    os.environ[PASSWORD_ENV] = PASSWORD  # the naive baseline's client runs in this process
+    credentials = "CONTOSO\\m:" + secrets.token_hex(8)
+    env = {**os.environ, **repo.env, PASSWORD_ENV: PASSWORD, CREDENTIALS_ENV: credentials}
+    world = World(work=work, repo=repo, pki=make_pki(work / "pki"), dns={}, env=env)
+    scenarios = [example(world, work)]
+    with bind_pair(work, ZONE_RECORDS) as dns:
+        world.dns = dns
+        seeding = time.perf_counter()
+        now = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+        seed(shape, repo.path / "desired", dns, work / "golden", now=now)
+        seeded = time.perf_counter() - seeding
+        print(f"  tenant seeded in {seeded:.1f} s", file=sys.stderr, flush=True)
+        scenarios += at_scale(world, shape, work / "golden")
+    batches, members = min(NAIVE[0], shape.batches), min(NAIVE[1], shape.members)
+    baseline = naive.measure(work, world.pki, batches=batches, members=members)
+    return Results(
+        shape=shape,
+        scenarios=scenarios,
+        naive=baseline,
+        seeding=seeded,
+        passes=world.runs,
+        total=time.perf_counter() - started,
+        load=os.getloadavg()[0],
+    )
+
+
+def _branch(repo: Any, branch: str, start: str, files: dict[str, str]) -> None:
+    repo.git("checkout", "--quiet", "-b", branch, start)
+    repo.commit(files, message=branch)
+    repo.git("checkout", "--quiet", "main")
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+BEGIN, END = "<!-- bench.scale:begin -->", "<!-- bench.scale:end -->"
+HEADING = "## Scale: whole passes through the gateway and BIND"
+MB = 1_000_000
+
+
+@dataclass
+class Results:
+    shape: Shape
+    scenarios: list[Scenario]
+    naive: Any  # bench.naive.Naive
+    seeding: float
+    passes: list[float]
+    total: float
+    load: float
+
+    def column(self, key: str, index: int = -1) -> Column:
+        return next(s for s in self.scenarios if s.key == key).columns[index]
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _size(value: float) -> str:
+    return f"{value / MB:,.2f} MB" if value >= 100_000 else f"{value / 1000:,.1f} kB"
+
+
+def _listing(counts: Counter[str]) -> str:
+    total = sum(counts.values())
+    return f"{_n(total)}: " + ", ".join(f"{c} {_n(n)}" for c, n in counts.items()) if total else "0"
+
+
+def _mark(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def _slow(p: Pass) -> str:
+    if p.slow is not None:
+        return f"{p.slow['seconds']:.2f} s"
+    calls = sum(p.calls.values())
+    return f"{p.child['seconds'] + calls * LATENCY:.1f} s (not run: latency 0 + {calls} x {LATENCY} s)"
+
+
+def _cells(column: Column) -> list[str]:
+    p, c = column.run, column.run.child
+    calls, minimum = sum(p.calls.values()), column.reads + column.changes
+    dns = f"{c['dns_queries']} queries, {c['dns_updates']} UPDATEs" if c["dns_queries"] is not None else "n/a"
+    plan = f"{len(c['actions'])} actions, {c['waiting']} waiting, {c['blocked']} blocked"
+    if c["failed"] or c["unknown"]:
+        plan += f"; FAILED {c['failed']}; unknown {c['unknown']}"
+    return [
+        column.label,
+        _listing(p.observation()),
+        _listing(p.changes()),
+        f"{minimum} ({column.reads} reads + {column.changes} changes); x {calls / minimum:.2f}",
+        _listing(p.rows),
+        _size(p.response_bytes),
+        _n(p.round_trips),
+        dns,
+        f"{c['plan']:.3f} s",
+        f"{c['observe']:.2f} s",
+        f"{c['seconds']:.2f} s",
+        _slow(p),
+        f"controller {c['cpu']:.1f} s, gateway and simulator {p.gateway_cpu:.1f} s",
+        f"{c['peak_rss_kib'] * 1024 / MB:.0f} MB",
+        plan,
+    ]
+
+
+ROW_NAMES = (
+    "Exchange calls, observation",
+    "Exchange calls, changes",
+    "minimum; our ratio to it",
+    "rows over PSRP",
+    "bytes over PSRP (response bodies)",
+    "HTTP round trips",
+    "DNS messages",
+    "`plan()` (median of the pass's call and 3 more)",
+    "observe (Exchange and DNS)",
+    "whole pass, latency 0",
+    f"whole pass, {LATENCY} s per call",
+    "CPU during the pass (latency 0)",
+    "peak RSS of the controller process",
+    "the plan",
+)
+
+
+def _table(scenario: Scenario) -> str:
+    columns = [_cells(column) for column in scenario.columns]
+    lines = [f"**{scenario.title}**", "", "| | " + " | ".join(c[0] for c in columns) + " |"]
+    lines.append("|---|" + "---|" * len(columns))
+    lines += [f"| {row} | " + " | ".join(c[i] for c in columns) + " |" for i, row in enumerate(ROW_NAMES, 1)]
+    return "\n".join(lines)
+
+
+def _targets(r: Results) -> str:
+    shape, size = r.shape, f"{r.shape.batches * r.shape.members:,}"
+    steady = r.column("b").run
+    reads, users = sum(steady.observation().values()), steady.rows.get("Get-MigrationUser", 0)
+    passes = {key: r.column(key) for key in "bcd"}
+    changes = [
+        (k, sum(col.run.changes().values()), col.changes)
+        for k, col in {"a": r.column("a", 0), **passes}.items()
+    ]
+    plans = {key: col.run.child["plan"] for key, col in passes.items()}
+    walls = {key: col.run.child["seconds"] for key, col in passes.items()}
+    every = [col.run for s in r.scenarios if s.key != "a" for col in s.columns]
+    rss = max(p.child["peak_rss_kib"] for p in every) * 1024 / MB
+    first = r.column("b", 0).run.child
+    lines = [
+        "| target (issue 13 item 5) | measured | |",
+        "|---|---|---|",
+        f"| steady observation <= 3 calls + 1 per unfinished batch ({3 + shape.unfinished}) | {reads} "
+        f"| {_mark(reads <= 3 + shape.unfinished)} |",
+        f"| steady payload independent of finished members | migration-user rows {_n(users)}, at most the "
+        f"{shape.unfinished} unfinished batches' {_n(shape.unfinished * shape.members)} members: none of the "
+        f"{_n(shape.completed * shape.members)} finished ones "
+        f"| {_mark(users <= shape.unfinished * shape.members)} |",
+        "| Exchange changes exactly at the minimum | "
+        + "; ".join(f"({k}) {n} of {m}" for k, n, m in changes)
+        + f" | {_mark(all(n == m for _, n, m in changes))} |",
+        f"| `plan()` < 0.2 s at {size} members | "
+        + "; ".join(f"({k}) {s:.3f} s" for k, s in plans.items())
+        + f" (the first pass, which verifies every batch once: {first['plan']:.3f} s) "
+        f"| {_mark(max(plans.values()) < 0.2)} |",
+        f"| a whole local pass through the gateway < 2 s at {size} members | "
+        + "; ".join(f"({k}) {s:.2f} s" for k, s in walls.items())
+        + f" (the first pass: {first['seconds']:.1f} s) | {_mark(max(walls.values()) < 2)} |",
+        f"| peak memory < 300 MB | at most {rss:.0f} MB (any pass at scale) | {_mark(rss < 300)} |",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
+
+
+def _naive(r: Results) -> str:
+    naive, shape = r.naive, r.shape
+    lines = [
+        f"**The naive baseline** (item 4): one `Get-MigrationEndpoint -Identity`, one `Get-MigrationBatch "
+        "-Identity` per batch, one `Get-MigrationUser -Identity` per member (whole objects), one call per "
+        f"difference; measured on {naive.batches} x {naive.members} over the same gateway "
+        f"({_n(naive.calls)} calls, {_size(naive.response_bytes)}, {naive.seconds:.1f} s at latency 0, "
+        f"{naive.seconds / naive.calls * 1000:.1f} ms a call) and extrapolated linearly to "
+        f"{shape.batches} x {shape.members:,}; its time at {LATENCY} s per call adds the latency to each "
+        "call.",
+        "",
+        "| scenario | naive calls | ours | ratio | naive bytes | ours | ratio "
+        f"| naive time at {LATENCY} s per call | ours | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in "bcd":
+        column = r.column(key)
+        p = column.run
+        ours = sum(p.calls.values())
+        calls, size, seconds = naive.scaled(shape.batches, shape.members, sum(p.changes().values()))
+        slow = calls * LATENCY + seconds
+        mine = p.slow["seconds"] if p.slow else p.child["seconds"] + ours * LATENCY
+        ratio = f"{size / p.response_bytes:,.0f}"
+        lines.append(
+            f"| ({key}) {column.label} | {_n(calls)} | {ours} | {calls / ours:,.0f} | {_size(size)} "
+            f"| {_size(p.response_bytes)} | {ratio} | {_duration(slow)} | {_duration(mine)} "
+            f"| {slow / mine:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _profile(r: Results) -> str:
+    top, steady = r.column("d").run.child.get("profile"), r.column("b").run.child.get("profile")
+    if not top or not steady:
+        return ""
+    lines = [
+        "**Profile** (item 8) of the largest scenario, (d), by cProfile in the controller process (a run of "
+        "its own: profiling slows it), top 10 by cumulative time:",
+        "",
+        "| function | calls | cumulative | own |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{w}` | {_n(n)} | {cum:.2f} s | {own:.2f} s |" for w, n, own, cum in top["cumulative"]]
+
+    def most(profile: dict[str, Any]) -> str:
+        return "; ".join(f"`{w}` {own:.2f} s ({_n(n)} calls)" for w, n, own, _ in profile["own"])
+
+    lines += ["", f"Most own time in (d): {most(top)}.", "", f"Most own time in (b), steady: {most(steady)}."]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    from controller.sim.bind import named_binary
+
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    named = subprocess.run([named_binary(), "-v"], capture_output=True, text=True, check=False).stdout.split()
+    bind = named[1] if len(named) > 1 else "?"
+    return f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, BIND {bind}"
+
+
+def render(r: Results) -> str:
+    shape = r.shape
+    method = (
+        f"Command: `make bench` (or `.venv/bin/python -m bench.scale`), {datetime.now(UTC):%Y-%m-%d}; "
+        f"{_machine()}; load average {r.load:.1f} at the end (the machine is shared). The controller runs "
+        "in a child process as `stagectl run` does (wiring.build once, then run_pass; the loaded revision "
+        "and the PSRP session kept between passes), against the PSRP gateway (TLS, Basic; in the "
+        "benchmark's process, on a SimRunner over the SQLite store) and a BIND primary and secondary with 50 "
+        f"managed RRsets (MX and autodiscover CNAME cutover records, the SPF TXT, {HOSTS} A). A first pass "
+        "is a new process's first, on an empty state directory (it loads the desired state and opens the "
+        "session); every other pass follows a pass that warmed the process up, the scenario's commit merged "
+        "in between. Calls, rows (output objects) and bytes (response bodies) are the gateway's counters; "
+        "DNS messages are the backend's; "
+        "`plan()` and observe are timed inside the pass; peak RSS is the process's VmHWM over the pass "
+        f"(reset before it). The pass at {LATENCY} s per call is the same pass from the same tenant and "
+        "state with the simulator's latency set (SimRunner sleeps it per call). The tenant, "
+        f"{shape.batches} x {shape.members:,}, is the controller's own plan applied on an empty tenant, "
+        "then the completed batches finished by hand (no "
+        f"engine run for {shape.completed * shape.members:,} syncs); setup {r.seeding:.0f} s, "
+        f"{len(r.passes)} controller runs {sum(r.passes):.0f} s, the whole benchmark {r.total:.0f} s."
+    )
+    minimum = (
+        "The minimum is the distinct changes plus one read per object kind the pass needs (the "
+        "endpoint, the batch list, the directory when a decision needs it) plus one migration-user read "
+        "per unfinished batch (before anything is verified, every batch). A ratio under 1 is fewer reads "
+        "than that: one Get-MigrationUser for several batches while few finished users come with them, and "
+        "no read of a syncing batch whose users matched the repository and none failed (the batch list "
+        "shows what could change). A tenant holds at most 100 batches of at most 2,000 members, and a "
+        "finished batch is removed only after the cutover, so at 100 x 2,000 new members fit only in new "
+        f"batches where finished ones were removed: (d) starts from a tenant where {shape.added} finished "
+        "batches were removed by hand and the repository says so (the pass before it takes that in)."
+    )
+    tables = [_table(s) for s in r.scenarios]
+    return "\n\n".join([method, _targets(r), *tables, minimum, _naive(r), _profile(r)])
+
+
+def write_doc(doc: Path, text: str) -> None:
+    """Replace what is between the markers, or add the section at the end once."""
+    current = doc.read_text(encoding="utf-8")
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        updated = f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}"
+    else:
+        updated = f"{current.rstrip()}\n\n{HEADING}\n\n{BEGIN}\n{text}\n{END}\n"
+    doc.write_text(updated, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=BATCHES)
+    parser.add_argument("--members-per-batch", type=int, default=MEMBERS)
+    parser.add_argument("--pass", dest="config", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        child_pass(args.config)
+        return
+    shape = Shape(args.batches, args.members_per_batch)
+    if not (2 <= shape.batches <= BATCHES and 1 <= shape.members <= MEMBERS):
+        parser.error(f"at most {BATCHES} batches of at most {MEMBERS} members, at least 2 batches")
+    with tempfile.TemporaryDirectory(prefix="stagectl-bench-scale-") as temp:
+        results = run(shape, Path(temp))
+    text = render(results)
+    print(text)
+    if (shape.batches, shape.members) == (BATCHES, MEMBERS):
+        write_doc(ROOT / "docs" / "benchmarks.md", text)
+        print("(written to docs/benchmarks.md)")
+    else:
+        print("(docs/benchmarks.md is written at full size only)")
+
+
+if __name__ == "__main__":
+    main()
