@@ -40,7 +40,7 @@ lint: setup
 schemas: setup
 	$(BIN)/stagectl schema --out schemas
 
-bench: setup
+bench: setup bind
 	$(BIN)/python -m bench
 
 clean:
