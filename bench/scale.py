@@ -1,9 +1,10 @@
 """Benchmark whole controller passes at scale through the real PSRP gateway and two real BIND servers.
 
 Run: `.venv/bin/python -m bench.scale [--members-per-batch N] [--batches B]` (100 x 2,000 by default; at
-that size it rewrites the scale section of docs/benchmarks.md, between its markers). Each pass is
-`stagectl run --once` in a child process (`--pass CONFIG`: wiring.build and run_pass, with plan() and
-observe() timed), so the gateway, BIND and this process are not in its peak RSS. Scenarios: (a) the
+that size it rewrites the scale section of docs/benchmarks.md, between its markers). The controller runs
+in a child process as `stagectl run` does (`--pass CONFIG`: wiring.build, then one run_pass per line it
+reads, each pass's figures written back as a JSON line), so the gateway, BIND and this process are not in
+its peak RSS; between passes this process moves the `live` branch to the next revision. Scenarios: (a) the
 example `desired/`; (b) B batches, all but 5 Completed (verified first), 5 Syncing, nothing to do;
 (c) one member removed from a Syncing batch; (d) 10% of the members added as new started batches.
 """
