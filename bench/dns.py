@@ -42,6 +42,7 @@ def main() -> None:
                 {
                     "default": {
                         "servers": [bind.primary.address, bind.secondary.address],
+                        "primary": bind.primary.address,
                         "keyRef": f"file:{key_file}",
                     }
                 }
