@@ -164,6 +164,28 @@ def test_bootstrap_sends_connect_exchangeonline_as_a_cmdlet(fake: FakeRunner) ->
     }  # fmt: skip
 
 
+def test_a_failed_sign_in_leaves_no_session_and_the_next_call_signs_in_again(fake: FakeRunner) -> None:
+    """Connect-ExchangeOnline fails once: no cmdlet may then run in that session, unsigned in."""
+    fake.raises["Connect-ExchangeOnline"] = errors.CmdletError(
+        "Connect-ExchangeOnline", "AuthenticationFailedException", "the certificate was not found"
+    )
+    cmdlets = {"Connect-ExchangeOnline", "Get-MigrationBatch"}
+    with running_gateway(fake, cmdlets=cmdlets) as gateway:
+        settings = settings_for(
+            gateway, bootstrap="connect-exchangeonline", appId="00000000-1111-2222-3333-444444444444",
+            certificateThumbprint="ABCDEF0123456789", organization="contoso.onmicrosoft.com",
+        )  # fmt: skip
+        runner = PsrpRunner(settings)
+        with pytest.raises(errors.CmdletError):
+            runner.run("Get-MigrationBatch", {})
+        del fake.raises["Connect-ExchangeOnline"]  # the certificate is installed
+        runner.run("Get-MigrationBatch", {})
+        runner.close()
+    assert [call.cmdlet for call in gateway.received] == [
+        "Connect-ExchangeOnline", "Connect-ExchangeOnline", "Get-MigrationBatch",
+    ]  # fmt: skip
+
+
 def test_settings_need_the_app_for_the_default_bootstrap_and_refuse_inline_secrets() -> None:
     with pytest.raises(ValidationError, match=r"app_id"):
         PsrpSettings.model_validate({"host": "gw.contoso.com"})

@@ -194,15 +194,23 @@ class PsrpRunner:
             raise
         if s.bootstrap == "connect-exchangeonline":
             # App-only certificate auth inside the gateway's session, sent as a cmdlet with parameters.
-            self._invoke(
-                "Connect-ExchangeOnline",
-                {
-                    "AppId": s.app_id,
-                    "CertificateThumbprint": s.certificate_thumbprint,
-                    "Organization": s.organization,
-                    "ShowBanner": False,
-                },
-            )
+            # A sign-in that failed leaves no session behind: the next call opens one and signs in again,
+            # never running a cmdlet in a session that is not signed in.
+            try:
+                self._invoke(
+                    "Connect-ExchangeOnline",
+                    {
+                        "AppId": s.app_id,
+                        "CertificateThumbprint": s.certificate_thumbprint,
+                        "Organization": s.organization,
+                        "ShowBanner": False,
+                    },
+                )
+            except errors.ExchangeError:
+                with contextlib.suppress(errors.ExchangeError):
+                    self._transport(pool.close)
+                self._drop()
+                raise
         return pool
 
     def _drop(self) -> None:
