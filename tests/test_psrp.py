@@ -144,13 +144,18 @@ def test_gateway_down_is_unavailable(fake: FakeRunner) -> None:
         runner.run("Get-MigrationBatch", {})
 
 
+def signing_in(gateway: PsrpGateway) -> PsrpSettings:
+    """Settings whose bootstrap signs in with Connect-ExchangeOnline (app and certificate)."""
+    return settings_for(
+        gateway, bootstrap="connect-exchangeonline", appId="00000000-1111-2222-3333-444444444444",
+        certificateThumbprint="ABCDEF0123456789", organization="contoso.onmicrosoft.com",
+    )  # fmt: skip
+
+
 def test_bootstrap_sends_connect_exchangeonline_as_a_cmdlet(fake: FakeRunner) -> None:
     cmdlets = {"Connect-ExchangeOnline", "Get-MigrationBatch"}
     with running_gateway(fake, cmdlets=cmdlets) as gateway:
-        settings = settings_for(
-            gateway, bootstrap="connect-exchangeonline", appId="00000000-1111-2222-3333-444444444444",
-            certificateThumbprint="ABCDEF0123456789", organization="contoso.onmicrosoft.com",
-        )  # fmt: skip
+        settings = signing_in(gateway)
         runner = PsrpRunner(settings)
         runner.run("Get-MigrationBatch", {})
         runner.run("Get-MigrationBatch", {})
@@ -171,10 +176,7 @@ def test_a_failed_sign_in_leaves_no_session_and_the_next_call_signs_in_again(fak
     )
     cmdlets = {"Connect-ExchangeOnline", "Get-MigrationBatch"}
     with running_gateway(fake, cmdlets=cmdlets) as gateway:
-        settings = settings_for(
-            gateway, bootstrap="connect-exchangeonline", appId="00000000-1111-2222-3333-444444444444",
-            certificateThumbprint="ABCDEF0123456789", organization="contoso.onmicrosoft.com",
-        )  # fmt: skip
+        settings = signing_in(gateway)
         runner = PsrpRunner(settings)
         with pytest.raises(errors.CmdletError):
             runner.run("Get-MigrationBatch", {})
