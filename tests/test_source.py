@@ -182,3 +182,10 @@ def test_signature_policy_needs_one_trust_source(tmp_path: Path) -> None:
         source.SignaturePolicy()
     with pytest.raises(errors.InvalidInput):
         source.SignaturePolicy(allowed_signers=tmp_path, gpg_home=tmp_path)
+
+
+def test_a_desired_path_that_is_a_file_is_named_as_such(repo: GitRepo, tmp_path: Path) -> None:
+    repo.write({"desired": "apiVersion: stagectl/v1\n"})
+    sha = repo.commit()
+    with pytest.raises(errors.InvalidInput, match=r"desired at \w+ is a file, not the directory"):
+        source.GitSource(repo.path, workdir=tmp_path / "state").read_tree(sha)

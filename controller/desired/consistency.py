@@ -7,6 +7,7 @@ from controller.desired import models
 from controller.desired.documents import Documents
 from controller.desired.kinds import DeclaredBatch
 from controller.desired.problems import Problems
+from controller.desired.shown import shown
 
 
 def check_migrations(found: Documents, problems: Problems) -> None:
@@ -28,7 +29,8 @@ def check_batches(declared: list[DeclaredBatch], problems: Problems) -> None:
         if first is not batch:
             problems.at(
                 batch.source,
-                f"batch name {batch.name!r} is also used at {first.source} (names are compared without case)",
+                f"batch name {shown(batch.name)} is also used at {first.source} "
+                "(names are compared without case)",
             )
         if batch.state is not models.BatchState.REMOVED:
             active += 1

@@ -13,6 +13,7 @@ import pydantic_core
 from controller import redact
 from controller.desired import models, yamlsafe
 from controller.desired.problems import Problems
+from controller.desired.shown import shown
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -111,7 +112,7 @@ def _kind(
     api_version = data.get("apiVersion")
     if api_version != models.API_VERSION:
         message = (
-            f"unknown apiVersion {api_version!r}: expected {models.API_VERSION}"
+            f"unknown apiVersion {shown(api_version)}: expected {models.API_VERSION}"
             if "apiVersion" in data
             else f"missing apiVersion: expected {models.API_VERSION}"
         )
@@ -121,7 +122,7 @@ def _kind(
     kinds = ", ".join(models.DOCUMENT_KINDS)
     if not isinstance(kind, str) or kind not in models.DOCUMENT_KINDS:
         message = (
-            f"unknown kind {kind!r}: expected one of {kinds}"
+            f"unknown kind {shown(kind)}: expected one of {kinds}"
             if "kind" in data
             else f"missing kind: one of {kinds}"
         )
@@ -164,15 +165,17 @@ def _describe(item: pydantic_core.ErrorDetails, document: yamlsafe.Document) -> 
     kind = item["type"]
     message = item["msg"].removeprefix("Value error, ")
     if kind == "missing":
-        return document.position(at[:-1], key=True), f"{_dotted(at[:-1])}: missing required field {at[-1]!r}"
+        return document.position(
+            at[:-1], key=True
+        ), f"{_dotted(at[:-1])}: missing required field {shown(at[-1])}"
     if kind == "extra_forbidden":
-        return document.position(at, key=True), f"{_dotted(at)}: unknown field {at[-1]!r}"
+        return document.position(at, key=True), f"{_dotted(at)}: unknown field {shown(at[-1])}"
     if kind in ("enum", "literal_error"):
         value = _short(item.get("input"))
         expected = item.get("ctx", {}).get("expected", "")
         noun = {"type": "record type", "state": "state"}.get(str(at[-1]), "value")
         if at[-1] == "type" and "records" in at:
-            message = f"unsupported record type {value!r}: expected {expected}"
+            message = f"unsupported record type {shown(value)}: expected {expected}"
         else:
-            message = f"unknown {noun} {value!r}: expected {expected}"
+            message = f"unknown {noun} {shown(value)}: expected {expected}"
     return document.position(at), f"{_dotted(at)}: {message}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from controller.desired import csvmembers, models, records, yamlsafe
 from controller.desired.documents import Parsed
 from controller.desired.problems import Problems
+from controller.desired.shown import shown
 
 # A batch without members is a placeholder (planned) or on its way out (removed); any other
 # state asks Exchange to migrate someone, so it needs at least one member.
@@ -102,11 +103,13 @@ def _csv_members(
     position = item.document.position(("spec", "membersCsv"))
     path = posixpath.normpath(posixpath.join(posixpath.dirname(item.path), reference))
     if reference.startswith("/") or "\\" in reference or path == ".." or path.startswith("../"):
-        problems.add(item.path, position, f"membersCsv {reference!r} is outside the desired directory")
+        problems.add(item.path, position, f"membersCsv {shown(reference)} is outside the desired directory")
         return None
     if path not in files:
         problems.add(
-            item.path, position, f"membersCsv {reference!r} not found (looked for {problems.where(path)})"
+            item.path,
+            position,
+            f"membersCsv {shown(reference)} not found (looked for {problems.where(path)})",
         )
         return None
     rows, row_problems = csvmembers.read_members(files[path])

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from controller.desired import idn
+from controller.desired.shown import shown
 
 API_VERSION = "stagectl/v1"
 MAX_BATCH_MEMBERS = 2000  # exchange-facts §1: "a maximum of 2,000 rows"
@@ -76,7 +77,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if not isinstance(value, str) or not value or _DURATION.sub("", value) != "":
-        raise ValueError(f"{value!r} is not a duration such as 30m, 48h or 2d")
+        raise ValueError(f"{shown(value)} is not a duration such as 30m, 48h or 2d")
     return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(value)))
 
 
@@ -114,9 +115,9 @@ def smtp_address(value: str) -> str:
     try:
         converted = f"{local}@{idn.to_ascii(domain)}" if at else value
     except ValueError as error:
-        raise ValueError(f"{value!r} is not a valid SMTP address: {error}") from error
+        raise ValueError(f"{shown(value)} is not a valid SMTP address: {error}") from error
     if not _ADDRESS.match(converted):
-        raise ValueError(f"{value!r} is not a valid SMTP address")
+        raise ValueError(f"{shown(value)} is not a valid SMTP address")
     return converted
 
 
@@ -140,7 +141,7 @@ def hostname(value: str) -> str:
     """`value` with its labels as A-labels (IDNA 2008); raises ValueError unless a fully qualified name."""
     converted = idn.to_ascii(value)
     if not _HOSTNAME.match(converted):
-        raise ValueError(f"{value!r} is not a fully qualified host name")
+        raise ValueError(f"{shown(value)} is not a fully qualified host name")
     return converted
 
 
@@ -161,9 +162,9 @@ _BATCH_NAME = re.compile(rf"^[A-Za-z0-9-]{{1,{MAX_BATCH_NAME}}}$")
 
 def check_batch_name(value: str) -> str:
     if len(value) > MAX_BATCH_NAME:
-        raise ValueError(f"batch name {value!r} is longer than {MAX_BATCH_NAME} characters")
+        raise ValueError(f"batch name {shown(value)} is longer than {MAX_BATCH_NAME} characters")
     if not _BATCH_NAME.match(value):
-        raise ValueError(f"batch name {value!r} may hold only letters, digits and '-'")
+        raise ValueError(f"batch name {shown(value)} may hold only letters, digits and '-'")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.desired import models, yamlsafe
+from controller.desired.shown import printable
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -34,7 +35,7 @@ class Problems:
 
     def where(self, path: str) -> str:
         """`path` (relative to the desired directory) as messages name it."""
-        return f"{self.root}/{path}"
+        return printable(f"{self.root}/{path}")
 
     def add(self, path: str, position: yamlsafe.Position, message: str) -> None:
         line, column = position

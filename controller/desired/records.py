@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from controller.desired import idn, models
 from controller.desired.models import RecordType
+from controller.desired.shown import shown
 
 Problem = tuple[tuple[str | int, ...], str]  # (path inside the document, message)
 
@@ -39,16 +40,16 @@ def record_name(name: str, zone: str) -> tuple[str | None, str | None]:
         if absolute == zone:
             return "@", None
         if not absolute.endswith("." + zone):
-            return None, f"record name {name!r} is outside the zone {zone}"
+            return None, f"record name {shown(name)} is outside the zone {zone}"
         lowered = absolute[: -len(zone) - 1]
     elif lowered == zone or lowered.endswith("." + zone):
         relative = lowered[: -len(zone) - 1] or "@"
         return None, (
-            f"record name {name!r} is relative, so it would mean {lowered}.{zone}: "
-            f"write {relative!r} or {lowered + '.'!r}"
+            f"record name {shown(name)} is relative, so it would mean {lowered}.{zone}: "
+            f"write {shown(relative)} or {shown(lowered + '.')}"
         )
     if len(lowered) + len(zone) > 252 or not _RELATIVE_NAME.match(lowered):
-        return None, f"record name {name!r} is malformed: use '@' or a name relative to {zone}"
+        return None, f"record name {shown(name)} is malformed: use '@' or a name relative to {zone}"
     return lowered, None
 
 
@@ -56,27 +57,27 @@ def _target(host: str) -> str:
     """A host name in a record value as lower-case A-labels; ValueError unless fully qualified with a dot."""
     lowered = idn.to_ascii(host).lower()
     if len(lowered) > 254 or not _TARGET.match(lowered):
-        raise ValueError(f"{host!r} is not a fully qualified host name ending with '.'")
+        raise ValueError(f"{shown(host)} is not a fully qualified host name ending with '.'")
     return lowered
 
 
 def _u16(text: str, what: str) -> int:
     if not text.isdigit() or int(text) > 65535:
-        raise ValueError(f"{what} {text!r} is not a number from 0 to 65535")
+        raise ValueError(f"{what} {shown(text)} is not a number from 0 to 65535")
     return int(text)
 
 
 def _mx(value: str) -> str:
     parts = value.split()
     if len(parts) != 2:
-        raise ValueError(f"MX value {value!r} is not '<preference> <host>.'")
+        raise ValueError(f"MX value {shown(value)} is not '<preference> <host>.'")
     return f"{_u16(parts[0], 'preference')} {_target(parts[1])}"
 
 
 def _srv(value: str) -> str:
     parts = value.split()
     if len(parts) != 4:
-        raise ValueError(f"SRV value {value!r} is not '<priority> <weight> <port> <host>.'")
+        raise ValueError(f"SRV value {shown(value)} is not '<priority> <weight> <port> <host>.'")
     numbers = [
         str(_u16(text, what)) for text, what in zip(parts, ("priority", "weight", "port"), strict=False)
     ]
@@ -90,7 +91,7 @@ def _ip(version: int) -> Callable[[str], str]:
         except ValueError:
             address = None
         if address is None or address.version != version:
-            raise ValueError(f"{value!r} is not an IPv{version} address")
+            raise ValueError(f"{shown(value)} is not an IPv{version} address")
         return str(address)
 
     return parse
@@ -124,7 +125,7 @@ def check_record(spec: models.RecordSpec, index: int) -> tuple[tuple[str, ...], 
             problems.append(((*here, "values", position), str(error)))
             continue
         if normalised in values:
-            problems.append(((*here, "values", position), f"duplicate value {value!r}"))
+            problems.append(((*here, "values", position), f"duplicate value {shown(value)}"))
         values.append(normalised)
     if spec.type is RecordType.CNAME and len(spec.values) > 1:
         problems.append(((*here, "values"), "a CNAME has exactly one value"))
@@ -132,7 +133,7 @@ def check_record(spec: models.RecordSpec, index: int) -> tuple[tuple[str, ...], 
         if spec.type is not RecordType.TXT:
             problems.append(((*here, "spf"), f"spf belongs on a TXT record, not {spec.type.value}"))
         elif not _is_spf(spec.spf):
-            problems.append(((*here, "spf"), f"SPF value must start with {SPF_PREFIX!r}"))
+            problems.append(((*here, "spf"), f"SPF value must start with {shown(SPF_PREFIX)}"))
     spf_values = [position for position, value in enumerate(spec.values) if _is_spf(value)]
     if len(spf_values) + (spec.spf is not None) > 1:
         where = (*here, "values", spf_values[-1]) if spf_values else (*here, "spf")
@@ -172,7 +173,7 @@ def check_zone(
             problems.append(
                 (
                     ("spec", "records", index),
-                    f"{spec.type.value} at {name!r} is already defined at line {first}: "
+                    f"{spec.type.value} at {shown(name)} is already defined at line {first}: "
                     "one entry per name and type",
                 )
             )
@@ -190,6 +191,9 @@ def check_zone(
         others = [f"{kind.value} at line {lines(index)}" for kind, index in types.items() if index != cname]
         if others:
             problems.append(
-                (("spec", "records", cname), f"CNAME at {name!r} beside other data ({', '.join(others)})")
+                (
+                    ("spec", "records", cname),
+                    f"CNAME at {shown(name)} beside other data ({', '.join(others)})",
+                )
             )
     return good, problems

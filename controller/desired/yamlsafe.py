@@ -19,6 +19,8 @@ from typing import Protocol
 import yaml
 from yaml.constructor import SafeConstructor
 
+from controller.desired.shown import shown
+
 MAX_YAML_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 64
 
@@ -143,7 +145,7 @@ class _Builder:
             try:
                 return _CONSTRUCTORS[node.tag](self.constructor, node)
             except (ValueError, TypeError, yaml.YAMLError) as error:
-                message = f"cannot read {node.value!r}: {_one_line(str(error))}"
+                message = f"cannot read {shown(node.value)}: {_one_line(str(error))}"
                 self.document.problems.append((path, *position, message))
                 return None
         if isinstance(node, yaml.SequenceNode):
@@ -157,7 +159,7 @@ class _Builder:
             key = str(key_node.value)  # the key as written: `on:` stays "on", not True
             if key in mapping:
                 first = self.document.keys[(*path, key)]
-                message = f"duplicate key {key!r} (first at line {first[0]})"
+                message = f"duplicate key {shown(key)} (first at line {first[0]})"
                 self.document.problems.append(((*path, key), *key_position, message))
                 continue
             self.document.keys[(*path, key)] = key_position

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller import errors, redact
+from controller.desired.shown import printable
 
 DEFAULT_TIMEOUT = 120.0
 MAX_GIT_TEXT = 300
@@ -168,8 +169,21 @@ class GitSource:
             if mode == "120000":
                 raise errors.InvalidInput(f"{path} at {sha[:12]} is a symbolic link; commit the file itself")
             blobs.append((path.removeprefix(prefix), object_id))
+        if not blobs and self.desired_dir:
+            self._check_directory(sha)
         contents = self._cat_blobs([object_id for _, object_id in blobs])
         return {name: contents[object_id] for name, object_id in blobs}
+
+    def _check_directory(self, sha: str) -> None:
+        """Nothing under the desired directory: refuse it when that path is a file, not a directory."""
+        listing = self._git(["ls-tree", "-z", "--full-tree", sha, "--", self.desired_dir])
+        for entry in filter(None, listing.split(b"\x00")):
+            meta, _, _ = entry.partition(b"\t")
+            if meta.split()[1] == b"blob":
+                raise errors.InvalidInput(
+                    f"{printable(self.desired_dir)} at {sha[:12]} is a file, not the directory of the "
+                    "desired state; commit the documents under it"
+                )
 
     def _cat_blobs(self, object_ids: Sequence[str]) -> dict[str, bytes]:
         """Every blob through one `git cat-file --batch` process."""
