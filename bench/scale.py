@@ -70,22 +70,6 @@ def address(batch: int, member: int) -> str:
 
 # --- the desired state and the tenant ----------------------------------------------------------------
 
-MIGRATION = f"""apiVersion: stagectl/v1
-kind: Migration
-metadata: {{name: contoso}}
-spec:
-  endpoint:
-    name: StagedEndpoint
-    autodiscover: false
-    exchangeServer: mail.contoso.com
-    rpcProxyServer: mail.contoso.com
-    emailAddress: migration.admin@contoso.com
-    authentication: Basic
-    maxConcurrentMigrations: 20
-    credentialsRef: env:{CREDENTIALS_ENV}
-  notificationEmails: [migration-team@contoso.com]
-  policy: {{lowTtl: 300, ttlLeadTime: 48h, removeAfterCutover: 72h, drift: {{exchange: warn, dns: correct}}}}
-"""
 ZONE_RECORDS = "autodiscover 3600 IN CNAME mail.contoso.com.\n" + "".join(
     f"host{i:02} 3600 IN A 198.51.100.{i + 1}\n" for i in range(HOSTS)
 )
@@ -109,7 +93,9 @@ def zone_yaml() -> str:
 
 def desired_files(shape: Shape, states: dict[int, str], *, short: int | None = None) -> dict[str, str]:
     """The repository's desired tree: batch index -> state; `short` loses its last member."""
-    files = {"desired/migration.yaml": MIGRATION, "desired/dns/contoso.com.yaml": zone_yaml()}
+    from tests.support.controller import migration_yaml  # the tests' Migration document, the same endpoint
+
+    files = {"desired/migration.yaml": migration_yaml(), "desired/dns/contoso.com.yaml": zone_yaml()}
     for batch, state in states.items():
         count = shape.members - (batch == short)
         files[f"desired/batches/wave{batch:03}.yaml"] = (
