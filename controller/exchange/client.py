@@ -198,11 +198,7 @@ class ExchangeClient:
         """One cmdlet, retried on TransientError up to `max_attempts` times with full-jitter backoff."""
         for attempt in range(self.max_attempts):
             try:
-                output = (
-                    self.runner.run(cmdlet, parameters, select)
-                    if select
-                    else self.runner.run(cmdlet, parameters)
-                )
+                output = self.runner.run(cmdlet, parameters, select)
             except TransientError as error:
                 if attempt + 1 >= self.max_attempts:
                     raise
