@@ -4,15 +4,10 @@ the interval."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
-import socket
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,19 +15,17 @@ import pytest
 from controller import errors
 from controller.runtime.config import load_config
 from controller.runtime.webhook import MAX_BODY, WebhookServer, pushed_ref, signed
+from controller.sim.bind import free_port
 from tests.support.controller import make_workspace
+from tests.support.pushes import github as signed_with
+from tests.support.pushes import post
 from tests.test_controller_process import BOUND, processes, run, wait_until  # noqa: F401 - fixture
 
 SECRET = "webhook-shared-secret"
 
 
-def post(port: int, body: bytes, headers: dict[str, str], path: str = "/hooks/git") -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=BOUND) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as error:
-        return error.code
+def github(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return signed_with(body, secret)
 
 
 def too_large(port: int) -> int:
@@ -45,17 +38,6 @@ def too_large(port: int) -> int:
         return connection.getresponse().status
     finally:
         connection.close()
-
-
-def github(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_signatures_and_refs() -> None:

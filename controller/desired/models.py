@@ -352,10 +352,12 @@ class Batch:
     # The member list in CSV order, digested once when the batch is made: what `memory.finished` holds
     # (contract §3.1); a reordered CSV reads the batch once more, no harm.
     members_digest: str = field(init=False, repr=False, compare=False)
+    member_keys: frozenset[str] = field(init=False, repr=False, compare=False)  # lower-cased addresses
 
     def __post_init__(self) -> None:
         text = "\n".join([member.address for member in self.members]).lower()
         object.__setattr__(self, "members_digest", hashlib.sha256(text.encode()).hexdigest()[:24])
+        object.__setattr__(self, "member_keys", frozenset(text.split("\n")) if self.members else frozenset())
 
     @property
     def key(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -63,7 +64,7 @@ class ExchangeClient:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._rng = rng or random.Random()
-        self.unreadable: dict[str, str] = {}  # "exchange/batches" -> why the last observe() could not read it
+        self.unreadable: dict[str, str] = {}  # "exchange/batches" -> why this pass could not read it
         self.warnings: list[str] = []  # warnings Exchange wrote (e.g. "Micro delay applied")
 
     # --- observation proportional to unfinished work (contract §3.1): the runtime calls these in turn ---
@@ -99,9 +100,7 @@ class ExchangeClient:
             )
             if rows is None:
                 return None
-            counts: dict[str, int] = {}
-            for user in rows:
-                counts[user.BatchId.lower()] = counts.get(user.BatchId.lower(), 0) + 1
+            counts = Counter(user.BatchId.lower() for user in rows)
             return rows if self._complete(batches, counts, "Get-MigrationUser") else None
         users: list[ObservedUser] = []
         for batch in batches:
@@ -165,26 +164,26 @@ class ExchangeClient:
         return Recipients.of(found, covered=[a.lower() for a in addresses])
 
     def observe(self) -> ExchangeObserved:
-        """Every object of every kind, one bulk read each (the unscoped read: `stagectl observe --all`,
-        tests and the naive baseline); a kind that could not be read is None (unknown, never absent)."""
+        """Every object of every kind, whole objects, one bulk read each: the unscoped read, kept for the
+        client's own tests; a pass reads through the scoped `read_*` methods. A kind that could not be
+        read is None (unknown, never absent)."""
         self.unreadable = {}
         endpoints = self._read(("endpoints",), "Get-MigrationEndpoint", {}, ObservedEndpoint)
         batches = self._read(("batches",), "Get-MigrationBatch", {"ResultSize": UNLIMITED}, ObservedBatch)
         users = self._read(("users",), "Get-MigrationUser", {"ResultSize": UNLIMITED}, ObservedUser)
-        recipients = self._read(
+        rows = self._read(
             ("mailUsers", "mailboxes"),
             "Get-Recipient",
             {"RecipientTypeDetails": MAIL_USER_TYPES, "ResultSize": UNLIMITED},
             None,
         )
-        mail_users = mailboxes = None
-        if recipients is not None:
-            mail_users = sorted({_address(r) for r in recipients} - {""})
-            mailboxes = sorted(
-                {_address(r) for r in recipients if r.get("RecipientTypeDetails") == "UserMailbox"} - {""}
-            )
+        recipients = None if rows is None else Recipients.of(rows, covered=None)
         return ExchangeObserved(
-            endpoints=endpoints, batches=batches, users=users, mailUsers=mail_users, mailboxes=mailboxes
+            endpoints=endpoints,
+            batches=batches,
+            users=users,
+            mailUsers=None if recipients is None else recipients.mail_users,
+            mailboxes=None if recipients is None else recipients.mailboxes,
         )
 
     def apply(self, action: ExchangeAction) -> list[dict[str, object]]:

@@ -14,6 +14,7 @@ from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Snapshot
 from controller.planner import checksum, completion, reads
 from controller.planner import dns as dns_part
+from controller.planner.batches.context import users_by_batch
 from controller.planner.batches.lifecycle import plan_batches
 from controller.planner.draft import Draft
 from controller.planner.endpoint import plan_endpoint
@@ -29,10 +30,12 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     draft = Draft(memory=snapshot.memory)
     dns_part.update_memory(draft, desired, snapshot)
     endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
-    plan_batches(draft, desired, snapshot.exchange, endpoint_problem=endpoint_problem, now=now)
+    exchange = snapshot.exchange
+    users = users_by_batch(exchange.users)  # indexed once a plan: 200,000 users at full size
+    plan_batches(draft, desired, exchange, users=users, endpoint_problem=endpoint_problem, now=now)
     draft.remember(
-        finished=reads.finished_batches(desired, snapshot.exchange, snapshot.memory),
-        memberships=reads.memberships(desired, snapshot.exchange, snapshot.memory),
+        finished=reads.finished_batches(desired, exchange, users, snapshot.memory),
+        memberships=reads.memberships(desired, exchange, users, snapshot.memory),
         ready={
             b.key: digest
             for b in desired.batches

@@ -9,7 +9,7 @@ with the same TotalCount and the repository lists the same members; anything els
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from controller.desired.models import Batch, BatchState, DesiredState
 from controller.model.snapshot import ExchangeObserved, FinishedBatch, Memory, ObservedBatch, ObservedUser
@@ -22,16 +22,11 @@ from controller.model.statuses import (
     SYNCED,
     BatchStatus,
 )
-from controller.planner.batches.context import users_by_batch
+from controller.planner.batches.context import UsersByBatch, users_by_batch
 
 NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
 # A batch with failed users is never finished: a retry may still act on it.
 FINISHABLE = frozenset({BatchStatus.COMPLETED, BatchStatus.SYNCED})
-
-
-def members_digest(batch: Batch) -> str:
-    """The desired member list in its CSV order (digested when the batch was loaded)."""
-    return batch.members_digest
 
 
 def done(found: ObservedBatch, memory: Memory) -> bool:
@@ -52,9 +47,8 @@ def still_finished(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
         known is not None
         and BatchStatus.parse(found.Status) is BatchStatus.parse(known.status)
         and found.TotalCount == known.total
-        and known.members == members_digest(batch)
+        and known.members == batch.members_digest
         and done(found, memory)
-        and BatchStatus.parse(found.Status) in FINISHABLE
     )
 
 
@@ -69,7 +63,7 @@ def quietly_syncing(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
         and BatchStatus.parse(found.Status) in MOVING
         and found.FailedCount == 0
         and found.TotalCount == known.total
-        and known.members == members_digest(batch)
+        and known.members == batch.members_digest
     )
 
 
@@ -89,33 +83,6 @@ def users_to_read(
         if batch is not None and not skipped(batch, found, memory):
             chosen.append(found)
     return chosen
-
-
-def memberships(
-    desired: DesiredState, exchange: ExchangeObserved, memory: Memory
-) -> dict[str, FinishedBatch]:
-    """`Memory.memberships` after this pass: a batch whose users were read and are exactly the
-    repository's members (as many as its TotalCount) is recorded; one left unread while quietly syncing
-    keeps its entry; any other is dropped (and all are kept when the batch list is unknown)."""
-    if exchange.batches is None:
-        return dict(memory.memberships)
-    observed = {b.Identity.lower(): b for b in exchange.batches}
-    users = users_by_batch(exchange.users) or {}
-    kept: dict[str, FinishedBatch] = {}
-    for batch in desired.batches:
-        found = observed.get(batch.key)
-        if found is None:
-            continue
-        if not exchange.users_read(batch.name):
-            if quietly_syncing(batch, found, memory):
-                kept[batch.key] = memory.memberships[batch.key]
-            continue
-        read = users.get(batch.key, {})
-        if len(read) == found.TotalCount == len(batch.members) and all(m.key in read for m in batch.members):
-            kept[batch.key] = FinishedBatch(
-                members=members_digest(batch), total=found.TotalCount, status=found.Status
-            )
-    return kept
 
 
 # What one more call costs, in rows of migration users: a round trip through a real gateway takes a
@@ -181,35 +148,66 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memor
 
 
 def finished_batches(
-    desired: DesiredState, exchange: ExchangeObserved, memory: Memory
+    desired: DesiredState, exchange: ExchangeObserved, users: UsersByBatch | None, memory: Memory
 ) -> dict[str, FinishedBatch]:
     """`Memory.finished` after this pass: kept while still finished, added when a batch whose users were
     read is done (Completed, or Synced where completion is refused) with every desired member among them
-    arrived, dropped otherwise (and kept as it was when the batch list is unknown)."""
+    arrived, dropped otherwise. `users` is `users_by_batch(exchange.users)`."""
+
+    def verified(batch: Batch, found: ObservedBatch, read: dict[str, ObservedUser]) -> bool:
+        status = BatchStatus.parse(found.Status)
+        return (
+            status in FINISHABLE
+            and done(found, memory)
+            and all(_arrived(read.get(m.key)) for m in batch.members)
+        )
+
+    return _remembered(desired, exchange, users, memory.finished, verified, still_finished, memory)
+
+
+def memberships(
+    desired: DesiredState, exchange: ExchangeObserved, users: UsersByBatch | None, memory: Memory
+) -> dict[str, FinishedBatch]:
+    """`Memory.memberships` after this pass: a batch whose users were read and are exactly the
+    repository's members is recorded; one left unread while quietly syncing keeps its entry; any other
+    is dropped."""
+
+    def verified(batch: Batch, found: ObservedBatch, read: dict[str, ObservedUser]) -> bool:
+        return batch.member_keys <= read.keys()
+
+    return _remembered(desired, exchange, users, memory.memberships, verified, quietly_syncing, memory)
+
+
+def _remembered(
+    desired: DesiredState,
+    exchange: ExchangeObserved,
+    users: UsersByBatch | None,
+    entries: dict[str, FinishedBatch],
+    verified: Callable[[Batch, ObservedBatch, dict[str, ObservedUser]], bool],
+    still: Callable[[Batch, ObservedBatch, Memory], bool],
+    memory: Memory,
+) -> dict[str, FinishedBatch]:
+    """The entries after this pass: a batch left unread keeps its entry while `still` holds; one whose
+    users were read gets a new entry when they are exactly its members, as many as its TotalCount, and
+    `verified` holds; any other is dropped. All are kept when the batch list is unknown."""
     if exchange.batches is None:
-        return dict(memory.finished)  # unknown: neither confirmed nor refuted
+        return dict(entries)  # unknown: neither confirmed nor refuted
     observed = {b.Identity.lower(): b for b in exchange.batches}
-    users = users_by_batch(exchange.users) or {}
-    finished: dict[str, FinishedBatch] = {}
+    kept: dict[str, FinishedBatch] = {}
     for batch in desired.batches:
         found = observed.get(batch.key)
-        status = BatchStatus.parse(found.Status) if found is not None else None
-        if found is None or status not in FINISHABLE or not done(found, memory):
+        if found is None:
             continue
         if not exchange.users_read(batch.name):
-            if still_finished(batch, found, memory):
-                finished[batch.key] = memory.finished[batch.key]
+            if still(batch, found, memory):
+                kept[batch.key] = entries[batch.key]
             continue
-        read = users.get(batch.key, {})
-        if (
-            len(read) == found.TotalCount
-            and len(read) == len(batch.members)
-            and all(_arrived(read.get(m.key)) for m in batch.members)
-        ):
-            finished[batch.key] = FinishedBatch(
-                members=members_digest(batch), total=found.TotalCount, status=found.Status
+        read = (users or {}).get(batch.key, {})
+        if len(read) == found.TotalCount == len(batch.members) and verified(batch, found, read):
+            kept[batch.key] = FinishedBatch(
+                members=batch.members_digest, total=found.TotalCount, status=found.Status
             )
-    return finished
+    return kept
 
 
 def _arrived(user: ObservedUser | None) -> bool:

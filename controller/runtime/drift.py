@@ -83,16 +83,17 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
             if observed_batch is None:
                 facets[f"batch/{batch.name}"] = {"exists": False}
                 continue
-            if exchange.users is None or not exchange.users_read(batch.name):
-                # Users unknown this pass: unknown is not drift, the baseline stands. Or finished
-                # (contract §3.1): verified with this TotalCount, so its baseline stands as taken (see
-                # `finished` for when it is re-taken); a removed user reads it again next pass.
+            if not exchange.users_read(batch.name):
+                # Users unknown this pass: unknown is not drift, the baseline stands. Or left unread
+                # (contract §3.1: finished or quietly syncing), its counts unchanged, so its baseline
+                # stands as taken (see `unread` for when it is re-taken).
                 continue
             status = BatchStatus.parse(observed_batch.Status)
-            entry: Facets = {"exists": True, "stopped": status in (BatchStatus.STOPPED, BatchStatus.STOPPING)}
-            if exchange.users is not None:
-                entry["members"] = sorted(members.get(batch.key, []))
-            facets[f"batch/{batch.name}"] = entry
+            facets[f"batch/{batch.name}"] = {
+                "exists": True,
+                "stopped": status in (BatchStatus.STOPPED, BatchStatus.STOPPING),
+                "members": sorted(members.get(batch.key, [])),
+            }
     for record in desired.records:
         observed = snapshot.dns.get(record.zone)
         if observed is None:
@@ -113,8 +114,9 @@ def observed_facets(desired: DesiredState, snapshot: Snapshot) -> dict[str, Face
     return facets
 
 
-def finished(desired: DesiredState, snapshot: Snapshot) -> dict[str, Batch]:
-    """The repository's batches whose users were not read because they are finished (by object)."""
+def unread(desired: DesiredState, snapshot: Snapshot) -> dict[str, Batch]:
+    """The repository's batches whose users were not read because they are finished or quietly syncing
+    (contract §3.1), by object."""
     exchange = snapshot.exchange
     if exchange.batches is None or exchange.users is None:
         return {}
@@ -127,11 +129,11 @@ def finished(desired: DesiredState, snapshot: Snapshot) -> dict[str, Batch]:
 
 
 def verified_facets(batch: Batch) -> Facets:
-    """What a finished batch was verified to be: there, not stopped, holding the repository's members.
+    """What an unread batch was verified to be: there, not stopped, holding the repository's members.
 
     Its baseline is re-taken from these when its spec changed or we acted on it, while it is not read.
     """
-    return {"exists": True, "stopped": False, "members": sorted(m.key for m in batch.members)}
+    return {"exists": True, "stopped": False, "members": sorted(batch.member_keys)}
 
 
 def detect(

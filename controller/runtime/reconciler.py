@@ -83,14 +83,15 @@ class Reconciler:
         fingerprints = drift.desired_fingerprints(desired)
         observed = drift.observed_facets(desired, snapshot)
         acted = self._acted()
-        # A finished batch is not read: its baseline stands, unless its spec changed or we acted on it,
-        # when it is re-taken from what was verified (a later change by hand is then drift against it).
-        skipped = drift.finished(desired, snapshot)
+        # A batch left unread (finished or quietly syncing) keeps its baseline, unless its spec changed
+        # or we acted on it: then it is re-taken from what was verified, so a later change by hand is
+        # still drift against it.
+        skipped = drift.unread(desired, snapshot)
         stored = self.store.fingerprints(set(skipped))
         for obj, batch in skipped.items():
             if obj in acted or stored.get(obj) != fingerprints.get(obj):
                 observed[obj] = drift.verified_facets(batch)
-        # Only the rows compared this pass: a finished batch's baseline is neither loaded nor rewritten.
+        # Only the rows compared this pass: an unread batch's baseline is neither loaded nor rewritten.
         before = self._baselines(set(observed) | acted)
         found, baselines = drift.detect(
             desired=fingerprints, observed=observed, baselines=before, acted=acted

@@ -37,6 +37,7 @@ from tests.support.controller import (
     webhook_alerts,
 )
 from tests.support.gateway import USER, controller_psrp
+from tests.support.pushes import github, post
 
 BOUND = 120.0  # an upper bound for a stuck process or delivery, never an expectation about speed
 GATEWAY_PASSWORD_ENV = "STAGECTL_TEST_GATEWAY_PASSWORD"
@@ -250,17 +251,6 @@ def passes_counted(port: int) -> float:
     return 0.0
 
 
-def push(port: int, body: bytes, secret: str) -> int:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=BOUND) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def follow(
     workspace: Workspace, evidence: Evidence, values: Secrets, *, metrics_port: int, push_port: int
 ) -> None:
@@ -270,8 +260,8 @@ def follow(
         wait_for(lambda: process.poll() is not None or passes_counted(metrics_port) >= 1, "first pass")
         assert process.poll() is None, process.communicate()
         body = json.dumps({"ref": "refs/heads/main", "after": workspace.repo.head()}).encode()
-        assert push(push_port, body, "forged") == 401
-        assert push(push_port, body, values.push_secret) == 202
+        assert post(push_port, body, github(body, "forged")) == 401
+        assert post(push_port, body, github(body, values.push_secret)) == 202
         wait_for(lambda: process.poll() is not None or passes_counted(metrics_port) >= 2, "pushed pass")
         evidence.add("metrics page", scrape(metrics_port))
     finally:

@@ -39,10 +39,12 @@ class Context:
         desired: DesiredState,
         exchange: ExchangeObserved,
         *,
+        users: UsersByBatch | None,
         endpoint_problem: str | None,
         now: datetime,
     ) -> Context:
-        """Index what Exchange reported by lower-cased address, the identity members compare on."""
+        """Index what Exchange reported by lower-cased address, the identity members compare on;
+        `users` is `users_by_batch(exchange.users)`, which the plan indexes once."""
         return cls(
             desired=desired,
             endpoint_problem=endpoint_problem,
@@ -50,7 +52,7 @@ class Context:
             if exchange.mailUsers is None
             else frozenset(a.lower() for a in exchange.mailUsers),
             mailboxes=frozenset(a.lower() for a in exchange.mailboxes or ()),
-            users=users_by_batch(exchange.users),
+            users=users,
             now=now,
             users_read=None
             if exchange.usersRead is None
@@ -62,24 +64,16 @@ class Context:
 
 
 def users_by_batch(users: list[ObservedUser] | None) -> dict[str, dict[str, ObservedUser]] | None:
-    """Batch key -> member key -> user, by lower-cased name and address; None when users are unknown.
-
-    A plan asks for the index of the same snapshot's users several times: the last one is kept (by the
-    list's identity; a snapshot is frozen), so 200,000 users are indexed once a plan. Callers never
-    change the index.
-    """
+    """Batch key -> member key -> user, by lower-cased name and address; None when users are unknown."""
     if users is None:
         return None
-    if _INDEXED and _INDEXED[0][0] is users:
-        return _INDEXED[0][1]
     index: dict[str, dict[str, ObservedUser]] = {}
     for user in users:
         index.setdefault(user.BatchId.lower(), {})[user.Identity.lower()] = user
-    _INDEXED[:] = [(users, index)]
     return index
 
 
-_INDEXED: list[tuple[list[ObservedUser], dict[str, dict[str, ObservedUser]]]] = []  # the last one
+UsersByBatch = dict[str, dict[str, ObservedUser]]
 
 
 def batch_object(batch: Batch) -> str:

@@ -9,7 +9,7 @@ from controller.model.actions import CsvRows, ExchangeAction, ParameterValue
 from controller.model.snapshot import ExchangeObserved, ObservedBatch, at
 from controller.model.statuses import COMPLETED, IN_FLIGHT, MOVING, RETRYABLE, SYNCED, BatchStatus
 from controller.planner.batches import members, retry, settings
-from controller.planner.batches.context import Context, batch_object, progress
+from controller.planner.batches.context import Context, UsersByBatch, batch_object, progress
 from controller.planner.draft import Draft
 
 # How far along a batch is, to recognise backward transitions (contract §2: states move forward only).
@@ -45,6 +45,7 @@ def plan_batches(
     desired: DesiredState,
     exchange: ExchangeObserved,
     *,
+    users: UsersByBatch | None,
     endpoint_problem: str | None,
     now: datetime,
 ) -> None:
@@ -57,7 +58,7 @@ def plan_batches(
             )
         return
     observed = {batch.Identity.lower(): batch for batch in exchange.batches}
-    context = Context.read(desired, exchange, endpoint_problem=endpoint_problem, now=now)
+    context = Context.read(desired, exchange, users=users, endpoint_problem=endpoint_problem, now=now)
     for batch in desired.batches:
         found = observed.get(batch.key)
         if found is None:

@@ -18,14 +18,15 @@ def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
     stays the same: mail users do not come and go, and the start re-checks every member anyway.
     """
     obj = batch_object(batch)
-    remembered = draft.memory.ready.get(batch.key) == batch.members_digest
-    if context.mail_users is not None and remembered and context.unchecked(m.key for m in batch.members):
-        draft.note(obj, f"planned; ready: all {len(batch.members)} members were mail users when last checked")
+    mail_users = context.mail_users
+    if mail_users is None or context.unchecked(batch.member_keys):
+        if mail_users is not None and draft.memory.ready.get(batch.key) == batch.members_digest:
+            count = len(batch.members)
+            draft.note(obj, f"planned; ready: all {count} members were mail users when last checked")
+        else:
+            draft.note(obj, "planned; readiness unknown: Exchange recipients could not be read")
         return
-    if context.mail_users is None or context.unchecked(m.key for m in batch.members):
-        draft.note(obj, "planned; readiness unknown: Exchange recipients could not be read")
-        return
-    missing = [m.address for m in batch.members if m.key not in context.mail_users]
+    missing = [m.address for m in batch.members if m.key not in mail_users]
     ready = {key: digest for key, digest in draft.memory.ready.items() if key != batch.key}
     if missing:
         draft.note(
