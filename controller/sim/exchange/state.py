@@ -8,6 +8,7 @@ instead of rescanning the tenant.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -308,6 +309,32 @@ class Throttle(Model):
     mode: ThrottleMode = ThrottleMode.ERROR
 
 
+class Busy(Model):
+    """A share of calls answered busy, drawn from a sequence seeded by `seed`: the same seed busies the same
+    calls, whichever process makes them. A busy call raises ThrottledError (the server is busy) or runs and
+    carries a "Micro delay applied" warning: `mode`, or each half the time when None."""
+
+    rate: float = Field(ge=0.0, le=1.0)
+    seed: int = 0
+    mode: ThrottleMode | None = None
+    draws: int = 0
+    errors: int = 0  # calls answered with a busy error so far
+    warnings: int = 0  # calls answered with a "Micro delay applied" warning so far
+
+    def draw(self) -> ThrottleMode | None:
+        """The next call's fate: None (served as usual), or how it is busied."""
+        rng = random.Random(f"{self.seed}:{self.draws}")
+        self.draws += 1
+        if rng.random() >= self.rate:
+            return None
+        mode = self.mode or (ThrottleMode.ERROR if rng.random() < 0.5 else ThrottleMode.WARNING)
+        if mode == ThrottleMode.ERROR:
+            self.errors += 1
+        else:
+            self.warnings += 1
+        return mode
+
+
 class SimState(Model):
     now: AwareDatetime
     completion: Completion = Completion.SUPPORTED
@@ -320,6 +347,7 @@ class SimState(Model):
     failures: dict[str, InjectedFailure] = {}
     throttles: dict[str, Throttle] = {}  # lower-cased cmdlet -> the next calls throttled
     latency_seconds: float = 0.0  # real time added to every call by SimRunner
+    busy: Busy | None = None  # a share of all calls busied (see Busy), besides `throttles`
     calls: dict[str, int] = {}
 
 

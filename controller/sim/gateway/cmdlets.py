@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,10 +57,12 @@ REDACTED = "<redacted>"
 
 @dataclass(frozen=True, slots=True)
 class ReceivedCall:
-    """One cmdlet invocation as the gateway received it (Credential passwords redacted)."""
+    """One cmdlet invocation as the gateway received it (Credential passwords redacted); `at` is when, on
+    the monotonic clock (calls per minute)."""
 
     cmdlet: str
     parameters: dict[str, object]
+    at: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -13,10 +13,13 @@ from controller.exchange import errors
 from controller.exchange.runner import CmdletRunner
 from controller.sim.gateway import cmdlets as gateway_cmdlets
 from controller.sim.gateway.cmdlets import Outcome, ReceivedCall
+from controller.sim.gateway.faults import GatewayFaults
 from controller.sim.gateway.shells import Events, Shell
 
 OUTPUT_SLICE = 200  # output objects serialised per hold of the pool lock
 OUTBOX_LIMIT = 1024 * 1024  # bytes serialised ahead of the client: about three Receive replies of 500 KiB
+SIGN_IN = "Connect-ExchangeOnline"
+SIGN_IN_FAILURE = "Microsoft.Identity.Client.MsalServiceException"
 
 
 class Pipelines:
@@ -24,11 +27,24 @@ class Pipelines:
 
     `received` lists every cmdlet call seen, in order, with Credential passwords redacted; `rows_written`
     counts, per cmdlet, the output objects written to pipelines (benchmarks).
+
+    With `sign_in` the gateway is the ExchangeOnlineManagement host itself: it answers
+    `Connect-ExchangeOnline` (failing when `faults` say so) and, as EXO does, knows no Exchange cmdlet in a
+    runspace pool that has not signed in (CommandNotFoundException).
     """
 
-    def __init__(self, runner: CmdletRunner, *, cmdlets: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        runner: CmdletRunner,
+        *,
+        cmdlets: Iterable[str] | None = None,
+        faults: GatewayFaults | None = None,
+        sign_in: bool = False,
+    ) -> None:
         self.runner = runner
         self.cmdlets = frozenset(cmdlets) if cmdlets is not None else gateway_cmdlets.DEFAULT_CMDLETS
+        self.faults = faults or GatewayFaults()
+        self.sign_in = sign_in
         self.received: list[ReceivedCall] = []
         self.rows_written: dict[str, int] = {}
         self._lock = threading.Lock()  # guards received and rows_written
@@ -51,7 +67,8 @@ class Pipelines:
             shell.flush()
         # psrpcore keeps the CreatePipeline message's PowerShell here, though it annotates a PSObject.
         assert isinstance(metadata, PowerShell)
-        outcome = self._execute(metadata)
+        outcome = self._execute(shell, metadata)
+        self.faults.called()
         pipeline_id = pipeline.pipeline_id
         if outcome.cmdlet:
             with self._lock:
@@ -59,6 +76,7 @@ class Pipelines:
         with shell.cond:
             if not shell.is_live(pipeline_id):
                 return
+            shell.cmdlets[pipeline_id] = outcome.cmdlet
             for message in outcome.warnings:
                 pipeline.write_warning(message)
         # Serialise large outputs in slices, so that a Receive ships the first objects while the rest are
@@ -87,7 +105,7 @@ class Pipelines:
             shell.finished.add(pipeline_id)
             shell.flush()
 
-    def _execute(self, metadata: PowerShell) -> Outcome:
+    def _execute(self, shell: Shell, metadata: PowerShell) -> Outcome:
         cmdlet, raw_parameters, refusal = gateway_cmdlets.describe(metadata)
         outcome = Outcome(cmdlet=cmdlet or "")
         if refusal is not None or cmdlet is None:
@@ -100,7 +118,10 @@ class Pipelines:
             return outcome
         with self._lock:
             self.received.append(ReceivedCall(cmdlet, gateway_cmdlets.redact(parameters)))
-        if cmdlet not in self.cmdlets:
+        if self.sign_in and cmdlet.lower() == SIGN_IN.lower():
+            outcome.terminating = self._sign_in(shell, cmdlet)
+            return outcome
+        if cmdlet not in self.cmdlets or (self.sign_in and not shell.signed_in):
             outcome.terminating = gateway_cmdlets.command_not_found(cmdlet)
             return outcome
         with self._runner_lock:
@@ -122,6 +143,18 @@ class Pipelines:
             outcome.warnings += _drain_warnings(self.runner)
         outcome.output = [gateway_cmdlets.output_object(cmdlet, row) for row in rows]
         return outcome
+
+    def _sign_in(self, shell: Shell, cmdlet: str) -> ErrorRecord | None:
+        """Connect-ExchangeOnline in this runspace pool: None when signed in, else the error it writes."""
+        if self.faults.sign_in_fails():
+            return gateway_cmdlets.error_record(
+                cmdlet=cmdlet,
+                exception_type=SIGN_IN_FAILURE,
+                message="AADSTS700027: Client assertion failed signature validation (injected fault).",
+            )
+        with shell.cond:
+            shell.signed_in = True
+        return None
 
 
 def _fail(pipeline: ServerPipeline, record: ErrorRecord) -> None:

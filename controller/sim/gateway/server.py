@@ -10,6 +10,7 @@ from types import TracebackType
 from controller.exchange.runner import CmdletRunner
 from controller.sim.gateway import wsman
 from controller.sim.gateway.cmdlets import ReceivedCall
+from controller.sim.gateway.faults import GatewayFaults
 from controller.sim.gateway.pipelines import Pipelines
 from controller.sim.gateway.shells import MAX_RECEIVE_WAIT, ReplyFilter, Shells
 
@@ -19,7 +20,9 @@ class PsrpGateway:
 
     `received` lists every cmdlet call the gateway saw, in order, with Credential passwords redacted.
     For benchmarks: `round_trips` (HTTP requests served), `response_bytes` (response bodies sent) and
-    `rows_written` (output objects per cmdlet). `before_reply` is a fault switch for tests (see shells).
+    `rows_written` (output objects per cmdlet). `before_reply` is a fault switch for tests (see shells);
+    `faults` holds the transport fault switches (faults.py), set while the gateway serves; with `sign_in`
+    the gateway answers `Connect-ExchangeOnline` itself and serves no cmdlet to a pool not signed in.
     """
 
     def __init__(
@@ -34,8 +37,11 @@ class PsrpGateway:
         cmdlets: Iterable[str] | None = None,
         receive_wait: float = MAX_RECEIVE_WAIT,
         before_reply: ReplyFilter | None = None,
+        faults: GatewayFaults | None = None,
+        sign_in: bool = False,
     ) -> None:
-        self._pipelines = Pipelines(runner, cmdlets=cmdlets)
+        self.faults = faults or GatewayFaults()
+        self._pipelines = Pipelines(runner, cmdlets=cmdlets, faults=self.faults, sign_in=sign_in)
         self._server = wsman.WSManHTTPServer(
             (host, port), service=self._serve, username=username, password=password, ssl_context=ssl_context
         )
@@ -46,6 +52,7 @@ class PsrpGateway:
             receive_wait=receive_wait,
             on_events=self._pipelines.start,
             before_reply=before_reply,
+            faults=self.faults,
         )
         self._thread: threading.Thread | None = None
 

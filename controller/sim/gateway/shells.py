@@ -17,6 +17,7 @@ from psrpcore import PSRPEvent, ServerPipeline, ServerRunspacePool
 from psrpcore._payload import PSRPPayload, StreamType
 
 from controller.sim.gateway import wsman
+from controller.sim.gateway.faults import GatewayFaults
 
 NS = wsman.NS
 FRAGMENT_SIZE = 32 * 1024  # outgoing PSRP fragments; several fit in one Receive reply
@@ -51,6 +52,8 @@ class Shell:
         # pypsrp re-sends a Receive whose HTTP read timed out, with the same MessageID: it gets the fragments
         # the first one took, else they are lost (see take()).
         self.last_receive: dict[uuid.UUID | None, Taken] = {}
+        self.cmdlets: dict[uuid.UUID, str] = {}  # pipeline -> its cmdlet, once known (fault switches)
+        self.signed_in = False  # Connect-ExchangeOnline succeeded in this runspace pool
         self._closed = False
 
     def feed(self, data: bytes, pipeline_id: uuid.UUID | None) -> Events:
@@ -120,6 +123,7 @@ class Shell:
         self.pool.pipeline_table.pop(pipeline_id, None)
         self.outbox.pop(pipeline_id, None)
         self.finished.discard(pipeline_id)
+        self.cmdlets.pop(pipeline_id, None)
         self.cond.notify_all()
 
     def forget_replays(self) -> None:
@@ -158,9 +162,11 @@ class Shells:
         receive_wait: float,
         on_events: EventSink,
         before_reply: ReplyFilter | None = None,
+        faults: GatewayFaults | None = None,
     ) -> None:
         self.address = address
         self.before_reply = before_reply
+        self.faults = faults or GatewayFaults()
         self.owner = owner
         self.receive_wait = receive_wait
         self.on_events = on_events
@@ -169,6 +175,13 @@ class Shells:
         self._lock = threading.Lock()  # guards _open and sends
 
     def handle(self, request: wsman.WSManRequest) -> bytes:
+        if request.action == wsman.ACTION_COMMAND and self.faults.expiring():
+            self.close_all()  # the gateway forgot its sessions between two calls: the next one faults
+        payload = self._dispatch(request)
+        self.faults.hold(request.action.rpartition("/")[2])
+        return payload
+
+    def _dispatch(self, request: wsman.WSManRequest) -> bytes:
         action = request.action
         if action == wsman.ACTION_CREATE:
             return self._create(request)
@@ -297,6 +310,8 @@ class Shells:
                     )
                 shell.cond.wait(remaining)
         chunks = list(taken.chunks)
+        if chunks and target is not None:
+            self.faults.drop(shell.cmdlets.get(target))  # may close the connection: the output is lost
         if self.before_reply is not None:
             chunks = self.before_reply(command_id, chunks)
         rsp = NS["rsp"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.etree import ElementTree as ET
 
+from controller.sim.gateway.faults import DropConnection
+
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
     "wsa": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
@@ -202,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request = parse_request(data)
             payload = self.server.service(request)
+        except DropConnection:  # an injected fault: the connection goes away without a reply
+            self.close_connection = True
+            return
         except WSManFault as error:
             self._send(500, fault(request, error))
             return
