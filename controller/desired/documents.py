@@ -16,6 +16,11 @@ from controller.desired.problems import Problems
 from controller.desired.shown import shown
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Values in all the YAML files of one revision: what a load holds at most (100 batches of 2,000 members
+# inline need 200,000). Each file is held to `yamlsafe.MAX_NODES` as well.
+MAX_TOTAL_NODES = 250_000
+# A file emptied by mistake (a bad merge, a truncated save) must not read as a batch deleted on purpose.
+_EMPTY = "the file holds no YAML document (it is empty or only comments): delete the file if that is meant"
 
 DocumentT = TypeVar("DocumentT", bound=models.Model)
 
@@ -60,15 +65,29 @@ class Documents:
 def parse(files: Mapping[str, bytes], problems: Problems) -> Documents:
     """The valid documents of the YAML files among `files`; the problems of the others go to `problems`."""
     found = Documents()
+    total = 0
     for path in sorted(files):
         if not path.endswith(YAML_SUFFIXES):
             continue
         found.files.append(path)
+        left = MAX_TOTAL_NODES - total
+        documents = 0
         try:
-            for document in yamlsafe.load_documents(files[path]):
+            for document in yamlsafe.load_documents(
+                files[path],
+                max_nodes=min(yamlsafe.MAX_NODES, left),
+                too_many=""
+                if left > yamlsafe.MAX_NODES
+                else f"the YAML files hold more than {MAX_TOTAL_NODES:,} values together",
+            ):
+                documents += 1
+                total += document.nodes
                 found.add(path, problems.where(path), document, _validate(path, document, problems))
         except yamlsafe.YamlError as error:
             problems.add(path, (error.line, error.column), error.message)
+            continue
+        if not documents:
+            problems.add(path, (1, 1), _EMPTY)
     return found
 
 

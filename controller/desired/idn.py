@@ -10,10 +10,20 @@ carry labels such as `_dmarc` or `*` that are not host names and never pass thro
 
 from __future__ import annotations
 
+import unicodedata
+
 import idna
 
 ACE_PREFIX = "xn--"
 SHOWN = 80  # characters of a name repeated in a message, so that a pasted blob cannot flood it
+# Scripts that are written together (UTS #39, "highly restrictive"): Japanese, Chinese and Korean with
+# Latin. Any other mix in one label (Cyrillic 'а' among Latin letters) is how a look-alike of another
+# name is made: cоntoso.com with a Cyrillic 'о' is another domain that reads as contoso.com.
+_SCRIPTS_TOGETHER = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
 
 
 def to_ascii(name: str) -> str:
@@ -42,7 +52,23 @@ def to_ascii(name: str) -> str:
             raise ValueError(
                 f"{_shown(name)} is not a valid IDNA 2008 name: label {_shown(label)}: {_reason(error)}"
             ) from error
+        scripts = _scripts(label)
+        if len(scripts) > 1 and not any(scripts <= together for together in _SCRIPTS_TOGETHER):
+            raise ValueError(
+                f"{_shown(name)} is refused: label {_shown(label)} mixes {' and '.join(sorted(scripts))} "
+                "letters, which makes a look-alike of another name"
+            )
     return ".".join(labels)
+
+
+def _scripts(label: str) -> frozenset[str]:
+    """The scripts of the letters of `label`, by the first word of their Unicode names (CJK: HAN)."""
+    found = set()
+    for character in label:
+        if unicodedata.category(character).startswith("L"):
+            script = unicodedata.name(character, "UNKNOWN").split(" ")[0]
+            found.add("HAN" if script == "CJK" else script)
+    return frozenset(found)
 
 
 def _check_a_label(name: str, label: str) -> None:

@@ -56,6 +56,7 @@ def batch(
     csv_path: str | None = None
     if spec.members is not None and spec.members_csv is None:
         members = spec.members
+        count = len(members)
         sources = [item.source(("spec", "members", index)) for index in range(len(members))]
         at: yamlsafe.Path = ("spec", "members")
     elif spec.members_csv is not None and spec.members is None:
@@ -63,7 +64,7 @@ def batch(
         loaded = _csv_members(item, spec.members_csv, files, problems)
         if loaded is None:
             return None
-        csv_path, members, sources = loaded
+        csv_path, members, sources, count = loaded
     else:
         both = spec.members is not None
         problems.add(
@@ -72,12 +73,11 @@ def batch(
             f"batch {name}: give exactly one of members and membersCsv" + ("" if both else ", not neither"),
         )
         return None
-    if len(members) > models.MAX_BATCH_MEMBERS:
+    if count > models.MAX_BATCH_MEMBERS:
         problems.add(
             item.path,
             document.position(at),
-            f"batch {name} has {len(members):,} members; "
-            f"a staged batch holds at most {models.MAX_BATCH_MEMBERS:,}",
+            f"batch {name} has {count:,} members; a staged batch holds at most {models.MAX_BATCH_MEMBERS:,}",
         )
     if not members and spec.state not in EMPTY_BATCH_STATES:
         problems.add(
@@ -98,8 +98,9 @@ def batch(
 
 def _csv_members(
     item: Parsed[models.BatchDocument], reference: str, files: Mapping[str, bytes], problems: Problems
-) -> tuple[str, list[str], list[models.Source]] | None:
-    """(the CSV's path, its addresses, where each is) for `membersCsv: reference`, or None when broken."""
+) -> tuple[str, list[str], list[models.Source], int] | None:
+    """(the CSV's path, its addresses, where each is, how many rows name a member) for
+    `membersCsv: reference`, or None when broken."""
     position = item.document.position(("spec", "membersCsv"))
     path = posixpath.normpath(posixpath.join(posixpath.dirname(item.path), reference))
     if reference.startswith("/") or "\\" in reference or path == ".." or path.startswith("../"):
@@ -112,13 +113,13 @@ def _csv_members(
             f"membersCsv {shown(reference)} not found (looked for {problems.where(path)})",
         )
         return None
-    rows, row_problems = csvmembers.read_members(files[path])
+    rows, row_problems, count = csvmembers.read_members(files[path])
     for row, message in row_problems:
         problems.add(path, (row, 1), message)
     if row_problems:
         return None
     where = problems.where(path)
-    return path, [address for _, address in rows], [models.Source(where, row, 1) for row, _ in rows]
+    return path, [address for _, address in rows], [models.Source(where, row, 1) for row, _ in rows], count
 
 
 def zone(item: Parsed[models.DnsZoneDocument], problems: Problems) -> models.Zone:

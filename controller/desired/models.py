@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from controller.desired import idn
-from controller.desired.shown import shown
+from controller.desired.shown import character, shown
 
 API_VERSION = "stagectl/v1"
 MAX_BATCH_MEMBERS = 2000  # exchange-facts §1: "a maximum of 2,000 rows"
@@ -109,9 +109,31 @@ _ADDRESS = re.compile(
 )
 
 
+# RFC 5322 allows these in a local part, but a real mailbox hardly has them and each is hostile somewhere an
+# address goes: a leading `=`, `+`, `-` or `@` makes a spreadsheet read the CSV cell as a formula (CSV
+# injection), and `$`, the backtick and `|` are PowerShell's expansion, escape and pipe characters.
+_FORMULA_START = ("=", "+", "-", "@")
+_POWERSHELL = ("$", "`", "|")
+
+
 def smtp_address(value: str) -> str:
     """`value` with its domain as A-labels (IDNA 2008); raises ValueError unless a valid SMTP address."""
+    if value.startswith(_FORMULA_START):
+        raise ValueError(
+            f"{shown(value)} is refused: an address starting with {value[0]!r} is read as a formula "
+            "by spreadsheet programs (CSV injection)"
+        )
     local, at, domain = value.rpartition("@")
+    foreign = next((c for c in local if not c.isascii()), None)
+    if foreign is not None:
+        raise ValueError(
+            f"{shown(value)} is not a valid SMTP address: its local part holds {character(foreign)}; "
+            "only ASCII is accepted there"
+        )
+    if any(c in local for c in _POWERSHELL):
+        raise ValueError(
+            f"{shown(value)} is refused: $, ` and | are PowerShell's expansion, escape and pipe characters"
+        )
     try:
         converted = f"{local}@{idn.to_ascii(domain)}" if at else value
     except ValueError as error:
@@ -160,11 +182,17 @@ Hostname = Annotated[
 _BATCH_NAME = re.compile(rf"^[A-Za-z0-9-]{{1,{MAX_BATCH_NAME}}}$")
 
 
+_NOT_IN_BATCH_NAME = re.compile(r"[^A-Za-z0-9-]")
+
+
 def check_batch_name(value: str) -> str:
     if len(value) > MAX_BATCH_NAME:
         raise ValueError(f"batch name {shown(value)} is longer than {MAX_BATCH_NAME} characters")
     if not _BATCH_NAME.match(value):
-        raise ValueError(f"batch name {shown(value)} may hold only letters, digits and '-'")
+        bad = _NOT_IN_BATCH_NAME.search(value)
+        # A look-alike (Cyrillic 'а', a full-width 'Ｐ') or an invisible character is named by its code point.
+        which = f", not {character(bad.group())}" if bad is not None and not bad.group().isascii() else ""
+        raise ValueError(f"batch name {shown(value)} may hold only letters, digits and '-'{which}")
     return value
 
 

@@ -3,6 +3,8 @@ file name never reaches a terminal, a log or `status` whole or raw."""
 
 from __future__ import annotations
 
+import unicodedata
+
 SHOWN = 80  # characters of a quoted value a message keeps
 
 
@@ -20,3 +22,9 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def character(value: str) -> str:
+    """One character with its code point and Unicode name: 'о' (U+043E CYRILLIC SMALL LETTER O), so that a
+    look-alike of an ASCII letter, or an invisible one, is told apart in a message."""
+    return f"{value!r} (U+{ord(value):04X} {unicodedata.name(value, 'unnamed')})"

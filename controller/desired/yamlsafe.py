@@ -7,11 +7,18 @@ Refused, each with the position at fault:
   expands an alias, and we stop at the first one instead of counting expansions;
 - tags other than YAML's plain ones (`!python/object`, `!Ref`, `!!binary`, `!!set`...);
 - duplicate keys, which YAML loaders otherwise resolve silently to the last one;
-- nesting deeper than `MAX_DEPTH` and files larger than `MAX_YAML_BYTES`.
+- nesting deeper than `MAX_DEPTH`, files larger than `MAX_YAML_BYTES` and files of more than `MAX_NODES`
+  values (counted on the parser's events before anything is composed: PyYAML's nodes take some 300 bytes
+  each, so 5 MiB of `[1,1,1,…]` composed would take 1.5 GB);
+- text that is not UTF-8: UTF-16 or UTF-32 (which PyYAML would decode, but git and review tools show as
+  binary, so it cannot be reviewed), NUL bytes (binary data, or UTF-16 without a byte order mark), bytes
+  that are not UTF-8 (Latin-1, Windows-1252) and control characters, each at its line and column. A UTF-8
+  byte order mark, which many Windows editors write, is accepted.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +30,8 @@ from controller.desired.shown import shown
 
 MAX_YAML_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 64
+# Values (scalars, lists, mappings) in one file; 100 batches of 2,000 members inline fit in 2.5 files.
+MAX_NODES = 100_000
 
 # libyaml composes in C when it is available; both loaders are safe, neither constructs objects.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -31,6 +40,16 @@ _SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "nul
 _MAP_TAG, _SEQ_TAG = f"{_TAG}map", f"{_TAG}seq"
 _ALLOWED_TAGS = {yaml.ScalarNode: _SCALAR_TAGS, yaml.SequenceNode: {_SEQ_TAG}, yaml.MappingNode: {_MAP_TAG}}
 _CONSTRUCTORS = SafeConstructor.yaml_constructors
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+# What YAML 1.1 does not allow in a stream (PyYAML's reader refuses the same, without a line).
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 _ALIAS_REFUSED = "YAML aliases (*name) are not allowed: write the value out in full"
 
@@ -52,6 +71,7 @@ class Document:
 
     data: object
     start: Position
+    nodes: int = 0  # the values it holds
     values: dict[Path, Position] = field(default_factory=dict)  # where each value starts
     keys: dict[Path, Position] = field(default_factory=dict)  # where the key of a mapping entry is
     # Problems that spoil one value but not the document: (path, line, column, message).
@@ -84,13 +104,16 @@ def _position(mark: _Mark | None) -> Position:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def load_documents(text: bytes) -> Iterator[Document]:
-    """Every non-empty document of a YAML stream; raises YamlError at the first thing not plain data."""
+def load_documents(text: bytes, *, max_nodes: int = MAX_NODES, too_many: str = "") -> Iterator[Document]:
+    """Every non-empty document of a YAML stream; raises YamlError at the first thing not plain data, or at
+    the value past `max_nodes` (with `too_many` as the reason when given)."""
     if len(text) > MAX_YAML_BYTES:
         raise YamlError(1, 1, f"file is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+    _check_text(text)
     try:
-        if b"*" in text:
-            _refuse_aliases(text)
+        # Every value takes at least one byte: a shorter file cannot hold too many.
+        if b"*" in text or len(text) > max_nodes:
+            _scan_events(text, max_nodes, too_many or f"more than {max_nodes:,} values in one file: split it")
         loader = _LOADER(text)
         try:
             while loader.check_node():
@@ -98,7 +121,9 @@ def load_documents(text: bytes) -> Iterator[Document]:
                 if node is None:
                     continue
                 document = Document(data=None, start=_position(node.start_mark))
-                document.data = _Builder(document).build(node, (), 0)
+                builder = _Builder(document)
+                document.data = builder.build(node, (), 0)
+                document.nodes = len(builder.seen)
                 if document.data is not None:
                     yield document
         finally:
@@ -111,11 +136,61 @@ def load_documents(text: bytes) -> Iterator[Document]:
         raise YamlError(1, 1, f"not readable as YAML: {_one_line(str(error))}") from None
 
 
-def _refuse_aliases(text: bytes) -> None:
-    """Stop at the first alias, named where it is written (the composed node only knows its anchor)."""
+def _check_text(text: bytes) -> None:
+    """Refuse what is not UTF-8 text at the line and column of the first byte at fault."""
+    for bom, encoding in _WIDE_BOMS:
+        if text.startswith(bom):
+            raise YamlError(
+                1, 1, f"{encoding} text (it starts with a {encoding} byte order mark): save the file as UTF-8"
+            )
+    nul = text.find(b"\x00")
+    if nul >= 0:
+        raise YamlError(
+            *_byte_position(text, nul),
+            "a NUL byte: binary data, or UTF-16 text without a byte order mark, is not YAML; "
+            "save the file as UTF-8 text",
+        )
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise YamlError(
+            *_byte_position(text, error.start),
+            f"not UTF-8 (byte 0x{text[error.start]:02x}; Latin-1 or Windows-1252 text?): "
+            "save the file as UTF-8",
+        ) from None
+    bad = _NOT_PRINTABLE.search(decoded, 1 if decoded.startswith("\ufeff") else 0)
+    if bad is not None:
+        before = decoded[: bad.start()]
+        line = before.count("\n") + 1
+        column = bad.start() - (before.rfind("\n") + 1) + 1
+        raise YamlError(
+            line,
+            column,
+            f"control character {shown(bad.group())} is not allowed in YAML; write it escaped in a "
+            "double-quoted string if it is meant",
+        )
+
+
+def _byte_position(text: bytes, offset: int) -> Position:
+    """The 1-based line and column (in characters) of the byte at `offset`."""
+    start = text.rfind(b"\n", 0, offset) + 1
+    head = text[start:offset]
+    if start == 0 and head.startswith(_UTF8_BOM):
+        head = head[len(_UTF8_BOM) :]
+    return text.count(b"\n", 0, offset) + 1, len(head.decode("utf-8", errors="replace")) + 1
+
+
+def _scan_events(text: bytes, max_nodes: int, too_many: str) -> None:
+    """Stop at the first alias, named where it is written (the composed node only knows its anchor), and
+    at the value past `max_nodes`, before any node is built."""
+    nodes = 0
     for event in yaml.parse(text, Loader=_LOADER):
         if isinstance(event, yaml.AliasEvent):
             raise YamlError(*_position(event.start_mark), _ALIAS_REFUSED)
+        if isinstance(event, yaml.ScalarEvent | yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            nodes += 1
+            if nodes > max_nodes:
+                raise YamlError(*_position(event.start_mark), too_many)
 
 
 def _one_line(text: str) -> str:

@@ -20,6 +20,7 @@ class Served:
     desired: DesiredState
     commit: CommitInfo
     refused: str | None = None  # why the head was not served, when it was not
+    head: str = ""  # the branch head this pass looked at (the commit served unless it was refused)
 
 
 def serve(source: GitSource, store: Store) -> Served:
@@ -29,9 +30,9 @@ def serve(source: GitSource, store: Store) -> Served:
     """
     head = source.refresh()
     try:
-        return Served(_load(source, head), source.commit(head))
+        return Served(_load(source, head), source.commit(head), head=head)
     except errors.InvalidInput as error:
-        reason = f"revision {head[:12]} is invalid: " + "; ".join(error.problems[:20])
+        reason = f"revision {head[:12]} is invalid: " + _listed(error.problems)
     except errors.Refused as error:  # an unsigned or badly signed commit
         reason = f"revision {head[:12]} refused: {error}"
     if store.revisions().refused != head:
@@ -40,7 +41,21 @@ def serve(source: GitSource, store: Store) -> Served:
     good = store.revisions().good
     if good is None:
         raise errors.Refused(f"{reason}; no earlier revision was ever valid, so nothing is applied")
-    return Served(_load(source, good, check=False), source.commit(good), refused=reason)
+    return Served(_load(source, good, check=False), source.commit(good), refused=reason, head=head)
+
+
+# What a refusal lists of the problems: it is logged each time, kept in the store and shown by `status`;
+# `stagectl validate` lists every one.
+LISTED_PROBLEMS = 10
+MAX_REASON = 4000
+
+
+def _listed(problems: list[str]) -> str:
+    text = "; ".join(problems[:LISTED_PROBLEMS])
+    more = len(problems) - LISTED_PROBLEMS
+    if more > 0:
+        text += f"; and {more} more (stagectl validate lists them all)"
+    return text if len(text) <= MAX_REASON else f"{text[: MAX_REASON - 1]}…"
 
 
 # The desired state of the revisions served last, by (repository, directory, commit): a commit's tree

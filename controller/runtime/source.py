@@ -14,6 +14,9 @@ from controller import errors, redact
 from controller.desired.shown import printable
 
 DEFAULT_TIMEOUT = 120.0
+# How much of a desired tree is read: 100 batches of 2,000 members take some 8 MiB; a revision past this is
+# refused before any of it is read, so that a pushed blob cannot take the controller's memory.
+MAX_TREE_BYTES = 32 * 1024 * 1024
 MAX_GIT_TEXT = 300
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # Settings from the caller's environment that would point git at another repository.
@@ -152,11 +155,14 @@ class GitSource:
         """
         sha = self.resolve(rev)
         prefix = f"{self.desired_dir}/" if self.desired_dir else ""
-        listing = self._git(["ls-tree", "-r", "-z", "--full-tree", sha, "--", *([prefix] if prefix else [])])
+        listing = self._git(
+            ["ls-tree", "-r", "-z", "-l", "--full-tree", sha, "--", *([prefix] if prefix else [])]
+        )
         blobs: list[tuple[str, str]] = []
+        total = 0
         for entry in filter(None, listing.split(b"\x00")):
             meta, _, raw_path = entry.partition(b"\t")
-            mode, kind, object_id = meta.decode().split()
+            mode, kind, object_id, size = meta.decode().split()
             try:
                 path = raw_path.decode("utf-8")
             except UnicodeDecodeError:
@@ -164,10 +170,24 @@ class GitSource:
                 raise errors.InvalidInput(
                     f"{shown!r} at {sha[:12]}: a file name that is not UTF-8; rename it in UTF-8"
                 ) from None
+            where = printable(path)
+            if where != path:
+                raise errors.InvalidInput(
+                    f"{where} at {sha[:12]}: a file name with control or invisible characters; rename it"
+                )
             if kind != "blob":
-                raise errors.InvalidInput(f"{path} at {sha[:12]} is a submodule; commit the files themselves")
+                raise errors.InvalidInput(
+                    f"{where} at {sha[:12]} is a submodule; commit the files themselves"
+                )
             if mode == "120000":
-                raise errors.InvalidInput(f"{path} at {sha[:12]} is a symbolic link; commit the file itself")
+                raise errors.InvalidInput(f"{where} at {sha[:12]} is a symbolic link; commit the file itself")
+            total += int(size)
+            if total > MAX_TREE_BYTES:
+                raise errors.InvalidInput(
+                    f"{printable(self.desired_dir or '.')} at {sha[:12]} holds more than "
+                    f"{MAX_TREE_BYTES // (1024 * 1024)} MiB of files (the total passes it at "
+                    f"{where}); nothing in it is read"
+                )
             blobs.append((path.removeprefix(prefix), object_id))
         if not blobs and self.desired_dir:
             self._check_directory(sha)
@@ -179,6 +199,11 @@ class GitSource:
         listing = self._git(["ls-tree", "-z", "--full-tree", sha, "--", self.desired_dir])
         for entry in filter(None, listing.split(b"\x00")):
             meta, _, _ = entry.partition(b"\t")
+            if meta.split()[0] == b"120000":
+                raise errors.InvalidInput(
+                    f"{printable(self.desired_dir)} at {sha[:12]} is a symbolic link, not the directory of "
+                    "the desired state; commit the documents under it"
+                )
             if meta.split()[1] == b"blob":
                 raise errors.InvalidInput(
                     f"{printable(self.desired_dir)} at {sha[:12]} is a file, not the directory of the "
