@@ -65,6 +65,28 @@ def plan_batches(
             _plan_absent(draft, batch, context)
         else:
             _plan_present(draft, batch, found, context)
+    _note_undeclared(draft, desired, exchange)
+
+
+def _note_undeclared(draft: Draft, desired: DesiredState, exchange: ExchangeObserved) -> None:
+    """A batch Exchange has that the repository no longer names (its file deleted) is left alone, never
+    removed (contract §2: removal is an explicit `state: removed`); the plan says so, and that it holds the
+    cutover while it is not completed (the batches-completed gate counts it)."""
+    declared = {batch.key for batch in desired.batches}
+    for found in exchange.batches or ():
+        if found.Identity.lower() in declared:
+            continue
+        status = BatchStatus.parse(found.Status)
+        holds = (
+            ""
+            if status in COMPLETED
+            else "; until it is completed it holds the cutover (its members have not arrived)"
+        )
+        draft.note(
+            f"batch/{found.Identity}",
+            f"{found.Status} in Exchange but not in the repository: nothing is done to it and it is never "
+            f"removed (write it with state: removed to remove it){holds}",
+        )
 
 
 # --- a batch Exchange does not have -----------------------------------------------------------
@@ -229,9 +251,8 @@ def _plan_removal(draft: Draft, batch: Batch, status: BatchStatus, context: Cont
     if status is BatchStatus.REMOVING:
         draft.wait(obj, "Removing")
         return
-    if status in MOVING or status is BatchStatus.COMPLETING:
-        draft.wait(obj, f"{status.value}; Exchange refuses removal until it settles")
-        return
+    # The gate before Exchange's own wait: a batch that started, still syncing or not, is held by the
+    # cutover, and the plan says so rather than "until it settles".
     if status is not BatchStatus.CREATED:
         cutover_at = draft.memory.cutoverAt
         delay = context.desired.policy.remove_after_cutover
@@ -250,6 +271,9 @@ def _plan_removal(draft: Draft, batch: Batch, status: BatchStatus, context: Cont
                 f"removal waits until {at(cutover_at + delay)} ({format_duration(delay)} after the cutover)",
             )
             return
+    if status in MOVING or status is BatchStatus.COMPLETING:
+        draft.wait(obj, f"{status.value}; Exchange refuses removal until it settles")
+        return
     draft.act(
         ExchangeAction(
             "Remove-MigrationBatch", (("Identity", batch.name),), obj, f"{status.value} -> removed"
