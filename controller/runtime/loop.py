@@ -80,6 +80,7 @@ def _loop(
     watched = reconciler.source.watch_paths()
     while not stop.is_set():
         started = time.monotonic()
+        moved = False
         try:
             result = reconciler.run_pass()
             if metrics is not None:
@@ -90,6 +91,8 @@ def _loop(
             failures = 0
             if once and result.served.refused is not None:
                 return 1  # the head was refused: the last good revision was served, the head was not
+            # A commit that lands during a pass changes the ref before the watch below begins: go again.
+            moved = not once and reconciler.source.is_local and reconciler.source.head() != result.served.head
         except (ExchangeError, DnsError, errors.ExternalFailure) as error:
             if metrics is not None:
                 metrics.record_failure(seconds=time.monotonic() - started)
@@ -104,6 +107,8 @@ def _loop(
                 return 1
         if once:
             return 0
+        if moved:
+            continue
         delay = config.interval.total_seconds() if failures == 0 else backoff(failures)
         _wait(watched, delay, wake)
         if not stop.is_set():
