@@ -18,6 +18,7 @@ from controller.exchange.errors import (
     AuthenticationError,
     CmdletError,
     ExchangeError,
+    IndeterminateError,
     TransientError,
     truncate,
 )
@@ -187,19 +188,26 @@ class ExchangeClient:
         )
 
     def apply(self, action: ExchangeAction) -> list[dict[str, object]]:
-        """Run the action's cmdlet; permanent errors (CmdletError, AuthenticationError) propagate."""
+        """Run the action's cmdlet; permanent errors (CmdletError, AuthenticationError) propagate, and so
+        does an IndeterminateError: a write whose answer was lost is never sent again blindly."""
         parameters = {name: self._value(value) for name, value in action.parameters}
-        return self.call(action.cmdlet, parameters)
+        return self.call(action.cmdlet, parameters, write=True)
 
     def call(
-        self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, object],
+        select: Sequence[str] = (),
+        *,
+        write: bool = False,
     ) -> list[dict[str, object]]:
-        """One cmdlet, retried on TransientError up to `max_attempts` times with full-jitter backoff."""
+        """One cmdlet, retried on TransientError up to `max_attempts` times with full-jitter backoff; a
+        `write` is not retried after an IndeterminateError (it may have run: the next pass observes)."""
         for attempt in range(self.max_attempts):
             try:
                 output = self.runner.run(cmdlet, parameters, select)
             except TransientError as error:
-                if attempt + 1 >= self.max_attempts:
+                if attempt + 1 >= self.max_attempts or (write and isinstance(error, IndeterminateError)):
                     raise
                 delay = self._backoff(attempt, hint=error.delay)
                 log.warning("%s: %s; retrying in %.1f s", cmdlet, error, delay)

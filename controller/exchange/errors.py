@@ -36,6 +36,12 @@ class UnavailableError(TransientError):
     """The gateway could not be reached or the session broke."""
 
 
+class IndeterminateError(UnavailableError):
+    """The call reached the gateway and may have run, but its answer was lost (the connection dropped, the
+    reply came later than the read timeout, the output arrived in part). A read is simply read again; a
+    write is never sent again blindly: whether it took effect is for the next observation to decide."""
+
+
 class PermanentError(ExchangeError):
     """Retrying will not help without a change by a person."""
 

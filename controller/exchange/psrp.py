@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal, Self, TypeVar
 
 import requests
+import urllib3
 from pydantic import Field, model_validator
 from pypsrp import exceptions as pypsrp_errors
 from pypsrp.complex_objects import PSInvocationState
@@ -27,6 +28,7 @@ from controller.exchange.runner import CmdletOutput
 UNLIMITED_CMDLETS = frozenset({"Get-MigrationBatch", "Get-MigrationUser"})
 
 _Result = TypeVar("_Result")
+_Phase = Literal["open", "send", "receive"]
 
 # MS-PSRP 2.2.4 fragment header: ObjectId, FragmentId, flags (0x1 start, 0x2 end), BlobLength.
 _FRAGMENT_HEADER = struct.Struct(">QQBI")
@@ -38,6 +40,12 @@ _STATE_NAMES = {
     PSInvocationState.STOPPED: "Stopped",
     PSInvocationState.DISCONNECTED: "Disconnected",
 }
+
+
+def _refused(error: requests.exceptions.RequestException) -> bool:
+    """The connection was refused or could not be made: the request never left."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 class PsrpSettings(Model):
@@ -220,8 +228,14 @@ class PsrpRunner:
             with contextlib.suppress(Exception):  # closing a broken transport may fail again
                 wsman.close()
 
-    def _transport(self, call: Callable[[], _Result]) -> _Result:
-        """Run a pypsrp call, turning transport failures into the Exchange layer's errors."""
+    def _transport(self, call: Callable[[], _Result], *, phase: _Phase = "open") -> _Result:
+        """Run a pypsrp call, turning transport failures into the Exchange layer's errors.
+
+        `phase` says whether a cmdlet may have run when the call fails: "open" (the pool, the sign-in,
+        closing: no cmdlet of the caller's was sent), "send" (the Command and its Sends: a fault or a busy
+        answer refused it, but a lost reply leaves it unknown) or "receive" (the cmdlet ran or runs: any
+        failure leaves its effect unknown). Unknown is an `IndeterminateError`, never retried for a write.
+        """
         endpoint = self.settings.endpoint
         try:
             return call()
@@ -241,28 +255,37 @@ class PsrpRunner:
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             self._drop()
-            raise errors.UnavailableError(
-                f"cannot reach the PowerShell gateway at {endpoint}: {type(error).__name__}"
+            # A connection never made carried nothing; a reply that never came may follow a cmdlet that ran.
+            never_sent = isinstance(error, requests.exceptions.ConnectTimeout) or _refused(error)
+            raise self._lost(
+                "open" if never_sent else phase,
+                f"cannot reach the PowerShell gateway at {endpoint}: {type(error).__name__}",
             ) from None
         except pypsrp_errors.WinRMTransportError as error:
             self._drop()
-            if error.code in (429, 503):
+            if error.code in (429, 503) and phase != "receive":
                 raise errors.ThrottledError(
                     f"the PowerShell gateway at {endpoint} is busy (HTTP {error.code})"
                 ) from None
-            raise errors.UnavailableError(
-                f"the PowerShell gateway at {endpoint} answered HTTP {error.code}"
+            raise self._lost(
+                phase, f"the PowerShell gateway at {endpoint} answered HTTP {error.code}"
             ) from None
         except pypsrp_errors.WSManFaultError as error:
             self._drop()
-            raise errors.UnavailableError(
-                f"the PowerShell gateway at {endpoint} faulted: {error.code} {error.reason or ''}"
+            # A fault is the gateway's answer: to a Command it means the pipeline was not created.
+            raise self._lost(
+                "open" if phase == "send" else phase,
+                f"the PowerShell gateway at {endpoint} faulted: {error.code} {error.reason or ''}",
             ) from None
         except (pypsrp_errors.InvalidRunspacePoolStateError, pypsrp_errors.WinRMError) as error:
             self._drop()
-            raise errors.UnavailableError(
-                f"the session to {endpoint} broke: {type(error).__name__}"
-            ) from None
+            raise self._lost(phase, f"the session to {endpoint} broke: {type(error).__name__}") from None
+
+    @staticmethod
+    def _lost(phase: _Phase, message: str) -> errors.UnavailableError:
+        if phase == "open":
+            return errors.UnavailableError(message)
+        return errors.IndeterminateError(f"{message}; the call may have run: the next observation decides")
 
     # --- CmdletRunner ---------------------------------------------------------------------------------------
 
@@ -270,7 +293,10 @@ class PsrpRunner:
         self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
     ) -> list[dict[str, object]]:
         if self._pool is None:
-            self._open()
+            try:
+                self._open()
+            except errors.IndeterminateError as error:  # the sign-in's answer was lost, not this cmdlet's
+                raise errors.UnavailableError(str(error).partition("; the call may have run")[0]) from None
         if cmdlet in UNLIMITED_CMDLETS and "ResultSize" not in parameters and "Identity" not in parameters:
             parameters = {**parameters, "ResultSize": "Unlimited"}
         return self._invoke(cmdlet, parameters, select)
@@ -290,14 +316,16 @@ class PsrpRunner:
         if select:  # a second command of the same pipeline, not script text
             shell.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         fragmenter.completed.clear()
-        output = self._transport(shell.invoke)
+        self._transport(shell.begin_invoke, phase="send")
+        output = self._transport(shell.end_invoke, phase="receive")
         # A short read taken for the truth makes the planner act on rows that exist but did not arrive:
         # whatever may have lost output is a transport failure (the kind read stays unknown), never a result.
         problem = fragmenter.incomplete(shell.state)
         if problem is not None:
             self._drop()  # a half-assembled message would also poison the next call's output
-            raise errors.UnavailableError(
-                f"{cmdlet} through the gateway at {self.settings.endpoint} did not complete: {problem}"
+            raise errors.IndeterminateError(
+                f"{cmdlet} through the gateway at {self.settings.endpoint} did not complete: {problem}; "
+                "it may have run: the next observation decides"
             )
         # str(record) is 'None' for a pypsrp warning record: the text is in .message.
         warned = [str(record.message) for record in shell.streams.warning]

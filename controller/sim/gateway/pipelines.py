@@ -76,7 +76,6 @@ class Pipelines:
         with shell.cond:
             if not shell.is_live(pipeline_id):
                 return
-            shell.cmdlets[pipeline_id] = outcome.cmdlet
             for message in outcome.warnings:
                 pipeline.write_warning(message)
         # Serialise large outputs in slices, so that a Receive ships the first objects while the rest are
@@ -121,6 +120,8 @@ class Pipelines:
         if self.sign_in and cmdlet.lower() == SIGN_IN.lower():
             outcome.terminating = self._sign_in(shell, cmdlet)
             return outcome
+        if self.sign_in and not shell.signed_in:
+            self.faults.note("unsigned")
         if cmdlet not in self.cmdlets or (self.sign_in and not shell.signed_in):
             outcome.terminating = gateway_cmdlets.command_not_found(cmdlet)
             return outcome

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from psrpcore import PSRPEvent, ServerPipeline, ServerRunspacePool
+from psrpcore import CreatePipelineEvent, PSRPEvent, ServerPipeline, ServerRunspacePool
 from psrpcore._payload import PSRPPayload, StreamType
 
 from controller.sim.gateway import wsman
@@ -175,10 +175,9 @@ class Shells:
         self._lock = threading.Lock()  # guards _open and sends
 
     def handle(self, request: wsman.WSManRequest) -> bytes:
-        if request.action == wsman.ACTION_COMMAND and self.faults.expiring():
-            self.close_all()  # the gateway forgot its sessions between two calls: the next one faults
         payload = self._dispatch(request)
-        self.faults.hold(request.action.rpartition("/")[2])
+        if request.action not in (wsman.ACTION_COMMAND, wsman.ACTION_RECEIVE):  # those hold per cmdlet
+            self.faults.hold(request.action.rpartition("/")[2])
         return payload
 
     def _dispatch(self, request: wsman.WSManRequest) -> bytes:
@@ -262,10 +261,20 @@ class Shells:
                 shell.pool, pipeline_id
             )  # must exist before its CreatePipeline message is processed
             events = shell.feed(_b64(argument.text if argument is not None else ""), pipeline_id)
+            cmdlet = _cmdlet_of(shell, pipeline_id, events)
+        if self.faults.expiring(cmdlet):
+            # The gateway forgot its sessions before this Command came: it faults and runs nothing.
+            self.close_all()
+            raise wsman.WSManFault(
+                wsman.ERROR_INVALID_SELECTORS,
+                "The request for the Windows Remote Shell with ShellId was not found.",
+            )
         self.on_events(shell, events)
         response = ET.Element(f"{{{NS['rsp']}}}CommandResponse")
         ET.SubElement(response, f"{{{NS['rsp']}}}CommandId").text = command_id
-        return wsman.reply(request, response)
+        payload = wsman.reply(request, response)
+        self.faults.hold("Command", cmdlet)  # the pipeline runs meanwhile
+        return payload
 
     def _send(self, request: wsman.WSManRequest, shell: Shell) -> bytes:
         stream = request.body.find("rsp:Stream", NS) if request.body is not None else None
@@ -278,6 +287,8 @@ class Shells:
                 self.sends[command_id.upper()] = self.sends.get(command_id.upper(), 0) + 1
         with shell.cond:
             events = shell.feed(_b64(stream.text), pipeline_id)
+            if pipeline_id is not None:  # a large CreatePipeline ends in a Send
+                _cmdlet_of(shell, pipeline_id, events)
         self.on_events(shell, events)
         return wsman.reply(request, ET.Element(f"{{{NS['rsp']}}}SendResponse"))
 
@@ -289,6 +300,7 @@ class Shells:
         deadline = time.monotonic() + min(request.operation_timeout, self.receive_wait)
         budget = max(request.max_envelope_size * 3 // 4 - 4096, FRAGMENT_SIZE)
         with shell.cond:
+            cmdlet = shell.cmdlets.get(target) if target is not None else None  # before take() forgets it
             while (taken := shell.replay(target, request.message_id)) is None:
                 if shell.outbox.get(target) or (target is not None and target in shell.finished):
                     taken = shell.take(target, request.message_id, budget)
@@ -311,7 +323,8 @@ class Shells:
                 shell.cond.wait(remaining)
         chunks = list(taken.chunks)
         if chunks and target is not None:
-            self.faults.drop(shell.cmdlets.get(target))  # may close the connection: the output is lost
+            self.faults.drop(cmdlet)  # may close the connection: the output taken is lost
+        self.faults.hold("Receive", cmdlet)
         if self.before_reply is not None:
             chunks = self.before_reply(command_id, chunks)
         rsp = NS["rsp"]
@@ -339,6 +352,19 @@ class Shells:
             self._open.pop(shell.id, None)
         shell.close()
         return wsman.reply(request)
+
+
+def _cmdlet_of(shell: Shell, pipeline_id: uuid.UUID, events: Events) -> str | None:
+    """The first command of the pipeline these events created, noted on the shell (fault switches)."""
+    if not any(isinstance(event, CreatePipelineEvent) for event in events):
+        return None
+    pipeline = shell.pool.pipeline_table.get(pipeline_id)
+    metadata = pipeline.metadata if pipeline is not None else None
+    commands = getattr(metadata, "commands", None) or []
+    name = str(commands[0].command_text) if commands else None
+    if name is not None:
+        shell.cmdlets[pipeline_id] = name
+    return name
 
 
 def _b64(text: str | None) -> bytes:
