@@ -60,7 +60,19 @@ def test_records_chain_and_verify(tmp_path: Path) -> None:
     assert records[0]["author"] == "Ada Admin <ada@example.com>"
     assert records[0]["time"] == "2024-05-01T12:00:00Z"
     assert records[1]["result"] == "error: the gateway refused password=<redacted>"
-    assert set(records[0]) == {"seq", "time", "revision", "author", "action", "result", "duration_ms", "prev"}
+    assert set(records[0]) == {
+        "seq",
+        "time",
+        "revision",
+        "author",
+        "phase",
+        "pass",
+        "key",
+        "action",
+        "result",
+        "duration_ms",
+        "prev",
+    }
     assert audit.verify(path) is None
     assert audit.verify(tmp_path / "absent.jsonl") is None
 
@@ -162,6 +174,7 @@ def test_audit_show_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         "1",
         "2024-05-01T12:00:00Z",
         REV_A[:12],
+        "result",
         "Ada",
         "Admin",
         "<ada@example.com>:",

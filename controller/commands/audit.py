@@ -70,9 +70,10 @@ def run_show(args: argparse.Namespace) -> int:
     for record in records:
         action = record.get("action")
         what = audit.summary(action) if isinstance(action, dict) else str(action)
+        phase = str(record.get("phase") or "result")
         print(
             f"{record.get('seq'):>5} {record.get('time')} {str(record.get('revision', ''))[:12]} "
-            f"{record.get('author')}: {_one_line(what)} -> {_one_line(str(record.get('result')))} "
+            f"{phase:<7} {record.get('author')}: {_one_line(what)} -> {_one_line(str(record.get('result')))} "
             f"({record.get('duration_ms')} ms)"
         )
     return 0

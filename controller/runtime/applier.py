@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller import errors
+from controller import errors, faults
 from controller.dns.base import DnsBackend, DnsError
 from controller.exchange.errors import CmdletError, ExchangeError
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Memory
+from controller.runtime.store import action_key
 
 # exchange-facts §8: Exchange may refuse to complete a staged batch; that answer is final, not a failure.
 COMPLETION_UNSUPPORTED = "MigrationBatchCannotBeCompletedException"
@@ -52,7 +53,8 @@ def apply_plan(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ApplyReport:
     """Run each action in order. `should_stop` is asked between actions (SIGTERM lets one finish);
-    `on_start` journals an action before it is sent and may veto it (already sent by this pass)."""
+    `on_start` records the action's intent durably before it is sent and may veto it (already sent by
+    this pass); `on_outcome` records its result."""
     report = ApplyReport(memory=plan.memory)
     for index, action in enumerate(plan.actions):
         if should_stop():
@@ -61,13 +63,24 @@ def apply_plan(
             break
         if not on_start(action):
             continue
-        outcome = _apply_one(action, exchange=exchange, dns=dns, report=report)
-        report.outcomes.append(outcome)
-        on_outcome(outcome)
+        # The fault points (inert unless a reliability test sets them): the intent is durable before
+        # `before`; the backend reaches `during` once its request is out; `after` precedes the result.
+        with faults.acting(_names(action), action_key(action)):
+            faults.point("before")
+            outcome = _apply_one(action, exchange=exchange, dns=dns, report=report)
+            faults.point("after")
+            report.outcomes.append(outcome)
+            on_outcome(outcome)
+            faults.point("recorded")
         if not outcome.ok:
             report.not_done = list(plan.actions[index + 1 :])
             break
     return report
+
+
+def _names(action: Action) -> tuple[str, ...]:
+    """What a fault selector may name: the cmdlet (or `dns`) and the object."""
+    return (action.cmdlet if isinstance(action, ExchangeAction) else "dns", action.object)
 
 
 def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, report: ApplyReport) -> Outcome:

@@ -1,4 +1,9 @@
-"""The append-only JSONL audit log: one hash-chained, fsynced record per action the controller took."""
+"""The append-only JSONL audit log: hash-chained, fsynced records of what the controller did.
+
+Each action leaves an `intent` record, written and fsynced before it is sent, and then a `result`
+record; an intent the process died with in flight is closed by a `settled` record once an observation
+has told whether its effect is there. The three are tied by the pass number and the action's key.
+Records written before issue 14 have no `phase`: they are results."""
 
 from __future__ import annotations
 
@@ -142,6 +147,7 @@ class AuditLog:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._last: dict[str, object] | None = None
         self._seq, self._prev = self._tail()
 
     def _tail(self) -> tuple[int, str]:
@@ -181,6 +187,7 @@ class AuditLog:
         try:
             record = json.loads(last)
             seq, prev = int(record["seq"]), str(record["prev"])
+            self._last = record if isinstance(record, dict) else None
         except (ValueError, KeyError, TypeError) as error:
             raise errors.ExternalFailure(
                 f"the audit log {self.path} ends with an unreadable record; run `stagectl audit verify`"
@@ -196,11 +203,15 @@ class AuditLog:
         result: str,
         duration_ms: int,
         time: datetime,
+        phase: str = "result",
+        pass_id: int | None = None,
+        key: str | None = None,
     ) -> dict[str, object]:
         """Write one record, flushed and fsynced before returning, then record it as the head; the action
         is recorded redacted.
 
-        `result` is "ok" or "error: <one sentence>".
+        `phase` is "intent" (before the action is sent; `result` "sending"), "result" ("ok" or
+        "error: <one sentence>") or "settled" ("settled: applied|not applied: <what was observed>").
         """
         data = dict(action) if isinstance(action, Mapping) else action.as_data()
         with self._lock:
@@ -209,6 +220,9 @@ class AuditLog:
                 "time": at(time),
                 "revision": revision,
                 "author": redact.redact_text(author),
+                "phase": phase,
+                "pass": pass_id,
+                "key": key,
                 "action": redact.redact_data(data),
                 "result": redact.redact_text(result),
                 "duration_ms": int(duration_ms),
@@ -222,8 +236,16 @@ class AuditLog:
             finally:
                 os.close(fd)
             self._seq, self._prev = self._seq + 1, line_hash(line)
+            self._last = record
             write_head(self.path, Head(self._seq, self._prev))
         return record
+
+    def recorded_result(self, pass_id: int, key: str) -> str | None:
+        """The result of this action when it is the newest record: the process died after recording it
+        in the log and before closing its journal row (the log is written first)."""
+        last = self._last or {}
+        newest = (last.get("phase"), last.get("pass"), last.get("key"))
+        return str(last.get("result")) if newest == ("result", pass_id, key) else None
 
 
 def _write_all(fd: int, data: bytes) -> None:

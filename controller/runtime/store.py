@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -148,18 +149,38 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A database that cannot be written (locked past the timeout by another
+        process, a full disk, an I/O error) is the state directory failing: one clear error, the
+        transaction rolled back, nothing half-written."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise self._failure("written", error) from None
             try:
                 yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                self._rollback()
+                raise self._failure("written", error) from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _failure(self, doing: str, error: sqlite3.Error) -> errors.ExternalFailure:
+        return errors.ExternalFailure(f"the state database {self.path} cannot be {doing}: {error}")
 
     def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            return self._db.execute(sql, parameters).fetchall()
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as error:
+                raise self._failure("read", error) from None
 
     # --- settings: memory and revisions ----------------------------------------------------------
 
@@ -332,7 +353,12 @@ class Store:
     def record_action_started(
         self, *, revision: str, pass_id: int, key: str, action: Action, now: datetime
     ) -> bool:
-        """Journal an action before it is sent; False if this pass already started it (do not send again)."""
+        """Journal an action's intent before it is sent (one transaction, fsynced); False if this pass
+        already started it (do not send again).
+
+        The object is marked `acted` in the same transaction: should the process die with the action in
+        flight, what it changed is ours, and the next pass re-takes the drift baseline instead of
+        reporting it as drift."""
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO actions (revision, pass_id, action_key, action, started_at) "
@@ -340,7 +366,16 @@ class Store:
                 "ON CONFLICT(revision, pass_id, action_key) DO NOTHING",
                 (revision, pass_id, key, _data(action.as_data()), at(now)),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            db.execute(
+                "INSERT INTO object_status (object, desired, observed, phase, message, updated_at) "
+                "VALUES (?, ?, ?, 'acted', 'sent', ?) ON CONFLICT(object) DO UPDATE SET "
+                "desired = excluded.desired, observed = excluded.observed, phase = excluded.phase, "
+                "message = excluded.message, updated_at = excluded.updated_at",
+                (action.object, _data(""), _data({}), at(now)),
+            )
+            return True
 
     def record_action_finished(
         self, *, revision: str, pass_id: int, key: str, result: str, now: datetime

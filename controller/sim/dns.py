@@ -29,6 +29,7 @@ import dns.exception
 import dns.rdata
 import dns.rdataclass
 
+from controller import faults
 from controller.dns.base import DnsObserved, DnsPermanentError, DnsTransientError
 from controller.dns.wildcards import questions_without_wildcards
 from controller.dns.wire import MessageCounts, describe, same_data, to_rdata, to_text
@@ -120,6 +121,12 @@ class DnsSimBackend:
             if data is None:
                 raise KeyError(zone)
             self._put(data, name, rdtype, ttl, values)
+
+    def updates(self, zone: str) -> list[str]:
+        """The objects of the UPDATEs this zone applied, in order (a person's `edit` is not one)."""
+        with self._locked(write=False) as state:
+            data = self._zone(state, zone)
+            return list(data.get("updates", [])) if data is not None else []
 
     def set_reachable(self, zone: str, reachable: bool) -> None:
         """Simulate the zone's primary going down (observe: unknown; apply: transient)."""
@@ -236,4 +243,7 @@ class DnsSimBackend:
                     " (is there other data beside a CNAME at that name?)"
                 )
             self._put(data, action.name, action.type, action.ttl, action.values)
+            # The updates applied, kept in the state file: the reliability tests count each effect.
+            data.setdefault("updates", []).append(action.object)
             self.messages.queries += 1  # the verify read
+        faults.point("during")  # applied and saved; the controller has not taken the answer yet

@@ -234,8 +234,12 @@ class Workspace:
     def dns(self) -> DnsSimBackend:
         return DnsSimBackend(self.dns_path)
 
-    def audit_records(self, revision: str | None = None) -> list[dict[str, object]]:
-        return audit.show(audit.path_in(self.state_dir), revision)
+    def audit_records(
+        self, revision: str | None = None, *, phase: str | None = "result"
+    ) -> list[dict[str, object]]:
+        """The audit records of one phase (every action's `result`, by default; None: all of them)."""
+        records = audit.show(audit.path_in(self.state_dir), revision)
+        return [r for r in records if phase is None or r.get("phase") == phase]
 
     def status(self) -> dict[str, object]:
         data = status.read(self.state_dir)

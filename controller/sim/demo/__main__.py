@@ -80,8 +80,9 @@ def report(config_path: Path) -> None:
     data = status.read(state_dir)
     if data is not None:
         print(status.as_text(data))
-    print("$ stagectl audit show")
-    for record in audit.show(audit.path_in(state_dir)):
+    print("$ stagectl audit show  (the results; each follows its intent, recorded before it was sent)")
+    records = [r for r in audit.show(audit.path_in(state_dir)) if r.get("phase") != "intent"]
+    for record in records:
         action = record["action"]
         assert isinstance(action, dict)
         print(
@@ -89,7 +90,7 @@ def report(config_path: Path) -> None:
             f" -> {record['result']}"
         )
     dns_updates: Counter[str] = Counter()
-    for record in audit.show(audit.path_in(state_dir)):
+    for record in records:
         action = record["action"]
         if isinstance(action, dict) and action.get("system") == "dns":
             dns_updates[str(action["object"]).split("/", 2)[2]] += 1  # "dns/<zone>/" dropped

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from controller import faults
 from controller.exchange.errors import ExchangeError, PermanentError
 from controller.exchange.runner import CmdletOutput, project
 from controller.sim.exchange import database
@@ -310,6 +311,7 @@ class SimRunner:
                 output = simulator.call(cmdlet, parameters)
             except ExchangeError as refused:  # the call is still counted: keep the transaction
                 error = refused
+        faults.point("during")  # committed; the controller has not taken the answer yet
         if latency > 0:
             self._sleep(latency)  # outside the lock: a slow call must not stall other processes
         if error is not None:
