@@ -15,7 +15,7 @@ def check_migrations(found: Documents, problems: Problems) -> None:
     for item in migrations[1:]:
         first = migrations[0].source(())
         problems.add(item.path, item.document.start, f"a second Migration document (the first is at {first})")
-    if not found.migration_documents:
+    if not found.migration_documents and not found.unreadable:  # else the unreadable file is named
         problems.at(models.Source(problems.root), "no Migration document (kind: Migration) found")
 
 
@@ -32,6 +32,7 @@ def check_batches(declared: list[DeclaredBatch], problems: Problems) -> None:
                 f"batch name {shown(batch.name)} is also used at {first.source} "
                 "(names are compared without case)",
             )
+            continue  # a batch copied into a second file: one problem, not one more per member
         if batch.state is not models.BatchState.REMOVED:
             active += 1
             if active == models.MAX_BATCHES + 1:

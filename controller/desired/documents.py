@@ -48,6 +48,7 @@ class Documents:
     batches: list[Parsed[models.BatchDocument]] = field(default_factory=list)
     zones: list[Parsed[models.DnsZoneDocument]] = field(default_factory=list)
     migration_documents: int = 0  # valid or not, so that a broken one is not also "missing"
+    unreadable: int = 0  # files that are not YAML data: one of them may be the Migration
 
     def add(self, path: str, where: str, document: yamlsafe.Document, model: models.Model | None) -> None:
         """Count a Migration document and keep the document under its kind when it is valid."""
@@ -85,6 +86,7 @@ def parse(files: Mapping[str, bytes], problems: Problems) -> Documents:
                 found.add(path, problems.where(path), document, _validate(path, document, problems))
         except yamlsafe.YamlError as error:
             problems.add(path, (error.line, error.column), error.message)
+            found.unreadable += 1
             continue
         if not documents:
             problems.add(path, (1, 1), _EMPTY)
