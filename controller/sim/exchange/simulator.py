@@ -18,7 +18,7 @@ from controller.sim.exchange import state as s
 from controller.sim.exchange.params import Bound, bind, fail, not_found, result_size
 
 MICRO_DELAY = "Micro delay applied. Actual delayed: 500 msecs, Enforced"
-BUSY_RETRY_AFTER = 0.5  # seconds: the "Retry after" a busy answer carries
+BUSY_RETRY_AFTER = 0.5  # seconds: the "Retry after" a throttled call carries (`busy` sets its own)
 
 
 def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
@@ -157,15 +157,16 @@ class ExchangeSimulator:
         warnings: list[str] = []
         throttle = self.state.throttles.get(name.lower())
         mode: s.ThrottleMode | None = None
+        retry_after = BUSY_RETRY_AFTER
         if throttle is not None:
             throttle.count -= 1
             if throttle.count <= 0:
                 del self.state.throttles[name.lower()]
             mode = throttle.mode
         elif self.state.busy is not None:
-            mode = self.state.busy.draw()
+            mode, retry_after = self.state.busy.draw(), self.state.busy.retry_after
         if mode == s.ThrottleMode.ERROR:
-            raise ThrottledError(f"{name}: the server is busy; {MICRO_DELAY}.", delay=BUSY_RETRY_AFTER)
+            raise ThrottledError(f"{name}: the server is busy; {MICRO_DELAY}.", delay=retry_after)
         if mode == s.ThrottleMode.WARNING:
             warnings.append(MICRO_DELAY)
         return CmdletOutput(handler(self.state, bind(name, parameters, allowed)), warnings=warnings)
@@ -194,9 +195,13 @@ class ExchangeSimulator:
     def throttle(self, cmdlet: str, count: int, *, mode: s.ThrottleMode = s.ThrottleMode.ERROR) -> None:
         self.state.throttles[cmdlet.lower()] = s.Throttle(count=count, mode=mode)
 
-    def busy(self, rate: float, *, seed: int = 0, mode: s.ThrottleMode | None = None) -> None:
+    def busy(
+        self, rate: float, *, seed: int = 0, mode: s.ThrottleMode | None = None, retry_after: float = 0.1
+    ) -> None:
         """Busy `rate` of every later call (0.3: 30%), drawn from `seed`; see `state.Busy`. 0 stops it."""
-        self.state.busy = s.Busy(rate=rate, seed=seed, mode=mode) if rate > 0 else None
+        self.state.busy = (
+            s.Busy(rate=rate, seed=seed, mode=mode, retry_after=retry_after) if rate > 0 else None
+        )
 
     def set_latency(self, seconds: float) -> None:
         self.state.latency_seconds = seconds

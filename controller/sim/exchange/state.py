@@ -312,11 +312,13 @@ class Throttle(Model):
 class Busy(Model):
     """A share of calls answered busy, drawn from a sequence seeded by `seed`: the same seed busies the same
     calls, whichever process makes them. A busy call raises ThrottledError (the server is busy) or runs and
-    carries a "Micro delay applied" warning: `mode`, or each half the time when None."""
+    carries a "Micro delay applied" warning: `mode`, or each half the time when None. A busy error asks
+    the client to retry after `retry_after` seconds."""
 
     rate: float = Field(ge=0.0, le=1.0)
     seed: int = 0
     mode: ThrottleMode | None = None
+    retry_after: float = Field(default=0.1, ge=0.0)
     draws: int = 0
     errors: int = 0  # calls answered with a busy error so far
     warnings: int = 0  # calls answered with a "Micro delay applied" warning so far
