@@ -8,6 +8,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Self, TypeVar
+from xml.etree import ElementTree as ET
 
 import requests
 import urllib3
@@ -253,7 +254,7 @@ class PsrpRunner:
                 f"TLS to the PowerShell gateway at {endpoint} failed ({reason}); "
                 "set caBundle to the CA that signed its certificate"
             ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+        except requests.exceptions.RequestException as error:  # refused, reset, timed out, cut short
             self._drop()
             # A connection never made carried nothing; a reply that never came may follow a cmdlet that ran.
             never_sent = isinstance(error, requests.exceptions.ConnectTimeout) or _refused(error)
@@ -277,7 +278,11 @@ class PsrpRunner:
                 "open" if phase == "send" else phase,
                 f"the PowerShell gateway at {endpoint} faulted: {error.code} {error.reason or ''}",
             ) from None
-        except (pypsrp_errors.InvalidRunspacePoolStateError, pypsrp_errors.WinRMError) as error:
+        except (
+            pypsrp_errors.InvalidRunspacePoolStateError,
+            pypsrp_errors.WinRMError,
+            ET.ParseError,
+        ) as error:
             self._drop()
             raise self._lost(phase, f"the session to {endpoint} broke: {type(error).__name__}") from None
 
