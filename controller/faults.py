@@ -5,6 +5,7 @@ list of `SELECTOR@MOMENT`; the process sends itself SIGKILL at the first boundar
 
 - SELECTOR: `*`, a cmdlet (`New-MigrationBatch`), `dns`, or an object (`batch/Batch0-IT`);
 - MOMENT: `*`, or one of `MOMENTS`:
+  - `intent`: the intent is in the journal, not yet in the audit chain;
   - `before`: the intent is durable (journal and audit), nothing was sent;
   - `during`: the request reached the server, its answer was not read (the backend calls this point);
   - `after`: the answer was read, the result is not recorded yet;
@@ -19,6 +20,7 @@ Nothing here changes what the controller sends: a point either returns or the pr
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from pathlib import Path
 
 ENV = "STAGECTL_FAULT"
 ONCE_ENV = "STAGECTL_FAULT_ONCE"
-MOMENTS = ("before", "during", "after", "recorded")
+MOMENTS = ("intent", "before", "during", "after", "recorded")
 
 
 _current: ContextVar[tuple[tuple[str, ...], str] | None] = ContextVar("stagectl_fault_action", default=None)
@@ -46,13 +48,24 @@ def acting(names: tuple[str, ...], key: str) -> Iterator[None]:
 
 
 def point(moment: str) -> None:
-    """A boundary of the action in flight: returns, or kills this process when a fault is set for it."""
+    """A boundary of the action in flight: returns, or kills this process when a fault is set for it.
+
+    Instead of the kill, a rule ending in `=ENOSPC` (`*@intent=ENOSPC`) raises the write error a full
+    disk gives, and `=FILL:PATH` fills the filesystem holding PATH (a file it creates) and goes on, so the
+    writes that follow meet a real full disk. The `intent` point is reached while the intent is written."""
     spec = os.environ.get(ENV)
     current = _current.get()
     if not spec or current is None:
         return
     names, key = current
-    if not any(_matches(rule, names, moment) for rule in spec.split(",")):
+    matched = [rule for rule in spec.split(",") if _matches(rule.split("=")[0], names, moment)]
+    if not matched:
+        return
+    if any(rule.endswith("=ENOSPC") for rule in matched):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    filling = [rule.split("=FILL:", 1)[1] for rule in matched if "=FILL:" in rule]
+    if filling:
+        _fill(Path(filling[0]))
         return
     once = os.environ.get(ONCE_ENV)
     if once:
@@ -72,3 +85,16 @@ def point(moment: str) -> None:
 def _matches(rule: str, names: tuple[str, ...], moment: str) -> bool:
     selector, _, wanted = rule.strip().partition("@")
     return (selector == "*" or selector in names) and wanted in ("*", moment)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until the filesystem refuses more."""
+    chunk = b"\0" * 65536
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

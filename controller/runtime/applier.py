@@ -9,7 +9,7 @@ from typing import Protocol
 
 from controller import errors, faults
 from controller.dns.base import DnsBackend, DnsError
-from controller.exchange.errors import CmdletError, ExchangeError
+from controller.exchange.errors import CmdletError, ExchangeError, IndeterminateError
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Memory
 from controller.runtime.store import action_key
@@ -29,6 +29,7 @@ class Outcome:
     detail: str
     duration: float
     external: bool = True  # False: our own input failed (an unresolvable secret reference), exit 1 not 3
+    indeterminate: bool = False  # sent, its answer lost: whether it took effect is for observation to say
 
 
 @dataclass(slots=True)
@@ -61,11 +62,12 @@ def apply_plan(
             report.interrupted = True
             report.not_done = list(plan.actions[index:])
             break
-        if not on_start(action):
-            continue
-        # The fault points (inert unless a reliability test sets them): the intent is durable before
-        # `before`; the backend reaches `during` once its request is out; `after` precedes the result.
+        # The fault points (inert unless a reliability test sets them): `intent` while the intent is
+        # written; it is durable before `before`; the backend reaches `during` once its request is out;
+        # `after` precedes the result.
         with faults.acting(_names(action), action_key(action)):
+            if not on_start(action):
+                continue
             faults.point("before")
             outcome = _apply_one(action, exchange=exchange, dns=dns, report=report)
             faults.point("after")
@@ -107,6 +109,8 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
                 time.monotonic() - started,
             )
         return Outcome(action, False, str(error), time.monotonic() - started)
+    except IndeterminateError as error:
+        return Outcome(action, False, str(error), time.monotonic() - started, indeterminate=True)
     except (ExchangeError, DnsError) as error:
         return Outcome(action, False, f"{type(error).__name__}: {error}", time.monotonic() - started)
     except errors.StagectlError as error:

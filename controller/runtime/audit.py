@@ -7,6 +7,7 @@ Records written before issue 14 have no `phase`: they are results."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -75,11 +76,15 @@ def write_head(path: Path, head: Head) -> None:
     body = json.dumps({"seq": head.seq, "hash": head.hash}, separators=(",", ":")).encode() + b"\n"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
+        try:
+            _write_all(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no stray file behind
+        raise
     directory = os.open(target.parent, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(directory)
@@ -231,8 +236,15 @@ class AuditLog:
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                _write_all(fd, line + b"\n")
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, line + b"\n")
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk may take half a line: cut it off, so the log still ends with a whole record.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
             self._seq, self._prev = self._seq + 1, line_hash(line)
@@ -245,7 +257,10 @@ class AuditLog:
         in the log and before closing its journal row (the log is written first)."""
         last = self._last or {}
         newest = (last.get("phase"), last.get("pass"), last.get("key"))
-        return str(last.get("result")) if newest == ("result", pass_id, key) else None
+        result = str(last.get("result"))
+        if newest != ("result", pass_id, key) or result.startswith("unknown:"):
+            return None  # an unknown result (the answer lost) is settled by observation
+        return result
 
 
 def _write_all(fd: int, data: bytes) -> None:

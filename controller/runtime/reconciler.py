@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller import errors
+from controller import errors, faults
 from controller.desired.models import DesiredState, DriftAction
 from controller.model.actions import Action, Blocked, Drift, Note, Plan
 from controller.model.snapshot import Snapshot
@@ -28,6 +28,8 @@ from controller.runtime.source import GitSource
 from controller.runtime.store import Store, action_key
 
 log = logging.getLogger("stagectl.reconciler")
+
+UNKNOWN_RESULT = "unknown"  # an action sent whose answer was lost: its intent stays open until settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,7 @@ class Reconciler:
                     revision=revision, pass_id=pass_id, key=key, action=action, now=self.backends.clock()
                 ):
                     return False  # this pass sent it already
+                faults.point("intent")
                 self.audit.append(
                     revision=revision,
                     author=author,
@@ -226,6 +229,8 @@ class Reconciler:
             result = "ok" if outcome.ok else f"error: {outcome.detail}"
             if outcome.ok and outcome.detail != "ok":
                 result = f"ok: {outcome.detail}"
+            if outcome.indeterminate:
+                result = f"{UNKNOWN_RESULT}: {outcome.detail}"
             self.audit.append(
                 revision=revision,
                 author=author,
@@ -237,9 +242,10 @@ class Reconciler:
                 pass_id=pass_id,
                 key=key,
             )
-            self.store.record_action_finished(
-                revision=revision, pass_id=pass_id, key=key, result=result, now=self.backends.clock()
-            )
+            if not outcome.indeterminate:  # else the intent stays open: the next pass settles it
+                self.store.record_action_finished(
+                    revision=revision, pass_id=pass_id, key=key, result=result, now=self.backends.clock()
+                )
             self.on_outcome(outcome)
 
         return apply_plan(

@@ -1,0 +1,241 @@
+"""Intent before action (issue 14, item 1): what an interrupted action's effect is judged to be, an intent
+that observation cannot settle yet, and a full disk while the intent is written."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from controller import faults
+from controller.model.actions import CsvRows, DnsAction, ExchangeAction
+from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, RRset, Snapshot
+from controller.planner.settle import Verdict, settle
+from controller.runtime import audit
+from controller.runtime.store import Store
+from tests.support.controller import Workspace, make_workspace
+
+NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
+BOUND = 120.0
+
+
+def _snapshot(
+    *,
+    batches: list[ObservedBatch] | None = None,
+    endpoints: list[ObservedEndpoint] | None = None,
+    zone: list[RRset] | None = None,
+) -> Snapshot:
+    return Snapshot(
+        observedAt=NOW,
+        exchange=ExchangeObserved(endpoints=endpoints, batches=batches, users=[] if batches else None),
+        dns={"contoso.com": zone},
+    )
+
+
+def _batch(status: str) -> ObservedBatch:
+    return ObservedBatch(Identity="Pilot", Status=status, TotalCount=2)
+
+
+NEW = ExchangeAction("New-MigrationBatch", (("Name", "Pilot"), ("AutoStart", True)), "batch/Pilot", "")
+START = ExchangeAction("Start-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "planned -> started")
+COMPLETE = ExchangeAction("Complete-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "")
+REMOVE = ExchangeAction("Remove-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "")
+ADD = ExchangeAction(
+    "Set-MigrationBatch",
+    (("Identity", "Pilot"), ("AddUsers", True), ("CSVData", CsvRows(("carol@contoso.com",)))),
+    "batch/Pilot",
+    "",
+)
+ENDPOINT = ExchangeAction(
+    "Set-MigrationEndpoint", (("Identity", "Staged"), ("MaxConcurrentMigrations", 50)), "endpoint/Staged", ""
+)
+LOWER = DnsAction(
+    zone="contoso.com",
+    name="@",
+    type="MX",
+    ttl=300,
+    values=("10 mail.contoso.com.",),
+    previous_ttl=3600,
+    previous_values=("10 mail.contoso.com.",),
+    object="dns/contoso.com/@/MX",
+    reason="lower the TTL",
+    kind="ttl",
+)
+
+
+def _mx(ttl: int, value: str = "10 MAIL.contoso.com.") -> list[RRset]:
+    return [RRset(name="@", type="MX", ttl=ttl, values=[value])]
+
+
+@pytest.mark.parametrize(
+    ("action", "snapshot", "planned", "verdict"),
+    [
+        (NEW, _snapshot(batches=[_batch("Syncing")]), (), Verdict.APPLIED),
+        (NEW, _snapshot(batches=[]), (), Verdict.ABSENT),
+        (NEW, _snapshot(batches=None), (), Verdict.UNKNOWN),
+        (START, _snapshot(batches=[_batch("Created")]), (), Verdict.ABSENT),
+        (START, _snapshot(batches=[_batch("Syncing")]), (), Verdict.APPLIED),
+        (START, _snapshot(batches=[_batch("Synced")]), (), Verdict.APPLIED),  # it moved on since
+        (COMPLETE, _snapshot(batches=[_batch("Synced")]), (), Verdict.ABSENT),
+        (COMPLETE, _snapshot(batches=[_batch("Completing")]), (), Verdict.APPLIED),
+        (REMOVE, _snapshot(batches=[]), (), Verdict.APPLIED),
+        (REMOVE, _snapshot(batches=[_batch("Completed")]), (), Verdict.ABSENT),
+        (START, _snapshot(batches=[_batch("Bewildered")]), (), Verdict.UNKNOWN),
+        # Members added: the plan made from the same observation says whether some are still missing.
+        (ADD, _snapshot(batches=[_batch("Synced")]), (), Verdict.APPLIED),
+        (ADD, _snapshot(batches=[_batch("Synced")]), (ADD,), Verdict.ABSENT),
+        (
+            ENDPOINT,
+            _snapshot(endpoints=[ObservedEndpoint(Identity="Staged", MaxConcurrentMigrations=50)]),
+            (),
+            Verdict.APPLIED,
+        ),
+        (
+            ENDPOINT,
+            _snapshot(endpoints=[ObservedEndpoint(Identity="Staged", MaxConcurrentMigrations=20)]),
+            (),
+            Verdict.ABSENT,
+        ),
+        (ENDPOINT, _snapshot(endpoints=None), (), Verdict.UNKNOWN),
+        # DNS: the RRset holds the values and the TTL sent (names without case), or it does not.
+        (LOWER, _snapshot(zone=_mx(300)), (), Verdict.APPLIED),
+        (LOWER, _snapshot(zone=_mx(3600)), (), Verdict.ABSENT),
+        (LOWER, _snapshot(zone=_mx(300, "0 contoso-com.mail.protection.outlook.com.")), (), Verdict.ABSENT),
+        (LOWER, _snapshot(zone=None), (), Verdict.UNKNOWN),
+    ],
+    ids=lambda value: value.value if isinstance(value, Verdict) else None,
+)
+def test_an_interrupted_action_is_judged_by_its_observed_effect(
+    action: ExchangeAction | DnsAction,
+    snapshot: Snapshot,
+    planned: tuple[ExchangeAction, ...],
+    verdict: Verdict,
+) -> None:
+    settlement = settle(action.as_data(), snapshot, planned)
+    assert settlement.verdict is verdict, settlement.reason
+    assert settlement.result().startswith(f"settled: {verdict.value}: ")
+
+
+# --- through `stagectl run` ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path / "ws", pilot="started")
+
+
+def _open_intents(workspace: Workspace, state_dir: Path | None = None) -> list[str]:
+    store = Store.open(state_dir or workspace.state_dir)
+    try:
+        return [str(record.action.get("object")) for record in store.unfinished_actions()]
+    finally:
+        store.close()
+
+
+def _run_once(workspace: Workspace, **fault: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", "run", "--config", str(workspace.config_path), "--once"],
+        env={**workspace.process_env(), **fault},
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        cwd=workspace.root,
+    )
+
+
+def test_an_intent_that_observation_cannot_settle_stays_open_and_holds_its_object(
+    workspace: Workspace,
+) -> None:
+    # Killed while the coexistence SPF UPDATE was applied and its answer not read.
+    killed = _run_once(workspace, **{faults.ENV: "dns@during"})
+    assert killed.returncode < 0
+    assert _open_intents(workspace) == ["dns/contoso.com/@/TXT"]
+    writes = workspace.writes()
+
+    # The zone cannot be read: the intent stays open, nothing acts on the record, and the plan says why.
+    workspace.dns().set_reachable("contoso.com", False)
+    held = _run_once(workspace)
+    assert _open_intents(workspace) == ["dns/contoso.com/@/TXT"]
+    assert workspace.audit_records(phase="settled") == []
+    blocked = workspace.status()["blocked"]
+    reasons = [str(b["reason"]) for b in blocked if b["object"] == "dns/contoso.com/@/TXT"]  # type: ignore[index]
+    assert any("was interrupted" in r for r in reasons), (blocked, held.stderr)
+    assert workspace.writes() == writes  # the batch waits for the SPF string: nothing was sent
+
+    # Readable again: settled as applied by observation, never sent twice.
+    workspace.dns().set_reachable("contoso.com", True)
+    done = _run_once(workspace)
+    assert done.returncode == 0, done.stderr
+    assert _open_intents(workspace) == []
+    [settled] = workspace.audit_records(phase="settled")
+    assert str(settled["result"]).startswith("settled: applied: ")
+    assert workspace.dns().updates("contoso.com").count("dns/contoso.com/@/TXT") == 1
+    assert workspace.writes() == writes + Counter({"New-MigrationBatch": 1})
+
+
+@contextlib.contextmanager
+def _small_filesystem(path: Path, size: str) -> Iterator[bool]:
+    """A tmpfs of `size` at `path` when this process may mount one (root, as CI runs); False otherwise."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    try:
+        yield mounted.returncode == 0
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_while_the_intent_is_written_sends_nothing_and_loses_nothing(tmp_path: Path) -> None:
+    """On a real full filesystem (a small tmpfs holding the state directory, filled at the moment the
+    intent is written) when this machine allows the mount; where it does not, the same write error
+    (ENOSPC) injected there."""
+    with _small_filesystem(tmp_path / "small", "2m") as real:
+        state_dir = tmp_path / "small" / "state"
+        workspace = make_workspace(tmp_path / "ws", stateDir=str(state_dir))
+        first = _run_once(workspace)  # the endpoint and the MX TTL: the state directory is in use
+        assert first.returncode == 0, first.stderr
+        workspace.commit_desired(pilot="started", message="Start the pilot")
+        writes = workspace.writes()
+
+        # The filesystem fills up once the intent is in the journal, as it is written to the audit chain.
+        filler = state_dir / "filler"
+        full = _run_once(workspace, **{faults.ENV: f"*@intent=FILL:{filler}" if real else "*@intent=ENOSPC"})
+
+        assert full.returncode == 3, full.stdout + full.stderr
+        assert "Traceback" not in full.stderr
+        assert "could not be recorded" in full.stderr and "it was not sent" in full.stderr, full.stderr
+        assert os.strerror(errno.ENOSPC) in full.stderr, full.stderr
+        assert workspace.writes() == writes  # no cmdlet was sent
+        assert workspace.dns().updates("contoso.com").count("dns/contoso.com/@/TXT") == 0
+
+        filler.unlink(missing_ok=True)
+        assert _open_intents(workspace, state_dir) == ["dns/contoso.com/@/TXT"]  # in the journal, not sent
+        again = _run_once(workspace)
+        assert again.returncode == 0, again.stderr
+        assert workspace.writes() == writes + Counter({"New-MigrationBatch": 1})
+        assert _open_intents(workspace, state_dir) == []
+        verified = workspace.stagectl("audit", "verify", "--state", str(state_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        # Nothing lost: the intent cut short by the full disk was settled as not applied, then sent once.
+        trail = [
+            (r["phase"], str(r["result"]).split(":")[:2])
+            for r in audit.show(audit.path_in(state_dir))
+            if r["action"]["object"] == "dns/contoso.com/@/TXT"  # type: ignore[index]
+        ]
+        assert trail[-3:] == [
+            ("settled", ["settled", " not applied"]),
+            ("intent", ["sending"]),
+            ("result", ["ok"]),
+        ], trail
+        assert workspace.dns().updates("contoso.com").count("dns/contoso.com/@/TXT") == 1
+        assert [p.name for p in state_dir.iterdir() if p.name.endswith(".tmp")] == []
