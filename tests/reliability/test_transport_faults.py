@@ -213,15 +213,15 @@ def test_an_expired_session_is_opened_again_and_signed_in_before_any_cmdlet(tmp_
         assert failed(second) is None and unknown(world) == {}
         # ... and within a pass, just before a write.
         world.workspace.commit_desired(pilot="started", wave="started", message="Start the wave")
-        calls = len(world.gateway.received)
-        reads = sum(1 for c in world.gateway.received[:calls] if c.cmdlet.startswith("Get-")) // 2
-        world.gateway.faults.expire_sessions(after=reads)
+        world.gateway.faults.expire_sessions(before="New-MigrationBatch")  # the wave's, refused: not run
         third = reconciler.run_pass()
         assert failed(third) is None, failed(third)
         assert world.gateway.faults.fired.get("expire") == 2
         assert world.received("Connect-ExchangeOnline") == 3  # one sign-in per session
         assert world.gateway.faults.fired.get("unsigned", 0) == 0  # no cmdlet ran in a pool not signed in
         assert world.writes_received() == {"New-MigrationEndpoint": 1, "New-MigrationBatch": 2}
+        assert world.workspace.writes()["New-MigrationBatch"] == 2  # each batch created once
+        assert world.workspace.exchange().batch_status("Wave1") is not None
 
 
 def test_a_sign_in_that_fails_once_leaves_no_unsigned_session(tmp_path: Path) -> None:
