@@ -21,6 +21,7 @@ import pytest
 
 from controller.model.actions import ExchangeAction
 from controller.notify.webhooks import SIGNATURE_HEADER
+from controller.runtime.store import DATABASE_FILE
 from controller.sim.bind import KEY_NAME, BindZone, bind_zone, free_port
 from controller.sim.exchange.state import STOP_SECONDS
 from controller.sim.exchange.store import SimRunner
@@ -232,6 +233,18 @@ def drive(workspace: Workspace, receiver: WebhookReceiver, evidence: Evidence, v
     )
     workspace.env[GATEWAY_PASSWORD_ENV] = values.gateway_password
     assert refused.returncode != 0 or "could not be read" in refused.stdout + refused.stderr, refused
+
+    # A traceback, with --debug: the state database locked by another process ends `apply` in the CLI.
+    holder = sqlite3.connect(workspace.state_dir / DATABASE_FILE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        traced = evidence.command(
+            "stagectl apply --debug (state locked)", workspace.stagectl("--debug", "apply", "--yes", *desired)
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "Traceback (most recent call last)" in traced.stderr, traced
 
 
 def scrape(port: int) -> bytes:
