@@ -18,6 +18,11 @@ class DnsTransientError(DnsError):
     """Timeouts, refused connections, a prerequisite that no longer holds: observe again, then retry."""
 
 
+class DnsIndeterminateError(DnsTransientError):
+    """The UPDATE was sent and its response lost (a timeout, the connection cut): the primary may have
+    applied it. Never re-sent blindly: the next observation decides."""
+
+
 class DnsPermanentError(DnsError):
     """TSIG rejected, update refused, zone not served there: needs a person."""
 

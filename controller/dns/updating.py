@@ -24,7 +24,7 @@ import dns.rdataset
 import dns.tsig
 import dns.update
 
-from controller.dns.base import DnsError, DnsPermanentError, DnsTransientError
+from controller.dns.base import DnsError, DnsIndeterminateError, DnsPermanentError, DnsTransientError
 from controller.dns.questions import Unanswered
 from controller.dns.reading import read_rrset
 from controller.dns.tsig import TsigKey
@@ -140,13 +140,17 @@ def _map_send_error(error: Exception, *, action: DnsAction, key: TsigKey, primar
             f"{action.object}: the server {primary} rejected the TSIG key {key.name}"
             f" ({type(error).__name__}: wrong secret, unknown key name or clock skew)"
         )
+    unsure = "; it may have been applied: the next observation decides"
     if isinstance(error, dns.exception.Timeout):
-        return DnsTransientError(f"{action.object}: the primary {primary} did not answer the update in time")
+        return DnsIndeterminateError(
+            f"{action.object}: the primary {primary} did not answer the update in time{unsure}"
+        )
     if isinstance(error, ConnectionRefusedError):
         return DnsTransientError(f"{action.object}: the primary {primary} refused the connection")
     if isinstance(error, OSError | EOFError):
-        return DnsTransientError(
-            f"{action.object}: the connection to the primary {primary} failed ({type(error).__name__})"
+        failure = type(error).__name__
+        return DnsIndeterminateError(
+            f"{action.object}: the connection to the primary {primary} failed ({failure}){unsure}"
         )
     return DnsPermanentError(f"{action.object}: the update to {primary} failed ({type(error).__name__})")
 

@@ -408,6 +408,7 @@ def test_an_update_whose_response_is_lost_after_bind_applied_it_is_settled_by_ob
         assert dw.proxy.counts.swallowed == 1
         assert first.report.failed is not None and first.report.failed.action.object == f"dns/{ZONE}/@/TXT"
         assert "did not answer the update in time" in first.report.failed.detail
+        assert "may have been applied: the next observation decides" in first.report.failed.detail
         assert dw.txt() == COEXISTENCE_TXT and dw.serial() == 2  # BIND applied it
         assert dw.world.received("New-MigrationBatch") == 0  # the pass stopped at the failure
 
