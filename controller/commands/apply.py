@@ -7,8 +7,11 @@ plans on what it could not read, and the actions it did plan do not depend on it
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from controller import errors
@@ -16,8 +19,13 @@ from controller.commands import common, reviewed
 from controller.model.actions import Plan
 from controller.planner import render
 from controller.planner.plan import plan
+from controller.runtime import audit
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
+from controller.runtime.audit import AuditLog
+from controller.runtime.intents import Journal
+from controller.runtime.lock import StateLock
 from controller.runtime.observe import unknown
+from controller.runtime.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
     desired = common.load_desired(args)
     config = common.config_of(args)
     directory = common.state_dir(args, config)
-    backends = common.backends_of(args, config)
-    try:
+    with contextlib.ExitStack() as stack:
+        backends = common.backends_of(args, config)
+        stack.callback(backends.close)
+        journal = _journal(stack, directory, backends.clock)
         memory = common.load_memory(directory)
         snapshot, findings = common.observe_live(desired, backends, memory)
         for finding in findings:  # said even when there is nothing to apply
             print(f"note: {finding}", file=sys.stderr)
         result = plan(desired, snapshot, snapshot.observedAt, force=args.force)
+        if journal is not None:  # an intent a crashed `run` or `apply` left open: observation settles it
+            result = journal.settle(result, snapshot)
         unread = unknown(snapshot)
         sys.stdout.write(render.to_text(result, unread))
         reviewed_checksum = _normalized(args.checksum) if args.checksum else None
@@ -53,12 +65,41 @@ def run(args: argparse.Namespace) -> int:
             return _unknown_exit(unread)
         if not args.yes and not _confirmed(len(result.actions)):
             raise errors.Refused("nothing applied: pass --yes, or answer y at the prompt")
-        report = apply_plan(result, exchange=backends.exchange, dns=backends.dns, on_outcome=_print_outcome)
-    finally:
-        backends.close()
+        if journal is None:
+            print(
+                "note: no state directory (--state or a configuration): these actions are neither "
+                "journaled nor audited",
+                file=sys.stderr,
+            )
+            report = apply_plan(
+                result, exchange=backends.exchange, dns=backends.dns, on_outcome=_print_outcome
+            )
+        else:
+            before, after = journal.recorder(
+                revision=desired.revision or f"worktree {Path(args.dir).resolve()}",
+                author=f"{getpass.getuser()} (stagectl apply)",
+                on_outcome=_print_outcome,
+            )
+            report = apply_plan(
+                result, exchange=backends.exchange, dns=backends.dns, on_start=before, on_outcome=after
+            )
     common.save_memory(directory, report.memory)
     code = _account(report)
     return code if code else _unknown_exit(unread)
+
+
+def _journal(
+    stack: contextlib.ExitStack, directory: Path | None, clock: Callable[[], datetime]
+) -> Journal | None:
+    """With a state directory, `apply` holds its lock (a running controller refuses it: one writer to a
+    tenant) and records every action's intent and result as `stagectl run` does."""
+    if directory is None:
+        return None
+    lock = StateLock.acquire(directory)
+    stack.callback(lock.release)
+    store = Store.open(directory)
+    stack.callback(store.close)
+    return Journal(store, AuditLog(audit.path_in(directory)), clock, directory)
 
 
 def _normalized(checksum: str) -> str:

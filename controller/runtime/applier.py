@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from controller import errors, faults
-from controller.dns.base import DnsBackend, DnsError
+from controller.dns.base import DnsBackend, DnsError, DnsIndeterminateError
 from controller.exchange.errors import CmdletError, ExchangeError, IndeterminateError
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Memory
@@ -109,7 +109,7 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
                 time.monotonic() - started,
             )
         return Outcome(action, False, str(error), time.monotonic() - started)
-    except IndeterminateError as error:
+    except (IndeterminateError, DnsIndeterminateError) as error:
         return Outcome(action, False, str(error), time.monotonic() - started, indeterminate=True)
     except (ExchangeError, DnsError) as error:
         return Outcome(action, False, f"{type(error).__name__}: {error}", time.monotonic() - started)

@@ -8,28 +8,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller import errors, faults
 from controller.desired.models import DesiredState, DriftAction
-from controller.model.actions import Action, Blocked, Drift, Note, Plan
+from controller.model.actions import Blocked, Drift, Plan
 from controller.model.snapshot import Snapshot
 from controller.notify.alerts import Alert
 from controller.notify.delivery import AlertDispatcher
-from controller.planner import coexistence, render
+from controller.planner import coexistence
 from controller.planner.plan import plan
-from controller.planner.settle import Verdict, settle
-from controller.runtime import audit, drift, status
+from controller.runtime import drift, status
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 from controller.runtime.audit import AuditLog
 from controller.runtime.backends import Backends
 from controller.runtime.config import ControllerConfig
+from controller.runtime.intents import Journal
 from controller.runtime.observe import observe
 from controller.runtime.serving import Served, mark_good, serve
 from controller.runtime.source import GitSource
-from controller.runtime.store import Store, action_key
+from controller.runtime.store import Store
 
 log = logging.getLogger("stagectl.reconciler")
-
-UNKNOWN_RESULT = "unknown"  # an action sent whose answer was lost: its intent stays open until settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +60,7 @@ class Reconciler:
             now=self.backends.clock(),
         )
         planned = plan(desired, snapshot, snapshot.observedAt)
-        planned = self._settle_interrupted(planned, snapshot)
+        planned = self.journal.settle(planned, snapshot)
         planned = self._handle_drift(served, planned, snapshot)
         report = self._apply(served, planned)
         mark_good(self.store, served)
@@ -188,66 +185,16 @@ class Reconciler:
                 outcome.action.object, desired="", observed={}, phase="acted", message=outcome.detail, now=now
             )
 
-    # --- apply: intent before action, result after ----------------------------------------------
+    # --- apply: intent before action, result after (runtime.intents) -----------------------------
+
+    @property
+    def journal(self) -> Journal:
+        return Journal(self.store, self.audit, self.backends.clock, self.state_dir)
 
     def _apply(self, served: Served, planned: Plan) -> ApplyReport:
-        revision, author = served.commit.sha, served.commit.author
-        pass_id = self.store.next_pass()
-
-        def before(action: Action) -> bool:
-            """The intent, durable before anything is sent: the journal row (SQLite, synchronous=FULL),
-            then the audit record (fsynced). Either write failing stops the pass with the action unsent."""
-            key = action_key(action)
-            try:
-                if not self.store.record_action_started(
-                    revision=revision, pass_id=pass_id, key=key, action=action, now=self.backends.clock()
-                ):
-                    return False  # this pass sent it already
-                faults.point("intent")
-                self.audit.append(
-                    revision=revision,
-                    author=author,
-                    action=action,
-                    result="sending",
-                    duration_ms=0,
-                    time=self.backends.clock(),
-                    phase="intent",
-                    pass_id=pass_id,
-                    key=key,
-                )
-            except OSError as error:
-                raise errors.ExternalFailure(
-                    f"the intent of {render.describe(action)[:120]} could not be recorded in "
-                    f"{self.state_dir}: {error.strerror or error}; it was not sent"
-                ) from None
-            return True
-
-        def after(outcome: Outcome) -> None:
-            """The result: in the audit chain first, then the journal row closed. A crash between the two
-            leaves the intent open and the next pass settles it by observation (both are recorded)."""
-            key = action_key(outcome.action)
-            result = "ok" if outcome.ok else f"error: {outcome.detail}"
-            if outcome.ok and outcome.detail != "ok":
-                result = f"ok: {outcome.detail}"
-            if outcome.indeterminate:
-                result = f"{UNKNOWN_RESULT}: {outcome.detail}"
-            self.audit.append(
-                revision=revision,
-                author=author,
-                action=outcome.action,
-                result=result,
-                duration_ms=int(outcome.duration * 1000),
-                time=self.backends.clock(),
-                phase="result",
-                pass_id=pass_id,
-                key=key,
-            )
-            if not outcome.indeterminate:  # else the intent stays open: the next pass settles it
-                self.store.record_action_finished(
-                    revision=revision, pass_id=pass_id, key=key, result=result, now=self.backends.clock()
-                )
-            self.on_outcome(outcome)
-
+        before, after = self.journal.recorder(
+            revision=served.commit.sha, author=served.commit.author, on_outcome=self.on_outcome
+        )
         return apply_plan(
             planned,
             exchange=self.backends.exchange,
@@ -255,64 +202,6 @@ class Reconciler:
             on_start=before,
             on_outcome=after,
             should_stop=self.should_stop,
-        )
-
-    def _settle_interrupted(self, planned: Plan, snapshot: Snapshot) -> Plan:
-        """An intent with no result: the process died with its action in flight. Whether its effect is
-        observed decides (planner.settle), never sending it again blindly: the settlement is recorded and
-        the plan, made from the same observation, sends the action again only if its effect is absent.
-        Where the observation cannot tell, the intent stays open and nothing acts on its object."""
-        open_intents = self.store.unfinished_actions()
-        if not open_intents:
-            return planned
-        undecided: dict[str, str] = {}
-        notes: list[Note] = []
-        for record in open_intents:
-            recorded = self.audit.recorded_result(record.pass_id, record.action_key)
-            if recorded is not None:  # its result reached the audit log: only the journal row was left open
-                self.store.record_action_finished(
-                    revision=record.revision,
-                    pass_id=record.pass_id,
-                    key=record.action_key,
-                    result=recorded,
-                    now=self.backends.clock(),
-                )
-                continue
-            settlement = settle(record.action, snapshot, planned.actions)
-            what = audit.summary(record.action)
-            obj = str(record.action.get("object", ""))
-            if settlement.verdict is Verdict.UNKNOWN:
-                undecided[obj] = (
-                    f"{what} of pass {record.pass_id} was interrupted and its effect cannot be observed "
-                    f"yet ({settlement.reason}); nothing acts on {obj} until it can"
-                )
-                continue
-            self.audit.append(
-                revision=record.revision,
-                author="stagectl",
-                action=record.action,
-                result=settlement.result(),
-                duration_ms=0,
-                time=self.backends.clock(),
-                phase="settled",
-                pass_id=record.pass_id,
-                key=record.action_key,
-            )
-            self.store.record_action_finished(
-                revision=record.revision,
-                pass_id=record.pass_id,
-                key=record.action_key,
-                result=settlement.result(),
-                now=self.backends.clock(),
-            )
-            notes.append(Note(obj, f"{what} was interrupted; {settlement.result()}"))
-        held = [a for a in planned.actions if a.object in undecided]
-        return dataclasses.replace(
-            planned,
-            actions=tuple(a for a in planned.actions if a.object not in undecided),
-            blocked=planned.blocked + tuple(Blocked(o, "unknown", why) for o, why in undecided.items()),
-            notes=planned.notes + tuple(notes),
-            memory=coexistence.uncounted(planned.memory, held, snapshot.memory),
         )
 
 

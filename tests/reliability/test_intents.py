@@ -20,8 +20,9 @@ from controller.model.actions import CsvRows, DnsAction, ExchangeAction
 from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, RRset, Snapshot
 from controller.planner.settle import Verdict, settle
 from controller.runtime import audit
+from controller.runtime.lock import StateLock
 from controller.runtime.store import Store
-from tests.support.controller import Workspace, make_workspace
+from tests.support.controller import PILOT, WAVE, Workspace, make_workspace
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 BOUND = 120.0
@@ -239,3 +240,52 @@ def test_a_full_disk_while_the_intent_is_written_sends_nothing_and_loses_nothing
         ], trail
         assert workspace.dns().updates("contoso.com").count("dns/contoso.com/@/TXT") == 1
         assert [p.name for p in state_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_stagectl_apply_records_intents_settles_a_killed_run_and_refuses_beside_a_controller(
+    workspace: Workspace,
+) -> None:
+    # `stagectl run` killed once the pilot's New-MigrationBatch was committed, its answer not read.
+    killed = _run_once(workspace, **{faults.ENV: "New-MigrationBatch@during"})
+    assert killed.returncode < 0
+    assert _open_intents(workspace) == [f"batch/{PILOT}"]
+    writes = workspace.writes()
+    apply = (
+        "apply",
+        "--yes",
+        "--repo",
+        str(workspace.repo.path),
+        "--config",
+        str(workspace.config_path),
+    )
+
+    # While a controller holds the state directory, `apply` refuses: one writer to a tenant.
+    lock = StateLock.acquire(workspace.state_dir)
+    try:
+        refused = workspace.stagectl(*apply)
+    finally:
+        lock.release()
+    assert refused.returncode == 1
+    assert "another stagectl is running" in refused.stderr
+    assert workspace.writes() == writes
+
+    # Alone, it settles the killed run's intent by observation (the batch exists: not sent again) and
+    # records its own actions' intents and results in the same chain.
+    workspace.commit_desired(pilot="started", wave="started", message="Start the wave")
+    applied = workspace.stagectl(*apply)
+    assert applied.returncode == 0, applied.stderr
+    assert workspace.writes() - writes == Counter({"New-MigrationBatch": 1})  # the wave only
+    assert _open_intents(workspace) == []
+    records = workspace.audit_records(phase=None)
+    [settled] = [r for r in records if r["phase"] == "settled"]
+    assert settled["action"]["object"] == f"batch/{PILOT}"  # type: ignore[index]
+    assert str(settled["result"]).startswith("settled: applied: ")
+    by_apply = [
+        (r["phase"], r["action"]["object"]) for r in records if "(stagectl apply)" in str(r["author"])
+    ]  # type: ignore[index]
+    # The wave's batch and the MX TTL the killed run did not reach, each an intent then its result.
+    assert by_apply == [
+        (phase, obj) for obj in (f"batch/{WAVE}", "dns/contoso.com/@/MX") for phase in ("intent", "result")
+    ]
+    verified = workspace.stagectl("audit", "verify", "--state", str(workspace.state_dir))
+    assert verified.returncode == 0, verified.stderr

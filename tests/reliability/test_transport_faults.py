@@ -138,7 +138,13 @@ def test_a_write_whose_answer_is_lost_is_not_sent_again_and_the_next_pass_settle
         assert_converged(world)
         assert world.received("New-MigrationBatch") == 1
         audit = world.workspace.audit_records()
-        assert any("may have run" in str(r["result"]) for r in audit)
+        assert any(
+            str(r["result"]).startswith("unknown: ") and "may have run" in str(r["result"]) for r in audit
+        )
+        # The intent stayed open until the second pass observed the batch: settled as applied.
+        [settled] = world.workspace.audit_records(phase="settled")
+        assert settled["action"]["object"] == f"batch/{PILOT}"  # type: ignore[index]
+        assert str(settled["result"]).startswith("settled: applied: ")
 
 
 def test_a_read_that_always_drops_leaves_its_kind_unknown_and_nothing_acts_on_it(tmp_path: Path) -> None:
@@ -418,6 +424,9 @@ def test_an_update_whose_response_is_lost_after_bind_applied_it_is_settled_by_ob
         assert_converged(dw.world)
         assert dw.proxy.counts.updates == 2  # the TXT once (its answer lost), the MX TTL once
         assert dw.txt() == COEXISTENCE_TXT and dw.serial() == 3
+        [settled] = dw.world.workspace.audit_records(phase="settled")
+        assert settled["action"]["object"] == f"dns/{ZONE}/@/TXT"  # type: ignore[index]
+        assert str(settled["result"]).startswith("settled: applied: ")
 
 
 def test_a_secondary_ahead_of_the_primary_makes_the_zone_unknown(tmp_path: Path) -> None:
