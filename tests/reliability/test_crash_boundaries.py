@@ -83,6 +83,7 @@ def test_sigkill_at_one_moment_of_every_action_applies_every_effect_exactly_once
         break
 
     killed = boundaries.read_text(encoding="utf-8").splitlines()
+    print(f"{moment}: {kills} kills")  # docs/reliability.md quotes the figure (pytest -s shows it)
     assert kills == len(killed)
     writes, updates = reference
     # Every action of the migration was killed once at this moment (a resent action is a new boundary
