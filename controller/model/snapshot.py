@@ -34,6 +34,9 @@ class ObservedBatch(Observed):
     Status: str  # kept as text: a status this controller does not know is reported, never guessed
     TotalCount: int = 0
     SyncedCount: int = 0
+    # Users whose batch was completed (finalized): no longer counted in SyncedCount, as the EAC shows
+    # Synced and Finalized apart; a Completed batch of 15 reads SyncedCount 0, FinalizedCount 15.
+    FinalizedCount: int = 0
     FailedCount: int = 0
     NotificationEmails: list[str] | None = None
     StartAfterUTC: AwareDatetime | None = None

@@ -67,7 +67,9 @@ def build(
                 "status": None
                 if snapshot.exchange.batches is None
                 else (found.Status if found else "absent"),
-                "synced": found.SyncedCount if found else 0,
+                # Synced and finalized (completed) users both have their mailbox in Exchange Online.
+                "synced": found.SyncedCount + found.FinalizedCount if found else 0,
+                "finalized": found.FinalizedCount if found else 0,
                 "total": found.TotalCount if found else len(batch.members),
                 "failed": found.FailedCount if found else 0,
                 "failedUsers": failed_users.get(batch.key, [])[:20],
@@ -227,12 +229,12 @@ def as_text(data: dict[str, Any]) -> str:
         lines.append(f"refused     {revision['refused']}")
     for what, why in data.get("unknown", {}).items():  # a status written before this field has none
         lines.append(f"unknown     {what}: {why}")
-    lines += ["", f"{'batch':<24}{'desired':<11}{'Exchange':<22}{'synced':>10}{'failed':>8}"]
+    lines += ["", f"{'batch':<24}{'desired':<11}{'Exchange':<22}{'synced':>10}{'finalized':>10}{'failed':>8}"]
     for batch in data["batches"]:
         progress = f"{batch['synced']}/{batch['total']}"
         lines.append(
             f"{batch['name']:<24}{batch['desired']:<11}{batch['status'] or 'unknown':<22}"
-            f"{progress:>10}{batch['failed']:>8}"
+            f"{progress:>10}{batch.get('finalized', 0):>10}{batch['failed']:>8}"
         )
         for user in batch["failedUsers"]:
             lines.append(f"    failed {user['address']}: {user['error'][:120]}")

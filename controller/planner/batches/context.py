@@ -83,4 +83,4 @@ def batch_object(batch: Batch) -> str:
 
 def progress(found: ObservedBatch) -> str:
     failed = f", {found.FailedCount} failed" if found.FailedCount else ""
-    return f"{found.SyncedCount}/{found.TotalCount} synced{failed}"
+    return f"{found.SyncedCount + found.FinalizedCount}/{found.TotalCount} synced{failed}"

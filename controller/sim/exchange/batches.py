@@ -29,7 +29,8 @@ def batch_output(batch: s.Batch) -> dict[str, object]:
         "Identity": batch.name,
         "Status": engine.batch_status(batch).value,
         "TotalCount": summary.total,
-        "SyncedCount": summary.count(s.SYNCED_LIKE),
+        # Finalized (completed) users are counted apart, not as synced, as Exchange Online reports them.
+        "SyncedCount": summary.count(s.SYNCED_LIKE - {s.UserStatus.COMPLETED}),
         "FailedCount": summary.count([s.UserStatus.FAILED]),
         "ActiveCount": summary.moving,
         "StoppedCount": summary.count([s.UserStatus.STOPPED]),
