@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {finding}", file=sys.stderr)
         result = plan(desired, snapshot, snapshot.observedAt, force=args.force)
         if journal is not None:  # an intent a crashed `run` or `apply` left open: observation settles it
-            result = journal.settle(result, snapshot)
+            result = journal.settle(result, snapshot, desired)
         unread = unknown(snapshot)
         sys.stdout.write(render.to_text(result, unread))
         reviewed_checksum = _normalized(args.checksum) if args.checksum else None
@@ -68,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
         if journal is None:
             print(
                 "note: no state directory (--state or a configuration): these actions are neither "
-                "journaled nor audited",
+                "journaled nor audited, and no lock keeps a controller from acting beside them",
                 file=sys.stderr,
             )
             report = apply_plan(
                 result, exchange=backends.exchange, dns=backends.dns, on_outcome=_print_outcome
             )
         else:
+            common.save_memory(directory, result.memory)  # what this observation taught survives a crash
             before, after = journal.recorder(
                 revision=desired.revision or f"worktree {Path(args.dir).resolve()}",
                 author=f"{getpass.getuser()} (stagectl apply)",
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             report = apply_plan(
                 result, exchange=backends.exchange, dns=backends.dns, on_start=before, on_outcome=after
             )
-    common.save_memory(directory, report.memory)
+        common.save_memory(directory, report.memory)  # under the state lock
     code = _account(report)
     return code if code else _unknown_exit(unread)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controller.model.actions import Action, ExchangeAction
+from controller.model.actions import Action, ExchangeAction, Plan
 from controller.model.snapshot import ObservedBatch, RRset, Snapshot
 from controller.model.statuses import COMPLETED, RETRYABLE, BatchStatus
 
@@ -37,9 +37,10 @@ class Settlement:
         return f"settled: {self.verdict.value}: {self.reason}"
 
 
-def settle(action: Mapping[str, object], snapshot: Snapshot, planned: Sequence[Action] = ()) -> Settlement:
-    """`action` is an action's `as_data()`; `planned` the actions this pass's plan holds (members added
-    to a batch are told from it: the journal keeps their count, not their addresses)."""
+def settle(action: Mapping[str, object], snapshot: Snapshot, planned: Plan | None = None) -> Settlement:
+    """`action` is an action's `as_data()`; `planned` this pass's plan, made from the same observation
+    (settings and members added to a batch are told from it: the journal keeps the rows' count, not the
+    addresses)."""
     if action.get("system") == "dns":
         return _dns(action, snapshot)
     cmdlet = str(action.get("cmdlet", ""))
@@ -48,7 +49,8 @@ def settle(action: Mapping[str, object], snapshot: Snapshot, planned: Sequence[A
     if cmdlet.endswith("-MigrationEndpoint"):
         return _endpoint(cmdlet, params, snapshot)
     if cmdlet.endswith("-MigrationBatch") or cmdlet == "Remove-MigrationUser":
-        return _batch(cmdlet, params, str(action.get("object", "")), snapshot, planned)
+        retry = str(action.get("reason", "")).startswith("retry")
+        return _batch(cmdlet, params, str(action.get("object", "")), snapshot, planned, retry=retry)
     return Settlement(
         Verdict.UNKNOWN, f"{cmdlet or 'this action'} has no observable effect this controller knows"
     )
@@ -115,7 +117,13 @@ def _endpoint(cmdlet: str, params: Mapping[str, object], snapshot: Snapshot) -> 
 
 
 def _batch(
-    cmdlet: str, params: Mapping[str, object], obj: str, snapshot: Snapshot, planned: Sequence[Action]
+    cmdlet: str,
+    params: Mapping[str, object],
+    obj: str,
+    snapshot: Snapshot,
+    planned: Plan | None,
+    *,
+    retry: bool,
 ) -> Settlement:
     batches = snapshot.exchange.batches
     name = obj.removeprefix("batch/") if obj.startswith("batch/") else str(params.get("Identity", ""))
@@ -136,8 +144,9 @@ def _batch(
         return Settlement(Verdict.UNKNOWN, f"batch {name} shows status {found.Status!r}, unknown here")
     shown = f"batch {name} is {found.Status}"
     if cmdlet == "Start-MigrationBatch":
-        # A first start leaves Created/Stopped; a retry leaves the failed statuses (exchange-facts §2).
-        waiting = {BatchStatus.CREATED, BatchStatus.STOPPED} | RETRYABLE
+        # A first start leaves Created/Stopped (a batch that failed at once did start); a retry of the
+        # failed users leaves the failed statuses (exchange-facts §2).
+        waiting = RETRYABLE if retry else {BatchStatus.CREATED, BatchStatus.STOPPED}
         return _either(status not in waiting, shown, shown)
     if cmdlet == "Stop-MigrationBatch":
         return _either(status in (BatchStatus.STOPPING, BatchStatus.STOPPED), shown, shown)
@@ -154,27 +163,35 @@ def _user_removed(address: str, batch: str, snapshot: Snapshot) -> Settlement:
     users = snapshot.exchange.users
     if users is None or not snapshot.exchange.users_read(batch):
         return Settlement(Verdict.UNKNOWN, f"the migration users of batch {batch} were not read")
-    present = any(u.Identity.lower() == address.lower() for u in users)
-    return _either(
-        not present, f"{address} is no longer a migration user", f"{address} is still a migration user"
+    found = next(
+        (u for u in users if u.Identity.lower() == address.lower() and u.BatchId.lower() == batch.lower()),
+        None,
     )
+    if found is None:
+        return Settlement(Verdict.APPLIED, f"{address} is no longer a migration user of {batch}")
+    if found.Status.lower() == "removing":  # Exchange is carrying it out
+        return Settlement(Verdict.APPLIED, f"{address} is being removed from {batch}")
+    return Settlement(Verdict.ABSENT, f"{address} is still a migration user of {batch} ({found.Status})")
 
 
 def _batch_settings(
-    params: Mapping[str, object],
-    found: ObservedBatch,
-    obj: str,
-    snapshot: Snapshot,
-    planned: Sequence[Action],
+    params: Mapping[str, object], found: ObservedBatch, obj: str, snapshot: Snapshot, planned: Plan | None
 ) -> Settlement:
     name = found.Identity
+    actions: Sequence[Action] = planned.actions if planned is not None else ()
     if params.get("AddUsers"):
         # The journal holds the rows' count, not the addresses; the plan made from this observation adds
-        # exactly the members Exchange does not show, so its own AddUsers call tells what is missing.
+        # exactly the members Exchange does not show, so its own AddUsers call tells what is missing —
+        # unless the plan waits on or holds the batch, when it would not add them either way.
         if not snapshot.exchange.users_read(name):
             return Settlement(Verdict.UNKNOWN, f"the migration users of batch {name} were not read")
+        held = {w.object for w in planned.waiting} | {b.object for b in planned.blocked} if planned else set()
+        if obj in held:
+            return Settlement(
+                Verdict.UNKNOWN, f"batch {name} waits or is held: whether members are missing is not told yet"
+            )
         again = any(
-            isinstance(a, ExchangeAction) and a.object == obj and a.params.get("AddUsers") for a in planned
+            isinstance(a, ExchangeAction) and a.object == obj and a.params.get("AddUsers") for a in actions
         )
         return _either(
             not again,
@@ -188,7 +205,7 @@ def _batch_settings(
         and a.object == obj
         and a.cmdlet == "Set-MigrationBatch"
         and not a.params.get("AddUsers")
-        for a in planned
+        for a in actions
     )
     return _either(not again, f"batch {name} shows the settings sent", f"batch {name} still differs")
 

@@ -30,6 +30,9 @@ class Outcome:
     duration: float
     external: bool = True  # False: our own input failed (an unresolvable secret reference), exit 1 not 3
     indeterminate: bool = False  # sent, its answer lost: whether it took effect is for observation to say
+    learned: Memory | None = (
+        None  # the memory this outcome taught (completion refused), saved with its result
+    )
 
 
 @dataclass(slots=True)
@@ -107,6 +110,7 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
                 True,
                 "Exchange does not support completing this staged batch; Synced counts as complete",
                 time.monotonic() - started,
+                learned=report.memory,
             )
         return Outcome(action, False, str(error), time.monotonic() - started)
     except (IndeterminateError, DnsIndeterminateError) as error:

@@ -234,23 +234,34 @@ class AuditLog:
                 "prev": self._prev,
             }
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                size = os.fstat(fd).st_size
-                try:
-                    _write_all(fd, line + b"\n")
-                    os.fsync(fd)
-                except OSError:
-                    # A full disk may take half a line: cut it off, so the log still ends with a whole record.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, size)
-                    raise
-            finally:
-                os.close(fd)
+                self._write(line)
+            except OSError as error:
+                raise errors.ExternalFailure(
+                    f"the audit log {self.path} cannot be written: {error.strerror or error}"
+                ) from None
             self._seq, self._prev = self._seq + 1, line_hash(line)
             self._last = record
-            write_head(self.path, Head(self._seq, self._prev))
         return record
+
+    def _write(self, line: bytes) -> None:
+        """Append the line and record it as the head, or leave the log as it was: a full disk may take
+        half a line, or the line and not the new head (the log would then be ahead of its head and, at the
+        second time, refused as written by another hand); either is cut back before the error is raised."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line + b"\n")
+                os.fsync(fd)
+                write_head(self.path, Head(self._seq + 1, line_hash(line)))
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                raise
+        finally:
+            os.close(fd)
 
     def recorded_result(self, pass_id: int, key: str) -> str | None:
         """The result of this action when it is the newest record: the process died after recording it

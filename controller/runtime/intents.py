@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller import errors, faults
+from controller.desired.models import DesiredState
 from controller.model.actions import Action, Blocked, Note, Plan
 from controller.model.snapshot import Snapshot
 from controller.planner import coexistence, render
@@ -23,7 +24,7 @@ from controller.planner.settle import Verdict, settle
 from controller.runtime import audit
 from controller.runtime.applier import Outcome
 from controller.runtime.audit import AuditLog
-from controller.runtime.store import Store, action_key
+from controller.runtime.store import ActionRecord, Store, action_key
 
 UNKNOWN_RESULT = "unknown"  # an action sent whose answer was lost: its intent stays open until settled
 SETTLER = "stagectl"  # the author of a settlement: the controller's own judgement from what it observed
@@ -63,10 +64,11 @@ class Journal:
                     pass_id=pass_id,
                     key=key,
                 )
-            except OSError as error:
+            except (OSError, errors.ExternalFailure) as error:
+                reason = error.strerror if isinstance(error, OSError) else None
                 raise errors.ExternalFailure(
                     f"the intent of {render.describe(action)[:120]} could not be recorded in "
-                    f"{self.state_dir}: {error.strerror or error}; it was not sent"
+                    f"{self.state_dir} ({reason or error}); it was not sent"
                 ) from None
             return True
 
@@ -79,75 +81,75 @@ class Journal:
                 result = f"ok: {outcome.detail}"
             if outcome.indeterminate:
                 result = f"{UNKNOWN_RESULT}: {outcome.detail}"
-            self.audit.append(
-                revision=revision,
-                author=author,
-                action=outcome.action,
-                result=result,
-                duration_ms=int(outcome.duration * 1000),
-                time=self.clock(),
-                phase="result",
-                pass_id=pass_id,
-                key=key,
-            )
-            if not outcome.indeterminate:  # else the intent stays open: the next pass settles it
-                self.store.record_action_finished(
-                    revision=revision, pass_id=pass_id, key=key, result=result, now=self.clock()
+            try:
+                self.audit.append(
+                    revision=revision,
+                    author=author,
+                    action=outcome.action,
+                    result=result,
+                    duration_ms=int(outcome.duration * 1000),
+                    time=self.clock(),
+                    phase="result",
+                    pass_id=pass_id,
+                    key=key,
                 )
+                if not outcome.indeterminate:  # else the intent stays open: the next pass settles it
+                    self.store.record_action_finished(
+                        revision=revision,
+                        pass_id=pass_id,
+                        key=key,
+                        result=result,
+                        now=self.clock(),
+                        memory=outcome.learned,
+                    )
+            except errors.ExternalFailure as error:
+                raise errors.ExternalFailure(
+                    f"{render.describe(outcome.action)[:120]} was sent ({result[:80]}) but its result could "
+                    f"not be recorded ({error}); the next pass settles it by observation"
+                ) from None
             on_outcome(outcome)
 
         return before, after
 
-    def settle(self, planned: Plan, snapshot: Snapshot) -> Plan:
+    def settle(self, planned: Plan, snapshot: Snapshot, desired: DesiredState) -> Plan:
         """An intent with no result: the process died with its action in flight, or its answer was lost.
         Whether its effect is observed decides (planner.settle), never sending it again blindly: the
         settlement is recorded and the plan, made from the same observation, sends the action again only
         if its effect is absent. Where the observation cannot tell, the intent stays open and nothing
-        acts on its object."""
+        acts on its object; an intent whose object left the desired state is closed as abandoned (it is
+        no longer observed, so it could never be settled)."""
         open_intents = self.store.unfinished_actions()
         if not open_intents:
             return planned
+        # Read before anything is appended: the newest record is the one a crash may have left unclosed.
+        recorded = {r.action_key: self.audit.recorded_result(r.pass_id, r.action_key) for r in open_intents}
+        wanted = desired_objects(desired)
         undecided: dict[str, str] = {}
         notes: list[Note] = []
         for record in open_intents:
-            recorded = self.audit.recorded_result(record.pass_id, record.action_key)
-            if recorded is not None:  # its result reached the audit log: only the journal row was left open
-                self.store.record_action_finished(
-                    revision=record.revision,
-                    pass_id=record.pass_id,
-                    key=record.action_key,
-                    result=recorded,
-                    now=self.clock(),
-                )
+            result = recorded[record.action_key]
+            if result is not None:  # its result reached the audit log: only the journal row was left open
+                self._close(record, result)
                 continue
-            settlement = settle(record.action, snapshot, planned.actions)
             what = audit.summary(record.action)
             obj = str(record.action.get("object", ""))
-            if settlement.verdict is Verdict.UNKNOWN:
-                undecided[obj] = (
-                    f"{what} of pass {record.pass_id} was interrupted and its effect cannot be observed "
-                    f"yet ({settlement.reason}); nothing acts on {obj} until it can"
+            if obj.lower() not in wanted:
+                result = (
+                    f"settled: abandoned: {obj} is no longer in the desired state, so its effect is no "
+                    "longer observed; what Exchange or DNS shows of it stands"
                 )
-                continue
-            self.audit.append(
-                revision=record.revision,
-                author=SETTLER,
-                action=record.action,
-                result=settlement.result(),
-                duration_ms=0,
-                time=self.clock(),
-                phase="settled",
-                pass_id=record.pass_id,
-                key=record.action_key,
-            )
-            self.store.record_action_finished(
-                revision=record.revision,
-                pass_id=record.pass_id,
-                key=record.action_key,
-                result=settlement.result(),
-                now=self.clock(),
-            )
-            notes.append(Note(obj, f"{what} was interrupted; {settlement.result()}"))
+            else:
+                settlement = settle(record.action, snapshot, planned)
+                if settlement.verdict is Verdict.UNKNOWN:
+                    undecided[obj] = (
+                        f"{what} of pass {record.pass_id} was interrupted and its effect cannot be observed "
+                        f"yet ({settlement.reason}); nothing acts on {obj} until it can"
+                    )
+                    continue
+                result = settlement.result()
+            self._append_settled(record, result)
+            self._close(record, result)
+            notes.append(Note(obj, f"{what} was interrupted; {result}"))
         held = [a for a in planned.actions if a.object in undecided]
         return dataclasses.replace(
             planned,
@@ -156,3 +158,34 @@ class Journal:
             notes=planned.notes + tuple(notes),
             memory=coexistence.uncounted(planned.memory, held, snapshot.memory),
         )
+
+    def _append_settled(self, record: ActionRecord, result: str) -> None:
+        self.audit.append(
+            revision=record.revision,
+            author=SETTLER,
+            action=record.action,
+            result=result,
+            duration_ms=0,
+            time=self.clock(),
+            phase="settled",
+            pass_id=record.pass_id,
+            key=record.action_key,
+        )
+
+    def _close(self, record: ActionRecord, result: str) -> None:
+        self.store.record_action_finished(
+            revision=record.revision,
+            pass_id=record.pass_id,
+            key=record.action_key,
+            result=result,
+            now=self.clock(),
+        )
+
+
+def desired_objects(desired: DesiredState) -> set[str]:
+    """The plan's names (lower case) of what the desired state manages: its endpoint, batches, records."""
+    return {
+        f"endpoint/{desired.migration.endpoint.name}".lower(),
+        *(f"batch/{batch.name}".lower() for batch in desired.batches),
+        *(f"dns/{record.key}".lower() for record in desired.records),
+    }

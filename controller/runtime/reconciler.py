@@ -60,8 +60,10 @@ class Reconciler:
             now=self.backends.clock(),
         )
         planned = plan(desired, snapshot, snapshot.observedAt)
-        planned = self.journal.settle(planned, snapshot)
+        planned = self.journal.settle(planned, snapshot, desired)
         planned = self._handle_drift(served, planned, snapshot)
+        if planned.actions:  # what this observation taught (a TTL before lowering) survives a crash mid-pass
+            self.store.save_memory(planned.memory)
         report = self._apply(served, planned)
         mark_good(self.store, served)
         if report.failed is None and not report.interrupted:

@@ -378,9 +378,19 @@ class Store:
             return True
 
     def record_action_finished(
-        self, *, revision: str, pass_id: int, key: str, result: str, now: datetime
+        self,
+        *,
+        revision: str,
+        pass_id: int,
+        key: str,
+        result: str,
+        now: datetime,
+        memory: Memory | None = None,
     ) -> None:
+        """Close the action's journal row; `memory` its outcome taught is saved in the same transaction."""
         with self._transaction() as db:
+            if memory is not None:
+                self._set(db, "memory", memory.model_dump_json())
             cursor = db.execute(
                 "UPDATE actions SET finished_at = ?, result = ? "
                 "WHERE revision = ? AND pass_id = ? AND action_key = ?",

@@ -36,8 +36,9 @@ ONPREM = [
 ]
 
 
-def make(root: Path) -> Path:
-    """A workspace for the example migration on the simulators; returns its configuration file."""
+def make(root: Path, *, completion: str = "supported") -> Path:
+    """A workspace for the example migration on the simulators (`completion`: whether Exchange completes
+    a staged batch, exchange-facts §8); returns its configuration file."""
     root.mkdir(parents=True)
     subprocess.run(
         [
@@ -52,6 +53,8 @@ def make(root: Path) -> Path:
             str(EXAMPLE),
             "--now",
             services.START,
+            "--completion",
+            completion,
         ],
         check=True,
         stdout=subprocess.DEVNULL,

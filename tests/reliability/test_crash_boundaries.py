@@ -46,31 +46,61 @@ def _drive(root: Path, **fault: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _effects(root: Path) -> tuple[Counter[str], list[str]]:
-    """Exchange's write calls per cmdlet and the DNS UPDATEs applied, per object, in order."""
+Effects = tuple[Counter[str], list[str], dict[str, object]]
+
+
+def _effects(root: Path) -> Effects:
+    """Exchange's write calls per cmdlet, the DNS UPDATEs applied (per object, in order) and the memory
+    the controller kept (the TTLs before lowering, the cutover time, the completions refused …)."""
     calls = SimStore(root / "exchange.sqlite").load().state.calls
     writes = Counter({name: n for name, n in calls.items() if not name.startswith("Get-")})
-    return writes, DnsSimBackend(root / "dns.json").updates("contoso.com")
+    store = Store.open(root / "state")
+    try:
+        memory = store.load_memory().model_dump(mode="json")
+    finally:
+        store.close()
+    return writes, DnsSimBackend(root / "dns.json").updates("contoso.com"), memory
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Counter[str], list[str]]:
-    root = tmp_path_factory.mktemp("reference") / "ws"
-    crashdrive.make(root)
+def _reference(root: Path, completion: str) -> Effects:
+    crashdrive.make(root, completion=completion)
     done = _drive(root)
     assert done.returncode == 0, done.stdout + done.stderr
     return _effects(root)
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Effects:
+    return _reference(tmp_path_factory.mktemp("reference") / "ws", "supported")
+
+
+@pytest.fixture(scope="module")
+def reference_unsupported(tmp_path_factory: pytest.TempPathFactory) -> Effects:
+    return _reference(tmp_path_factory.mktemp("reference-unsupported") / "ws", "unsupported")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", faults.MOMENTS)
 def test_sigkill_at_one_moment_of_every_action_applies_every_effect_exactly_once(
-    tmp_path: Path, reference: tuple[Counter[str], list[str]], moment: str
+    tmp_path: Path, reference: Effects, moment: str
 ) -> None:
     """One migration a moment: an action killed `during` is settled as applied and never reaches its
     `after`, so each moment of every action needs a run of its own."""
+    _crash_every_action(tmp_path, reference, moment, completion="supported")
+
+
+@pytest.mark.slow
+def test_sigkill_once_each_result_is_recorded_where_exchange_refuses_completion(
+    tmp_path: Path, reference_unsupported: Effects
+) -> None:
+    """Where Exchange refuses to complete a staged batch (exchange-facts §8) the refusal is memory: it is
+    saved with the result, so a kill right after it does not cost a second Complete-MigrationBatch."""
+    _crash_every_action(tmp_path, reference_unsupported, "recorded", completion="unsupported")
+
+
+def _crash_every_action(tmp_path: Path, reference: Effects, moment: str, *, completion: str) -> None:
     root = tmp_path / "ws"
-    crashdrive.make(root)
+    crashdrive.make(root, completion=completion)
     boundaries = tmp_path / "boundaries"
     kills = 0
     while True:
@@ -85,13 +115,14 @@ def test_sigkill_at_one_moment_of_every_action_applies_every_effect_exactly_once
     killed = boundaries.read_text(encoding="utf-8").splitlines()
     print(f"{moment}: {kills} kills")  # docs/reliability.md quotes the figure (pytest -s shows it)
     assert kills == len(killed)
-    writes, updates = reference
+    writes, updates, _ = reference
     # Every action of the migration was killed once at this moment (a resent action is a new boundary
     # only when its key changed, e.g. a reason that names a count).
     assert {line.rsplit("@", 1)[1] for line in killed} == {moment}
     assert kills >= sum(writes.values()) + len(updates), (killed, writes, updates)
 
-    # Every effect exactly once: the same calls and UPDATEs as the run without faults.
+    # Every effect exactly once: the same calls and UPDATEs as the run without faults, and the same memory
+    # (a TTL before lowering learnt in the pass that lowered it is kept though the pass died).
     assert _effects(root) == reference
 
     # Each interrupted intent was settled by observation and recorded; none is left open.

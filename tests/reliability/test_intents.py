@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from controller import faults
-from controller.model.actions import CsvRows, DnsAction, ExchangeAction
-from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, RRset, Snapshot
+from controller.model.actions import CsvRows, DnsAction, ExchangeAction, Plan, Waiting
+from controller.model.snapshot import (
+    ExchangeObserved,
+    ObservedBatch,
+    ObservedEndpoint,
+    ObservedUser,
+    RRset,
+    Snapshot,
+)
 from controller.planner.settle import Verdict, settle
 from controller.runtime import audit
 from controller.runtime.lock import StateLock
@@ -33,10 +40,15 @@ def _snapshot(
     batches: list[ObservedBatch] | None = None,
     endpoints: list[ObservedEndpoint] | None = None,
     zone: list[RRset] | None = None,
+    users: list[ObservedUser] | None = None,
 ) -> Snapshot:
     return Snapshot(
         observedAt=NOW,
-        exchange=ExchangeObserved(endpoints=endpoints, batches=batches, users=[] if batches else None),
+        exchange=ExchangeObserved(
+            endpoints=endpoints,
+            batches=batches,
+            users=users if users is not None else [] if batches else None,
+        ),
         dns={"contoso.com": zone},
     )
 
@@ -45,8 +57,27 @@ def _batch(status: str) -> ObservedBatch:
     return ObservedBatch(Identity="Pilot", Status=status, TotalCount=2)
 
 
+def _user(status: str, batch: str = "Pilot") -> ObservedUser:
+    return ObservedUser(Identity="carol@contoso.com", BatchId=batch, Status=status)
+
+
+def _plan(*actions: ExchangeAction, waiting: bool = False) -> Plan:
+    return Plan(
+        revision="r",
+        checksum="c",
+        actions=actions,
+        waiting=(Waiting("batch/Pilot", "Syncing"),) if waiting else (),
+    )
+
+
 NEW = ExchangeAction("New-MigrationBatch", (("Name", "Pilot"), ("AutoStart", True)), "batch/Pilot", "")
 START = ExchangeAction("Start-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "planned -> started")
+RETRY = ExchangeAction(
+    "Start-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "retry 1 failed users (1/3)"
+)
+REMOVE_USER = ExchangeAction(
+    "Remove-MigrationUser", (("Identity", "carol@contoso.com"),), "batch/Pilot", "left"
+)
 COMPLETE = ExchangeAction("Complete-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "")
 REMOVE = ExchangeAction("Remove-MigrationBatch", (("Identity", "Pilot"),), "batch/Pilot", "")
 ADD = ExchangeAction(
@@ -91,8 +122,25 @@ def _mx(ttl: int, value: str = "10 MAIL.contoso.com.") -> list[RRset]:
         (REMOVE, _snapshot(batches=[_batch("Completed")]), (), Verdict.ABSENT),
         (START, _snapshot(batches=[_batch("Bewildered")]), (), Verdict.UNKNOWN),
         # Members added: the plan made from the same observation says whether some are still missing.
-        (ADD, _snapshot(batches=[_batch("Synced")]), (), Verdict.APPLIED),
-        (ADD, _snapshot(batches=[_batch("Synced")]), (ADD,), Verdict.ABSENT),
+        (ADD, _snapshot(batches=[_batch("Synced")]), _plan(), Verdict.APPLIED),
+        (ADD, _snapshot(batches=[_batch("Synced")]), _plan(ADD), Verdict.ABSENT),
+        # …unless the plan waits on the batch (it syncs): then it would not add them either way.
+        (ADD, _snapshot(batches=[_batch("Syncing")]), _plan(waiting=True), Verdict.UNKNOWN),
+        # A first start of a batch that failed at once did start; a retry leaves the failed statuses.
+        (START, _snapshot(batches=[_batch("Failed")]), (), Verdict.APPLIED),
+        (RETRY, _snapshot(batches=[_batch("SyncedWithErrors")]), (), Verdict.ABSENT),
+        (RETRY, _snapshot(batches=[_batch("Syncing")]), (), Verdict.APPLIED),
+        # A member removed: gone, or Removing (Exchange is carrying it out); the same address in another
+        # batch (exchange-facts §9 row 1.6) is not this batch's user.
+        (REMOVE_USER, _snapshot(batches=[_batch("Synced")], users=[]), (), Verdict.APPLIED),
+        (REMOVE_USER, _snapshot(batches=[_batch("Synced")], users=[_user("Removing")]), (), Verdict.APPLIED),
+        (REMOVE_USER, _snapshot(batches=[_batch("Synced")], users=[_user("Synced")]), (), Verdict.ABSENT),
+        (
+            REMOVE_USER,
+            _snapshot(batches=[_batch("Synced")], users=[_user("Synced", "Other")]),
+            (),
+            Verdict.APPLIED,
+        ),
         (
             ENDPOINT,
             _snapshot(endpoints=[ObservedEndpoint(Identity="Staged", MaxConcurrentMigrations=50)]),
@@ -117,10 +165,10 @@ def _mx(ttl: int, value: str = "10 MAIL.contoso.com.") -> list[RRset]:
 def test_an_interrupted_action_is_judged_by_its_observed_effect(
     action: ExchangeAction | DnsAction,
     snapshot: Snapshot,
-    planned: tuple[ExchangeAction, ...],
+    planned: Plan | tuple[()],
     verdict: Verdict,
 ) -> None:
-    settlement = settle(action.as_data(), snapshot, planned)
+    settlement = settle(action.as_data(), snapshot, planned or None)
     assert settlement.verdict is verdict, settlement.reason
     assert settlement.result().startswith(f"settled: {verdict.value}: ")
 
