@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from controller.model.actions import Plan
 from controller.model.snapshot import Snapshot, at
-from controller.model.statuses import FAILED_USER_STATUSES
+from controller.model.statuses import COMPLETED, FAILED_USER_STATUSES, BatchStatus
 from controller.planner.dns import desired_values, same_values
+from controller.runtime import forecast
 from controller.runtime.applier import ApplyReport
 from controller.runtime.observe import unknown
+from controller.runtime.store import ProgressSample
 
 if TYPE_CHECKING:
     from controller.runtime.serving import Served
@@ -51,6 +53,7 @@ def build(
 ) -> dict[str, object]:
     desired = served.desired
     batches = {b.Identity.lower(): b for b in snapshot.exchange.batches or []}
+    samples = _sample_progress(store, snapshot)
     failed_users: dict[str, list[dict[str, str]]] = {}
     for user in snapshot.exchange.users or []:
         if user.Status.lower() in FAILED_USER_STATUSES:
@@ -73,9 +76,21 @@ def build(
                 "total": found.TotalCount if found else len(batch.members),
                 "failed": found.FailedCount if found else 0,
                 "failedUsers": failed_users.get(batch.key, [])[:20],
+                "since": _since(samples.get(batch.key, []), found.Status if found else None),
             }
         )
     unread = unknown(snapshot)
+    forecasts = [
+        forecast.batch(
+            str(row["name"]),
+            status=_text(row["status"]),
+            synced=_int(row["synced"]),
+            failed=_int(row["failed"]),
+            total=_int(row["total"]),
+            samples=samples.get(str(row["name"]).lower(), []),
+        )
+        for row in batch_rows
+    ]
     return {
         "conditions": _conditions(served, planned, report, unread),
         "revision": {
@@ -88,8 +103,11 @@ def build(
         "unknown": unread,
         "batches": batch_rows,
         "dns": _dns_rows(served, snapshot, planned),
+        "cutover": forecast.timeline(desired, snapshot, planned, report.memory),
+        "forecast": forecast.assemble(desired, snapshot, planned, report.memory, forecasts),
         "waiting": [{"object": w.object, "reason": w.reason} for w in planned.waiting],
         "blocked": [{"object": b.object, "gate": b.gate, "reason": b.reason} for b in planned.blocked],
+        "failures": failures(planned),
         "drift": [
             {"object": a.object, "expected": a.desired, "observed": a.observed, "since": at(a.opened_at)}
             for a in store.open_alerts()
@@ -197,6 +215,74 @@ def _dns_rows(served: Served, snapshot: Snapshot, planned: Plan) -> list[dict[st
     return rows
 
 
+# --- progress, the cutover timeline and the forecast (the migration page, docs/web.md) ------------------
+
+
+def _sample_progress(store: Store, snapshot: Snapshot) -> dict[str, list[ProgressSample]]:
+    """Record this pass's counts, then return every observed batch's samples (oldest first).
+
+    A batch moving is sampled every pass (its throughput is the ETA's basis); a finished one only when
+    its status changes (the page says since when it is in that status), so samples stay few."""
+    observed = snapshot.exchange.batches or []
+    known = store.progress([b.Identity for b in observed])
+    fresh: list[ProgressSample] = []
+    for found in observed:
+        sample = ProgressSample(
+            batch=found.Identity.lower(),
+            observed_at=snapshot.observedAt,
+            status=found.Status,
+            synced=found.SyncedCount + found.FinalizedCount,
+            failed=found.FailedCount,
+            total=found.TotalCount,
+        )
+        last = known.get(sample.batch, [])[-1:]
+        if BatchStatus.parse(found.Status) not in COMPLETED or not last or last[0].status != found.Status:
+            fresh.append(sample)
+            known.setdefault(sample.batch, []).append(sample)
+    store.record_progress(fresh)
+    return known
+
+
+def _since(samples: list[ProgressSample], status: str | None) -> str | None:
+    """Since when the batch has been in its status, as far as the samples go back."""
+    since = None
+    for sample in reversed(samples):
+        if sample.status != status:
+            break
+        since = sample.observed_at
+    return None if since is None else at(since)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    return int(str(value))
+
+
+# --- failed members with the documented fix (issue 15 item 5): the plan's failures ----------------------
+
+
+def failures(planned: Plan) -> list[dict[str, object]]:
+    """Each failed member as the plan names it: error, catalogue row (exchange-facts §9), fix, retry."""
+    return [failure.as_data() for failure in planned.failures]
+
+
+def failures_text(data: dict[str, Any]) -> list[str]:
+    """The failed members under the batches in `stagectl status` (a status written before has none)."""
+    rows = data.get("failures") or []
+    lines = ["", "failed members (the documented fix, exchange-facts §9):"] if rows else []
+    for row in rows:
+        lines += [
+            f"  {row['batch']:<22}{row['address']} [{row['catalogue'] or 'not in the catalogue'}]: "
+            f"{row['error'][:120]}",
+            f"      fix: {row['fix']}",
+            f"      retry: {row['retry']}; {row['handling']}",
+        ]
+    return lines
+
+
 def write(state_dir: Path, data: dict[str, object]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".status.", suffix=".tmp")
@@ -236,9 +322,10 @@ def as_text(data: dict[str, Any]) -> str:
             f"{batch['name']:<24}{batch['desired']:<11}{batch['status'] or 'unknown':<22}"
             f"{progress:>10}{batch.get('finalized', 0):>10}{batch['failed']:>8}"
         )
-        for user in batch["failedUsers"]:
+        for user in [] if "failures" in data else batch["failedUsers"]:  # else failures_text below
             lines.append(f"    failed {user['address']}: {user['error'][:120]}")
             lines.append(f"           fix: {user['fix']}")
+    lines += failures_text(data)
     lines += ["", f"{'DNS record':<36}{'TTL':>7}  phase"]
     for record in data["dns"]:
         lines.append(

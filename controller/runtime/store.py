@@ -19,7 +19,9 @@ from controller.model.actions import Action
 from controller.model.snapshot import Memory, at
 
 DATABASE_FILE = "state.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the `progress` table. Every statement below is IF NOT EXISTS: an older database
+# gains the new tables when it is opened (`_migrate`), and keeps what it holds.
+PROGRESS_KEPT = 500  # samples kept per batch: weeks of passes at an interval of hours, hours at a minute
 
 _ALERT_COLUMNS = "fingerprint, object, desired, observed, opened_at"
 _ACTION_COLUMNS = "revision, pass_id, action_key, action, started_at, finished_at, result"
@@ -53,6 +55,15 @@ CREATE TABLE IF NOT EXISTS actions (
     finished_at TEXT,
     result      TEXT,
     PRIMARY KEY (revision, pass_id, action_key)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    batch       TEXT NOT NULL,
+    observed_at REAL NOT NULL,
+    status      TEXT NOT NULL,
+    synced      INTEGER NOT NULL,
+    failed      INTEGER NOT NULL,
+    total       INTEGER NOT NULL,
+    PRIMARY KEY (batch, observed_at)
 );
 """
 
@@ -101,6 +112,18 @@ class ActionRecord:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSample:
+    """One batch's counts as one pass observed them: the forecast's throughput is measured on these."""
+
+    batch: str  # the batch's name, lower-cased
+    observed_at: datetime
+    status: str
+    synced: int  # synced and finalized users
+    failed: int
+    total: int
 
 
 def action_key(action: Action) -> str:
@@ -420,6 +443,54 @@ class Store:
             "ORDER BY pass_id, started_at, rowid"
         )
         return [_action(row) for row in rows]
+
+    # --- progress samples: per pass, the counts of each batch (the forecast's throughput) ---------
+
+    def record_progress(self, samples: Iterable[ProgressSample]) -> None:
+        """Add the samples of one pass in one transaction; a batch keeps its newest PROGRESS_KEPT."""
+        rows = [
+            (s.batch.lower(), s.observed_at.timestamp(), s.status, s.synced, s.failed, s.total)
+            for s in samples
+        ]
+        if not rows:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO progress (batch, observed_at, status, synced, failed, total) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(batch, observed_at) DO UPDATE SET "
+                "status = excluded.status, synced = excluded.synced, failed = excluded.failed, "
+                "total = excluded.total",
+                rows,
+            )
+            db.executemany(
+                "DELETE FROM progress WHERE batch = ? AND observed_at < (SELECT observed_at FROM progress "
+                "WHERE batch = ? ORDER BY observed_at DESC LIMIT 1 OFFSET ?)",
+                [(batch, batch, PROGRESS_KEPT - 1) for batch in {row[0] for row in rows}],
+            )
+
+    def progress(self, batches: Collection[str]) -> dict[str, list[ProgressSample]]:
+        """The samples of these batches (by name, any case), oldest first; a batch without any is absent."""
+        wanted = sorted({b.lower() for b in batches})
+        if not wanted:
+            return {}
+        rows = self._query(
+            "SELECT batch, observed_at, status, synced, failed, total FROM progress "
+            f"WHERE batch IN ({', '.join('?' * len(wanted))}) ORDER BY batch, observed_at",
+            tuple(wanted),
+        )
+        found: dict[str, list[ProgressSample]] = {}
+        for batch, observed, status, synced, failed, total in rows:
+            found.setdefault(str(batch), []).append(
+                ProgressSample(
+                    batch=str(batch),
+                    observed_at=datetime.fromtimestamp(float(str(observed)), UTC),
+                    status=str(status),
+                    synced=int(str(synced)),
+                    failed=int(str(failed)),
+                    total=int(str(total)),
+                )
+            )
+        return found
 
 
 def _canonical(value: object) -> str:
