@@ -56,10 +56,19 @@ def _effects(root: Path) -> Effects:
     writes = Counter({name: n for name, n in calls.items() if not name.startswith("Get-")})
     store = Store.open(root / "state")
     try:
-        memory = store.load_memory().model_dump(mode="json")
+        memory = store.load_memory()
     finally:
         store.close()
-    return writes, DnsSimBackend(root / "dns.json").updates("contoso.com"), memory
+    # Times are compared as set or not: a pass killed and run again does not move the simulated clock,
+    # so the crashed migration reaches each step a few simulated hours sooner.
+    kept = memory.model_dump(mode="json", exclude={"lowTtlSince", "swappedAt", "laggingSince", "cutoverAt"})
+    kept |= {
+        "cutoverAt": memory.cutoverAt is not None,
+        "lowTtlSince": sorted(memory.lowTtlSince),
+        "swappedAt": sorted(memory.swappedAt),
+        "laggingSince": sorted(memory.laggingSince),
+    }
+    return writes, DnsSimBackend(root / "dns.json").updates("contoso.com"), kept
 
 
 def _reference(root: Path, completion: str) -> Effects:
