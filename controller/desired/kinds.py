@@ -92,6 +92,7 @@ def batch(
         start_after=spec.start_after,
         complete_after=spec.complete_after,
         source=item.source(("metadata", "name")),
+        retry=None if spec.retry is None else str(spec.retry),
     )
     return DeclaredBatch(declared, tuple(sources), csv_path)
 

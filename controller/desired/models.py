@@ -305,6 +305,11 @@ class BatchSpec(Model):
     )
     start_after: AwareDatetime | None = None
     complete_after: AwareDatetime | None = None
+    retry: Annotated[str, Field(min_length=1, max_length=200)] | int | None = Field(
+        default=None,
+        description="change it to retry the failed users whose error needs a fix first, once the fix "
+        "is made (any new value: a date, a ticket, a number); contract §4, fix-first",
+    )
 
 
 class BatchDocument(Model):
@@ -377,6 +382,7 @@ class Batch:
     start_after: datetime | None = None
     complete_after: datetime | None = None
     source: Source = Source("")
+    retry: str | None = None  # spec.retry: a new value retries failures that needed a fix (contract §4)
     # The member list in CSV order, digested once when the batch is made: what `memory.finished` holds
     # (contract §3.1); a reordered CSV reads the batch once more, no harm.
     members_digest: str = field(init=False, repr=False, compare=False)

@@ -160,6 +160,36 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed member, its error matched to the catalogue (exchange-facts §9), and what the plan does.
+
+    `error` is the ErrorSummary on one line, cut to 300 characters (the renderings escape it);
+    `catalogue` the row id ("1.4"), None when the catalogue does not know the error.
+    """
+
+    batch: str
+    address: str
+    status: str
+    error: str
+    catalogue: str | None
+    fix: str
+    retry: str  # the catalogue's retry rule as a short label
+    handling: str  # what this plan does about it: retried, held until fixed, not retried
+
+    def as_data(self) -> JsonObject:
+        return {
+            "batch": self.batch,
+            "address": self.address,
+            "status": self.status,
+            "error": self.error,
+            "catalogue": self.catalogue,
+            "fix": self.fix,
+            "retry": self.retry,
+            "handling": self.handling,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     revision: str
     checksum: str
@@ -168,6 +198,7 @@ class Plan:
     blocked: tuple[Blocked, ...] = ()
     drift: tuple[Drift, ...] = ()
     notes: tuple[Note, ...] = ()
+    failures: tuple[Failure, ...] = ()  # failed members with the catalogue's fix (exchange-facts §9)
     memory: Memory = field(default_factory=Memory)  # what the runtime stores once the plan is applied
 
     @property

@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 
 class Observed(BaseModel):
@@ -113,10 +120,23 @@ class RRset(BaseModel):
 
 
 class RetryCount(BaseModel):
+    """A batch's retries of failed users: `count` Start-MigrationBatch calls at `revision` for errors a
+    retry may help; `fixFirst` the batch's `spec.retry` ("" unset) at which failures that need a fix first
+    were seen, None when none are: a later `spec.retry` asks for their retry (contract §4, fix-first)."""
+
     model_config = ConfigDict(frozen=True)
 
     revision: str
     count: int
+    fixFirst: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_fix_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """`fixFirst` only when set: memory written before it existed reads and writes the same."""
+        data: dict[str, object] = handler(self)
+        if data.get("fixFirst") is None:
+            data.pop("fixFirst", None)
+        return data
 
 
 class FinishedBatch(BaseModel):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.model.actions import Action, Blocked, Drift, ExchangeAction, Note, ParameterValue, Waiting
+from controller.model.actions import (
+    Action,
+    Blocked,
+    Drift,
+    ExchangeAction,
+    Failure,
+    Note,
+    ParameterValue,
+    Waiting,
+)
 from controller.model.snapshot import Memory
 
 
@@ -16,6 +25,7 @@ class Draft:
     blocked: list[Blocked] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
     def act(self, action: Action) -> None:
         self.actions.append(action)

@@ -59,6 +59,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         blocked=tuple(draft.blocked),
         drift=tuple(draft.drift),
         notes=tuple(draft.notes),
+        failures=tuple(draft.failures),
         memory=draft.memory,
     )
 

@@ -27,6 +27,7 @@ def plan_data(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> dict[str, object]:
             for d in plan.drift
         ],
         "notes": [{"object": n.object, "reason": n.reason} for n in plan.notes],
+        "failures": [failure.as_data() for failure in plan.failures],
         "memory": plan.memory.model_dump(mode="json"),
     }
 
@@ -89,6 +90,7 @@ def to_text(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
             lines.append(f"{head}{obj:<{width}}  {what or why}")
             if what:
                 lines.append(f"{' ' * len(head)}{'':<{width}}  why: {why}")
+    lines += failures_text(plan)
     if unknown:
         lines += ["", _UNKNOWN_VERDICT]
     elif not plan.actions:
@@ -147,6 +149,7 @@ def to_markdown(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
             out += [f"**{title}**", "", "| object | reason |", "|---|---|"]
             out += [f"| {md(obj)} | {md(why)} |" for obj, why in rows]
             out.append("")
+    out += failures_markdown(plan)
     out.append(f"<sub>checksum {md(plan.checksum)}</sub>")
     return "\n".join(out) + "\n"
 
@@ -156,3 +159,44 @@ RENDERERS: dict[str, Callable[[Plan, Unknown], str]] = {
     "json": to_json,
     "markdown": to_markdown,
 }
+
+
+# --- failed members with the documented fix (issue 15 item 5, exchange-facts §9) -------------------
+
+FAILURES_TITLE = "Failed members (the documented fix, exchange-facts §9, and whether a retry helps)"
+UNKNOWN_ERROR = "not in the catalogue"
+
+
+def failures_text(plan: Plan) -> list[str]:
+    """Each failed member: batch, address, catalogue row and error; the fix; the retry rule and what the
+    plan does. Lines for `to_text` (control characters are replaced there)."""
+    if not plan.failures:
+        return []
+    lines = ["", f"{FAILURES_TITLE}:"]
+    for failure in plan.failures:
+        row = failure.catalogue or UNKNOWN_ERROR
+        lines += [
+            f"   - batch/{failure.batch} {failure.address} [{row}]: {failure.error[:160]}",
+            f"       fix: {failure.fix}",
+            f"       retry: {failure.retry}; {failure.handling}",
+        ]
+    return lines
+
+
+def failures_markdown(plan: Plan) -> list[str]:
+    """The failed members as a Markdown table, every cell escaped (addresses and errors are remote text)."""
+    if not plan.failures:
+        return []
+    out = [
+        f"**{md(FAILURES_TITLE)}**",
+        "",
+        "| batch | member | error | row | fix | retry |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {md(f.batch)} | {md(f.address)} | {md(f.error)} | {md(f.catalogue or UNKNOWN_ERROR)} | "
+        f"{md(f.fix)} | {md(f.retry)}: {md(f.handling)} |"
+        for f in plan.failures
+    ]
+    out.append("")
+    return out

@@ -65,6 +65,7 @@ def plan_batches(
             _plan_absent(draft, batch, context)
         else:
             _plan_present(draft, batch, found, context)
+            retry.report(draft, batch, found, context)
     _note_undeclared(draft, desired, exchange)
 
 
