@@ -8,7 +8,7 @@ list of `SELECTOR@MOMENT`; the process sends itself SIGKILL at the first boundar
   - `intent`: the intent is in the journal, not yet in the audit chain;
   - `before`: the intent is durable (journal and audit), nothing was sent;
   - `during`: the request reached the server, its answer was not read (the backend calls this point);
-  - `after`: the answer was read, the result is not recorded yet;
+  - `after`: the answer was read, the result is not recorded yet (`result`: as it is being written);
   - `recorded`: the result is recorded, the next action not begun.
 
 With `STAGECTL_FAULT_ONCE=FILE`, a boundary is killed once: its name is appended to FILE (fsynced) before

@@ -82,6 +82,7 @@ class Journal:
             if outcome.indeterminate:
                 result = f"{UNKNOWN_RESULT}: {outcome.detail}"
             try:
+                faults.point("result")
                 self.audit.append(
                     revision=revision,
                     author=author,
@@ -102,10 +103,11 @@ class Journal:
                         now=self.clock(),
                         memory=outcome.learned,
                     )
-            except errors.ExternalFailure as error:
+            except (OSError, errors.ExternalFailure) as error:
+                reason = error.strerror if isinstance(error, OSError) else None
                 raise errors.ExternalFailure(
                     f"{render.describe(outcome.action)[:120]} was sent ({result[:80]}) but its result could "
-                    f"not be recorded ({error}); the next pass settles it by observation"
+                    f"not be recorded ({reason or error}); the next pass settles it by observation"
                 ) from None
             on_outcome(outcome)
 

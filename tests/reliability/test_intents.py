@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from controller import faults
+from controller import errors, faults
+from controller.desired import loader
+from controller.desired.models import DesiredState
 from controller.model.actions import CsvRows, DnsAction, ExchangeAction, Plan, Waiting
 from controller.model.snapshot import (
     ExchangeObserved,
@@ -27,9 +29,11 @@ from controller.model.snapshot import (
 )
 from controller.planner.settle import Verdict, settle
 from controller.runtime import audit
+from controller.runtime.audit import AuditLog
+from controller.runtime.intents import Journal
 from controller.runtime.lock import StateLock
-from controller.runtime.store import Store
-from tests.support.controller import PILOT, WAVE, Workspace, make_workspace
+from controller.runtime.store import Store, action_key
+from tests.support.controller import PILOT, WAVE, Workspace, desired_files, make_workspace
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 BOUND = 120.0
@@ -337,3 +341,109 @@ def test_stagectl_apply_records_intents_settles_a_killed_run_and_refuses_beside_
     ]
     verified = workspace.stagectl("audit", "verify", "--state", str(workspace.state_dir))
     assert verified.returncode == 0, verified.stderr
+
+
+# --- the journal itself, in process: holding, abandoning, a full disk at the head and at the result ---
+
+
+def _desired() -> DesiredState:
+    files = {
+        path.removeprefix("desired/"): text.encode()
+        for path, text in desired_files(pilot="started", wave="started").items()
+    }
+    return loader.load_files(files, revision="r")
+
+
+def _journal(tmp_path: Path) -> Journal:
+    state = tmp_path / "state"
+    return Journal(Store.open(state), AuditLog(audit.path_in(state)), lambda: NOW, state)
+
+
+def _open_intent(journal: Journal, action: ExchangeAction | DnsAction) -> None:
+    journal.store.record_action_started(
+        revision="r", pass_id=1, key=action_key(action), action=action, now=NOW
+    )
+
+
+def test_an_undecided_intent_holds_every_action_on_its_object_and_no_other(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    unknown_effect = ExchangeAction(
+        "Set-MigrationUser", (("Identity", "carol@contoso.com"),), f"batch/{PILOT}", ""
+    )
+    _open_intent(journal, unknown_effect)  # a cmdlet whose effect settle() cannot observe
+    start_pilot = ExchangeAction("Start-MigrationBatch", (("Identity", PILOT),), f"batch/{PILOT}", "")
+    start_wave = ExchangeAction("Start-MigrationBatch", (("Identity", WAVE),), f"batch/{WAVE}", "")
+    planned = Plan(revision="r", checksum="c", actions=(start_pilot, start_wave))
+
+    held = journal.settle(planned, _snapshot(batches=[_batch("Created")]), _desired())
+
+    assert held.actions == (start_wave,)
+    [blocked] = held.blocked
+    assert (blocked.object, blocked.gate) == (f"batch/{PILOT}", "unknown")
+    assert "was interrupted" in blocked.reason
+    assert [r.action_key for r in journal.store.unfinished_actions()] == [action_key(unknown_effect)]
+
+
+def test_an_intent_whose_object_left_the_desired_state_is_closed_as_abandoned(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    gone = DnsAction(
+        zone="fabrikam.com",
+        name="@",
+        type="MX",
+        ttl=300,
+        values=("10 mail.fabrikam.com.",),
+        previous_ttl=3600,
+        previous_values=("10 mail.fabrikam.com.",),
+        object="dns/fabrikam.com/@/MX",
+        reason="lower the TTL",
+        kind="ttl",
+    )
+    _open_intent(journal, gone)  # its zone is no longer managed, so it is never observed again
+
+    settled = journal.settle(Plan(revision="r", checksum="c"), _snapshot(), _desired())
+
+    assert journal.store.unfinished_actions() == []
+    assert settled.blocked == ()
+    [record] = audit.show(journal.audit.path)
+    assert (record["phase"], str(record["result"]).split(":")[:2]) == ("settled", ["settled", " abandoned"])
+
+
+def test_a_full_disk_at_the_head_cuts_the_audit_line_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append(revision="r", author="a", action={"object": "x"}, result="ok", duration_ms=0, time=NOW)
+    size = log.path.stat().st_size
+
+    def full(path: Path, head: audit.Head) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(audit, "write_head", full)
+    for _ in range(3):  # each failure leaves the log as it was, never a record ahead of its head
+        with pytest.raises(errors.ExternalFailure, match="cannot be written: No space left on device"):
+            log.append(revision="r", author="a", action={"object": "y"}, result="ok", duration_ms=0, time=NOW)
+        assert log.path.stat().st_size == size
+    monkeypatch.undo()
+    log.append(revision="r", author="a", action={"object": "z"}, result="ok", duration_ms=0, time=NOW)
+    assert audit.verify(log.path) is None
+    assert [r["seq"] for r in audit.show(log.path)] == [1, 2]
+
+
+def test_a_full_disk_at_the_result_stops_the_pass_cleanly_and_the_next_settles_it(tmp_path: Path) -> None:
+    with _small_filesystem(tmp_path / "small", "2m") as real:
+        state_dir = tmp_path / "small" / "state"
+        workspace = make_workspace(tmp_path / "ws", stateDir=str(state_dir))
+        filler = state_dir / "filler"
+        # The endpoint is sent, then the disk fills before its result is written.
+        fault = f"New-MigrationEndpoint@result={f'FILL:{filler}' if real else 'ENOSPC'}"
+        full = _run_once(workspace, **{faults.ENV: fault})
+        assert full.returncode == 3, full.stdout + full.stderr
+        assert "Traceback" not in full.stderr and "internal error" not in full.stderr, full.stderr
+        assert "was sent" in full.stderr and "the next pass settles it by observation" in full.stderr
+        filler.unlink(missing_ok=True)
+        again = _run_once(workspace)
+        assert again.returncode == 0, again.stderr
+        assert workspace.writes()["New-MigrationEndpoint"] == 1  # settled by observation, not sent twice
+        assert _open_intents(workspace, state_dir) == []
+        verified = workspace.stagectl("audit", "verify", "--state", str(state_dir))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
