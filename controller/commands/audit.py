@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from controller import errors
-from controller.runtime import audit
+from controller.runtime import audit, notes
+from controller.runtime.source import GitSource
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify", help="check the hash chain and its recorded head; exit 1 naming the first broken record"
     )
     verify.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
+    verify.add_argument(
+        "--repo",
+        metavar="PATH",
+        help="also check the git notes (refs/notes/stagectl) of this repository against the log",
+    )
     verify.set_defaults(func=run_verify)
 
     show = commands.add_parser("show", help="list the recorded actions, optionally of one revision")
@@ -47,6 +54,24 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"audit log {path}: {found.reason}", file=sys.stderr)
         return 1
     print(f"audit log {path}: {audit.count(path)} records, chain intact")
+    return _verify_notes(path, args.repo) if args.repo else 0
+
+
+def _verify_notes(path: Path, repo: str) -> int:
+    """Every note line names a record of the log, of its commit, with the same action and result."""
+    with tempfile.TemporaryDirectory(prefix="stagectl-") as workdir:
+        found = notes.check(path, GitSource(repo, workdir=Path(workdir)).notes(notes.NOTES_REF))
+    for problem in found.problems:
+        print(f"git notes ({notes.NOTES_REF}) of {repo}: {problem}", file=sys.stderr)
+    summary = f"git notes ({notes.NOTES_REF}) of {repo}: {found.lines} lines"
+    if found.problems:
+        verb = "does" if len(found.problems) == 1 else "do"
+        print(f"{summary}, {len(found.problems)} {verb} not match the audit log", file=sys.stderr)
+        return 1
+    # Not a failure: the newest pass may not be noted yet, `stagectl apply` on a working tree is never
+    # noted, and a clone holds only the commits it fetched.
+    unnoted = f"; {found.unnoted} results or settlements have no note line" if found.unnoted else ""
+    print(f"{summary}, each one a record of the audit log with the same action and result{unnoted}")
     return 0
 
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from controller import errors
 from controller.commands import common, reviewed
-from controller.model.snapshot import Snapshot
-from controller.planner import render
+from controller.desired import loader
+from controller.desired.models import DesiredState
+from controller.model.actions import Plan
+from controller.model.snapshot import Snapshot, at
+from controller.planner import changes, render
 from controller.planner.plan import plan
+from controller.runtime import publish
 from controller.runtime.observe import unknown
+from controller.runtime.source import GitSource
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_desired_arguments(parser)
     common.add_backend_arguments(parser)
     parser.add_argument("--observed", type=Path, help="plan against this snapshot instead of observing")
+    parser.add_argument(
+        "--base",
+        metavar="REV",
+        help="with --repo: a pull request's base; the plan also lists the desired-state changes base..head",
+    )
+    parser.add_argument(
+        "--head", metavar="REV", help="with --repo: the revision to plan (a pull request's head; as --rev)"
+    )
     parser.add_argument("--format", choices=sorted(render.RENDERERS), default="text")
     parser.add_argument("--force", action="store_true", help="let the change-size gate pass")
     parser.add_argument(
@@ -30,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    desired = common.load_desired(args)
+    review = _pull_request(args) if args.base is not None or args.head is not None else None
+    desired = review.head if review is not None else common.load_desired(args)
     if args.observed is not None:
         snapshot = _read_snapshot(args.observed)
         now = args.now or snapshot.observedAt
@@ -39,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         now = snapshot.observedAt
     result = plan(desired, snapshot, now, force=args.force)
     unread = unknown(snapshot)
-    sys.stdout.write(render.RENDERERS[args.format](result, unread))
+    if review is None:
+        sys.stdout.write(render.RENDERERS[args.format](result, unread))
+    else:
+        sys.stdout.write(_render_review(args, review, result, unread, snapshot))
     # Kept so that `apply --checksum` can name what changed since this plan was reviewed.
     directory = common.state_dir(args, common.config_of(args))
     try:
@@ -62,3 +82,112 @@ def _read_snapshot(path: Path) -> Snapshot:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise errors.InvalidInput(f"{path}: snapshot {where}: {first['msg']}") from None
+
+
+# --- pull-request plans: --base and --head (issue 15 item 1) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    base: DesiredState
+    head: DesiredState
+    observed_for: DesiredState | None  # the revision the published snapshot was observed for, if known
+
+
+def _pull_request(args: argparse.Namespace) -> Review:
+    """Both revisions from one repository: the head is planned, the base is what it is compared with. The
+    revision a published snapshot was observed for is loaded too, to name what the snapshot never read."""
+    if not args.repo:
+        raise errors.InvalidInput("--base and --head read two revisions of a repository: give --repo PATH")
+    if args.base is None:
+        raise errors.InvalidInput("--head needs --base: the revision the pull request would merge into")
+    served = _published(args.observed).get("revision") if args.observed is not None else None
+    with tempfile.TemporaryDirectory(prefix="stagectl-") as workdir:
+        source = GitSource(args.repo, desired_dir=args.desired_dir, workdir=Path(workdir))
+        head = _load(source, args.repo, args.desired_dir, source.resolve(args.head or args.rev))
+        base_sha = source.resolve(args.base)
+        try:
+            base = _load(source, args.repo, args.desired_dir, base_sha)
+        except errors.InvalidInput as error:
+            raise errors.InvalidInput(
+                f"the base revision {base_sha[:12]} is invalid, so no change can be listed against it: "
+                + "; ".join(error.problems[:3])
+            ) from None
+        observed_for = base if served in (None, base_sha) else _try_load(source, args, str(served))
+    return Review(base, head, observed_for)
+
+
+def _load(source: GitSource, repo: str, desired_dir: str, sha: str) -> DesiredState:
+    files = source.read_tree(sha)
+    return loader.load_files(files, root=f"{repo}@{sha[:12]}/{desired_dir}", revision=sha)
+
+
+def _try_load(source: GitSource, args: argparse.Namespace, revision: str) -> DesiredState | None:
+    """The desired state the controller served when it observed: not in this clone (a commit the CI
+    checkout lacks) or invalid, it is unknown, and the plan says so."""
+    try:
+        return _load(source, args.repo, args.desired_dir, source.resolve(revision))
+    except (errors.InvalidInput, errors.ExternalFailure):
+        return None
+
+
+def _published(path: Path) -> dict[str, object]:
+    """What a controller wrote beside its snapshot (runtime/publish.py); {} for a snapshot from `observe`."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}  # _read_snapshot says why
+    found = data.get(publish.PUBLISHED_KEY) if isinstance(data, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _render_review(
+    args: argparse.Namespace, review: Review, result: Plan, unread: render.Unknown, snapshot: Snapshot
+) -> str:
+    found = changes.diff(review.base, review.head)
+    context = _context(args, review, snapshot)
+    if args.format == "json":
+        data = render.plan_data(result, unread) | {"desiredChanges": found.as_data(), "context": context}
+        return json.dumps(data, indent=2, default=str) + "\n"
+    if args.format == "markdown":
+        return render.to_pr_markdown(result, unread, found, context)
+    return render.to_pr_text(result, unread, found, context)
+
+
+def _context(args: argparse.Namespace, review: Review, snapshot: Snapshot) -> str:
+    """One paragraph: which observation the head was planned against, and what it cannot tell."""
+    if args.observed is None:
+        return f"Planned against Exchange and DNS as observed now ({at(snapshot.observedAt)})."
+    meta = _published(args.observed)
+    words = [f"Planned against the snapshot observed at {at(snapshot.observedAt)}"]
+    revision = str(meta.get("revision") or "")
+    if revision:
+        words.append(f" while the controller served {revision[:12]}")
+    words.append(".")
+    acted = meta.get("actionsApplied")
+    if isinstance(acted, int) and acted > 0:
+        words.append(
+            f" The controller applied {acted} actions after observing it; the plan may repeat what they did "
+            "until its next pass publishes a new snapshot."
+        )
+    if review.observed_for is None:
+        words.append(
+            f" The revision it was observed for ({revision[:12] or 'unknown'}) is not in this repository: "
+            "records it did not read are taken as absent."
+        )
+    else:
+        unread = sorted(
+            f"dns/{r.key}"
+            for r in review.head.records
+            if r.key.lower() not in {o.key.lower() for o in review.observed_for.records}
+            and snapshot.dns.get(r.zone) is not None
+        )
+        if unread:
+            words.append(
+                f" Not read by that observation, so taken as absent: {', '.join(unread)}; "
+                "apply --checksum refuses the plan if they exist."
+            )
+    words.append(
+        " stagectl apply --checksum applies this plan only while a fresh observation gives the same actions."
+    )
+    return "".join(words)

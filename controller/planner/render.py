@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan, render_value
+from controller.planner.changes import DesiredChanges
 
 # What could not be read ("exchange/batches", "dns/contoso.com") and why, beside the plan: the renderings
 # show it, so that a plan made without looking never reads as a converged one.
@@ -200,3 +201,65 @@ def failures_markdown(plan: Plan) -> list[str]:
     ]
     out.append("")
     return out
+
+
+# --- pull-request plans (issue 15 item 1): what the head asks, beside what merging it would do --------
+
+
+def changes_lines(changes: DesiredChanges) -> list[str]:
+    """The desired-state changes as text lines, one object a line."""
+    if not changes.changes:
+        return ["No change to the desired state between the two revisions."]
+    return [f"{c.kind:<8} {c.object}: {'; '.join(c.details)}".rstrip(": ") for c in changes.changes]
+
+
+def to_pr_text(plan: Plan, unknown: Unknown, changes: DesiredChanges, context: str) -> str:
+    """`plan --base --head --format text`: the desired-state changes, the context, then the plan."""
+    head = [
+        f"Desired-state changes {_short(changes.base)} -> {_short(changes.head)}:",
+        *(f"  {line}" for line in changes_lines(changes)),
+        "",
+        context,
+        "",
+    ]
+    return "\n".join(_plain(line) for line in head) + "\n" + to_text(plan, unknown)
+
+
+def to_pr_markdown(plan: Plan, unknown: Unknown, changes: DesiredChanges, context: str) -> str:
+    """`plan --base --head --format markdown`, the pull-request comment: what the head asks (per object),
+    against which snapshot it was planned (`context`, one sentence), what merging would do (the plan, as
+    `to_markdown` renders it) and the command that applies exactly that plan."""
+    out = [
+        f"## stagectl: merging {_code(changes.head)} into {_code(changes.base)}",
+        "",
+        "#### Desired-state changes",
+        "",
+    ]
+    if changes.changes:
+        out += ["| object | change | details |", "|---|---|---|"]
+        out += [f"| {md(c.object)} | {md(c.kind)} | {md('; '.join(c.details))} |" for c in changes.changes]
+    else:
+        out.append(md(changes_lines(changes)[0]))
+    out += ["", f"_{md(context)}_", "", to_markdown(plan, unknown).rstrip("\n"), ""]
+    if plan.revision and _HEX.match(plan.revision) and _HEX.match(plan.checksum.removeprefix("sha256:")):
+        # Hex only, so a code span is safe: copy it to apply exactly the plan reviewed here.
+        out += [
+            "Applies exactly this plan at this revision (a merge commit is a new revision with its own "
+            "checksum; `stagectl apply` refuses any other plan and names what changed):",
+            "",
+            f"`stagectl apply --rev {plan.revision} --checksum {plan.checksum}`",
+            "",
+        ]
+    return "\n".join(out)
+
+
+_HEX = re.compile(r"^[0-9a-f]{40,64}$")
+
+
+def _short(revision: str) -> str:
+    return revision[:12] if _HEX.match(revision) else revision or "working tree"
+
+
+def _code(revision: str) -> str:
+    """A revision in Markdown: a code span when it is a commit sha (hex: nothing to escape), else text."""
+    return f"`{revision[:12]}`" if _HEX.match(revision) else md(revision or "working tree")

@@ -70,6 +70,21 @@ class AlertSink(Model):
     secret_ref: SecretRef | None = Field(default=None, description="webhook: HMAC-SHA256 signing secret")
 
 
+class PublishConfig(Model):
+    """Where each pass also writes its snapshot for CI to plan pull requests against (issue 15)."""
+
+    snapshot: str | None = Field(
+        default=None, description="a path (a share or a directory a web server serves); replaced atomically"
+    )
+
+
+class NotesConfig(Model):
+    """What each pass did, as git notes under refs/notes/stagectl on the commits that asked for it."""
+
+    enabled: bool = True
+    push: bool = Field(default=True, description="a remote source: push the notes (a failure is a warning)")
+
+
 class ControllerConfig(Model):
     api_version: Literal["stagectl/v1"]
     kind: Literal["ControllerConfig"]
@@ -84,6 +99,8 @@ class ControllerConfig(Model):
     alerts: list[AlertSink] = Field(default_factory=list)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_address: str = Field(default="127.0.0.1", description="0.0.0.0 to let another host scrape")
+    publish: PublishConfig = PublishConfig()
+    notes: NotesConfig = NotesConfig()
     base_dir: str = Field(
         default=".", exclude=True, description="set by the loader: relative paths start here"
     )

@@ -15,7 +15,7 @@ from controller.notify.alerts import Alert
 from controller.notify.delivery import AlertDispatcher
 from controller.planner import coexistence
 from controller.planner.plan import plan
-from controller.runtime import drift, status
+from controller.runtime import drift, notes, publish, status
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 from controller.runtime.audit import AuditLog
 from controller.runtime.backends import Backends
@@ -72,6 +72,8 @@ class Reconciler:
             self.store.save_memory(report.memory)
         self._remember_acted(report)
         status.write(self.state_dir, status.build(served, planned, report, snapshot, findings, self.store))
+        publish.after_pass(self.config, snapshot, served, report)  # for CI: pull-request plans
+        notes.after_pass(self.config, self.source, self.audit.path)  # what it did, on the commits
         return PassResult(served, planned, report, findings)
 
     @property

@@ -28,6 +28,13 @@ _ENV_DROP = (
     "GIT_COMMON_DIR",
     "GIT_NAMESPACE",
 )
+# Who writes the notes commits: the controller, whatever the host's git identity (it may have none).
+_NOTES_AUTHOR = {
+    "GIT_AUTHOR_NAME": "stagectl",
+    "GIT_AUTHOR_EMAIL": "stagectl@localhost",
+    "GIT_COMMITTER_NAME": "stagectl",
+    "GIT_COMMITTER_EMAIL": "stagectl@localhost",
+}
 _REMOTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
 
 
@@ -262,6 +269,57 @@ class GitSource:
         }.get(status, "has a signature that was not accepted")
         raise SignatureRefused(f"commit {info.sha[:12]} of {self.name} {reason}; it is not applied")
 
+    # --- git notes (the audit trail in history, runtime/notes.py) --------------------------------
+
+    def has_commit(self, sha: str) -> bool:
+        return self._run(["cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}"]).returncode == 0
+
+    def note(self, ref: str, sha: str) -> str:
+        """The note on `sha` under `ref`; empty when there is none."""
+        result = self._run(["notes", f"--ref={ref}", "show", "--end-of-options", sha])
+        return result.stdout.decode("utf-8", errors="replace") if result.returncode == 0 else ""
+
+    def notes(self, ref: str) -> dict[str, str]:
+        """Every note under `ref`, by the commit it annotates."""
+        if self._run(["rev-parse", "--verify", "--quiet", ref]).returncode != 0:
+            return {}
+        pairs = [row.split() for row in self._git(["notes", f"--ref={ref}", "list"]).decode().splitlines()]
+        blobs = self._cat_blobs([pair[0] for pair in pairs if len(pair) == 2])
+        return {pair[1]: blobs[pair[0]].decode("utf-8", errors="replace") for pair in pairs if len(pair) == 2}
+
+    def append_note(self, ref: str, sha: str, text: str) -> None:
+        """Append a paragraph to the note on `sha` (a note commit by stagectl on `ref`)."""
+        self._git(
+            ["notes", f"--ref={ref}", "append", "--file=-", sha], stdin=text.encode(), env=_NOTES_AUTHOR
+        )
+
+    def push_notes(self, ref: str) -> None:
+        """Push `ref` to a remote source (nothing to do for a local one). When the remote's notes moved
+        (another writer), they are merged line by line (`cat_sort_uniq`) and pushed once more."""
+        if self.remote is None:
+            return
+        push = ["push", "--quiet", "--", self.remote, f"{ref}:{ref}"]
+        result = self._run(push)
+        if result.returncode == 0:
+            return
+        theirs = f"{ref}-remote"
+        if (
+            self._run(["fetch", "--quiet", "--no-tags", "--", self.remote, f"+{ref}:{theirs}"]).returncode
+            == 0
+            and self._run(
+                ["notes", f"--ref={ref}", "merge", "--quiet", "--strategy=cat_sort_uniq", theirs],
+                env=_NOTES_AUTHOR,
+            ).returncode
+            == 0
+        ):
+            result = self._run(push)
+            if result.returncode == 0:
+                return
+        detail = _excerpt(result.stderr)
+        raise errors.ExternalFailure(
+            f"git push of {ref} to {self.name} failed" + (f": {detail}" if detail else "")
+        )
+
     # --- watching --------------------------------------------------------------------------------
 
     def watch_paths(self) -> list[Path]:
@@ -324,8 +382,9 @@ class GitSource:
         cwd: Path | None = None,
         stdin: bytes | None = None,
         action: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> bytes:
-        result = self._run(args, cwd=cwd, stdin=stdin)
+        result = self._run(args, cwd=cwd, stdin=stdin, env=env)
         if result.returncode != 0:
             detail = _excerpt(result.stderr)
             raise errors.ExternalFailure(
