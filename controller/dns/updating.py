@@ -119,9 +119,10 @@ def _verify(action: DnsAction, primary: Server, *, timeout: float, counts: Messa
         now = read_rrset(
             action.zone, primary, (action.name.lower(), action.type.upper()), timeout=timeout, counts=counts
         )
-    except Unanswered as error:
-        raise DnsTransientError(
-            f"{action.object}: the update was sent but could not be verified ({error})"
+    except Unanswered as error:  # the primary acknowledged it: applied, not verified; observation decides
+        raise DnsIndeterminateError(
+            f"{action.object}: the update was acknowledged but could not be read back ({error}); "
+            "the next observation decides"
         ) from None
     if not action.values and now is None:
         return

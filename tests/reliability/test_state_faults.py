@@ -44,6 +44,7 @@ def _one_sentence(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_state_database_locked_by_another_process_is_a_clear_error_and_nothing_is_sent(
     workspace: Workspace,
 ) -> None:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from controller.model.actions import DnsAction, ExchangeAction
 from controller.runtime.reconciler import PassResult
 from controller.sim.bind import KEY_NAME, ZONE, ZONE_TEXT, BindZone, bind_zone
@@ -252,6 +254,7 @@ LOOP_WINDOW = 30.0  # seconds the loop runs under busy answers: the measurement 
 CALLS_PER_MINUTE_CEILING = 300
 
 
+@pytest.mark.slow
 def test_busy_answers_on_30_percent_of_calls_are_backed_off_with_jitter_and_no_hot_loop(
     tmp_path: Path,
 ) -> None:
