@@ -19,7 +19,8 @@ from controller.sim.exchange.store import SimStore
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "sim", help="the Exchange Online simulator: init, advance, show, export, fail, stop-batch; dns-seed"
+        "sim",
+        help="the Exchange Online simulator: init, advance, show, export, fail, fix, stop-batch; dns-seed",
     )
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
@@ -52,11 +53,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE (default: stdout)")
     fail = command("fail", "make a user's next syncs fail", run_fail)
     fail.add_argument("address")
-    fail.add_argument("--type", required=True, dest="exception_type", help="e.g. MigrationPermanentException")
-    fail.add_argument("--message", required=True)
-    fail.add_argument(
-        "--times", type=int, default=None, help="clear after this many failures (default: never)"
+    text = fail.add_mutually_exclusive_group(required=True)
+    text.add_argument(
+        "--row",
+        choices=sorted(sim_engine.DOCUMENTED_FAILURES, key=lambda row: [int(p) for p in row.split(".")]),
+        help="an error catalogue row (exchange-facts §9.1): its documented text, e.g. 1.4 (permissions)",
     )
+    text.add_argument(
+        "--type", dest="exception_type", help="e.g. MigrationPermanentException (with --message)"
+    )
+    fail.add_argument("--message", help="the message after the type (with --type)")
+    fail.add_argument(
+        "--times", type=int, default=None, help="clear after this many failures (default: until `sim fix`)"
+    )
+    fix = command("fix", "the administrator fixed a failed user's cause: the next retry syncs it", run_fix)
+    fix.add_argument("address")
     stop = command("stop-batch", "stop a batch as an administrator would by hand (drift)", run_stop_batch)
     stop.add_argument("batch")
     seed = command(
@@ -155,10 +166,23 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_fail(args: argparse.Namespace) -> int:
+    if args.exception_type is not None and args.message is None:
+        raise errors.InvalidInput("--type needs --message (or give --row)")
     with _store(args).transaction() as simulator:
-        simulator.fail_user(
-            args.address, exception_type=args.exception_type, message=args.message, times=args.times
-        )
+        if args.row is not None:
+            summary = simulator.fail_documented(args.address, args.row, times=args.times)
+            print(f"{args.address}: its next syncs fail with {summary}")
+        else:
+            simulator.fail_user(
+                args.address, exception_type=args.exception_type, message=args.message, times=args.times
+            )
+    return 0
+
+
+def run_fix(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        simulator.clear_failure(args.address)
+    print(f"{args.address}: fixed; Start-MigrationBatch retries it and it syncs")
     return 0
 
 

@@ -21,6 +21,62 @@ DUPLICATE_IN_OTHER_BATCH = (
     '"{batch}." Please remove the user from any other batch and try again.'
 )
 
+# Per-user failures as Exchange shows them (exchange-facts §9.0 and §9.1, by row), for `sim fail --row`:
+# (exception type, message) shown as `Error: <type>: <message>`, or with `whole` the quoted text as it
+# stands (rows 1.9 and 1.10 quote one of another shape; the type is then the FailureType). `{addr}` is the
+# user's address. Assumptions where the facts give no type or no text: 1.4 is wrapped in
+# MigrationPermanentException (the base of the permanent errors, C); 1.8's and 1.16's messages are the
+# rows' quoted cause, not a quoted error text; 1.3's type is the C class the row names.
+DOCUMENTED_FAILURES: dict[str, tuple[str, str, bool]] = {
+    "1.1": ("MigrationRecipientNotFoundException", RECIPIENT_NOT_FOUND.split(": ", 2)[2], False),
+    "1.3": (
+        "SourceRecipientDoesNotExistException",
+        "A source e-mail address {addr} couldn't be found in the on-premises domain.",
+        False,
+    ),
+    "1.4": (
+        "MigrationPermanentException",
+        "Microsoft Exchange couldn't sign in to the user's on-premises account.",
+        False,
+    ),
+    "1.7": (
+        "UserAlreadyBeingMigratedException",
+        "The user '{addr}' already has a pending request. Please remove the existing request and resume the "
+        "current batch or start a new batch for this user. --> Name must be unique per owning mailbox.",
+        False,
+    ),
+    "1.8": (
+        "TooManyBadItemsPermanentException",
+        "The number of bad items is greater than the set limit.",
+        False,
+    ),
+    "1.9": (
+        "TooManyLargeItemsPermanentException",
+        "Error: This mailbox exceeded the maximum number of large items that were specified for this "
+        "request. --> MapiExceptionMaxSubmissionExceeded: Unable to save changes.",
+        True,
+    ),
+    "1.10": (
+        "QuotaExceededException",
+        "Error: QuotaExceededException/MapiExceptionShutoffQuotaExceeded: Unable to get properties on "
+        "object.",
+        True,
+    ),
+    "1.13": (
+        "SyncTimeoutException",
+        "Email migration failed for this user because no email could be downloaded for 5 hours, 0 minutes.",
+        False,
+    ),
+    "1.16": ("MigrationTransientException", "The source server did not respond.", False),
+}
+
+
+def documented_failure(row: str, address: str) -> tuple[str, str, str]:
+    """The (type, message, ErrorSummary) of a catalogue row for `address`; KeyError for another row."""
+    kind, text, whole = DOCUMENTED_FAILURES[row]
+    text = text.replace("{addr}", address)
+    return kind, text, text if whole else f"Error: {kind}: {text}"
+
 
 def batch_status(batch: s.Batch) -> s.BatchStatus:
     """The Status Get-MigrationBatch shows, from the batch's phase and its users."""
@@ -88,7 +144,7 @@ def _finish_sync(state: s.SimState, batch: s.Batch, address: str, at: datetime) 
     failure = state.failures.get(address)
     if failure is not None:
         user.status = s.UserStatus.FAILED
-        user.error = f"Error: {failure.type}: {failure.message}"
+        user.error = failure.summary or f"Error: {failure.type}: {failure.message}"
         if failure.remaining is not None:
             failure.remaining -= 1
             if failure.remaining <= 0:

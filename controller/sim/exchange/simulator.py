@@ -189,7 +189,17 @@ class ExchangeSimulator:
             type=exception_type, message=message, remaining=times
         )
 
+    def fail_documented(self, address: str, row: str, *, times: int | None = None) -> str:
+        """Make the user's next syncs fail with the text of an error catalogue row (exchange-facts §9.1);
+        returns the ErrorSummary. Until `clear_failure` (the cause fixed) unless `times` says otherwise."""
+        kind, message, summary = engine.documented_failure(row, address.strip())
+        self.state.failures[s.key(address)] = s.InjectedFailure(
+            type=kind, message=message, remaining=times, summary=summary
+        )
+        return summary
+
     def clear_failure(self, address: str) -> None:
+        """The cause is fixed: the user's next sync (after Start-MigrationBatch retries it) succeeds."""
         self.state.failures.pop(s.key(address), None)
 
     def throttle(self, cmdlet: str, count: int, *, mode: s.ThrottleMode = s.ThrottleMode.ERROR) -> None:

@@ -292,11 +292,13 @@ class Batches(Keyed[Batch]):
 
 
 class InjectedFailure(Model):
-    """A user's sync fails with `Error: <type>: <message>`, `remaining` more times (None: always)."""
+    """A user's sync fails with `Error: <type>: <message>` (or `summary` verbatim: a documented text
+    without that shape), `remaining` more times (None: until the cause is fixed, `sim fix`)."""
 
     type: str
     message: str
     remaining: int | None = None
+    summary: str | None = None
 
 
 class ThrottleMode(StrEnum):
