@@ -11,7 +11,19 @@ import traceback
 from controller import errors
 
 # One module per command; a command's module adds its own parser and sets `func(args) -> int`.
-COMMANDS = ("validate", "schema", "audit", "observe", "plan", "apply", "sim_gateway", "sim", "run", "status")
+COMMANDS = (
+    "validate",
+    "schema",
+    "audit",
+    "observe",
+    "plan",
+    "apply",
+    "sim_gateway",
+    "sim",
+    "run",
+    "status",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,6 +85,31 @@ class NotesConfig(Model):
     push: bool = Field(default=True, description="a remote source: push the notes (a failure is a warning)")
 
 
+class WebConfig(Model):
+    """The migration page (`stagectl run --http`, `stagectl serve`, docs/web.md)."""
+
+    listen: str | None = Field(
+        default=None, description="[address:]port; loopback unless an address is written; unset: only --http"
+    )
+    commit_url: str | None = Field(
+        default=None, description="a commit's address, {sha} replaced: https://git.example/repo/commit/{sha}"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None and not value.rpartition(":")[2].isdigit():
+            raise ValueError(f"listen must be [address:]port, not {value!r}")
+        return value
+
+    @field_validator("commit_url")
+    @classmethod
+    def _commit_url(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://")) or "{sha}" not in value):
+            raise ValueError("commitUrl must be an http(s) address holding {sha}")
+        return value
+
+
 class ControllerConfig(Model):
     api_version: Literal["stagectl/v1"]
     kind: Literal["ControllerConfig"]
@@ -99,6 +124,7 @@ class ControllerConfig(Model):
     alerts: list[AlertSink] = Field(default_factory=list)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_address: str = Field(default="127.0.0.1", description="0.0.0.0 to let another host scrape")
+    web: WebConfig = WebConfig()
     publish: PublishConfig = PublishConfig()
     notes: NotesConfig = NotesConfig()
     base_dir: str = Field(

@@ -40,7 +40,10 @@ def run(
     once: bool,
     report: Callable[[PassResult], None],
     rehearsal: Rehearsal | None = None,
+    page: Callable[[], Callable[[], None]] | None = None,
 ) -> int:
+    """`page` starts the migration page once the state directory is ours, and returns what stops it
+    (the commands start it: the runtime does not import the web package)."""
     state_dir = config.path(config.state_dir)
     stop = threading.Event()
     wake = threading.Event()  # set to end a wait early: a stop, or the git host's push webhook
@@ -52,12 +55,14 @@ def run(
     with StateLock.acquire(state_dir):
         previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
         reconciler = wiring.build(config, rehearsal=rehearsal, should_stop=stop.is_set)
-        stop_metrics = stop_webhook = _nothing
+        stop_metrics = stop_webhook = stop_page = _nothing
         try:
             metrics, stop_metrics = _start_metrics(config)
             stop_webhook = _start_webhook(config, wake) if not once else _nothing
+            stop_page = page() if page is not None else _nothing
             return _loop(reconciler, config, stop, once=once, report=report, metrics=metrics, wake=wake)
         finally:
+            stop_page()
             stop_webhook()
             stop_metrics()
             wiring.close(reconciler)
