@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from controller import errors
-from controller.commands import common, reviewed
-from controller.model.actions import Plan
+from controller.commands import common, progress, reviewed
+from controller.model.actions import Action, Plan
 from controller.planner import render
 from controller.planner.plan import plan
 from controller.runtime import audit
@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--yes", action="store_true", help="apply without asking")
     parser.add_argument("--force", action="store_true", help="let the change-size gate pass")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="plain lines even on a terminal (no live panel)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,25 +68,37 @@ def run(args: argparse.Namespace) -> int:
             return _unknown_exit(unread)
         if not args.yes and not _confirmed(len(result.actions)):
             raise errors.Refused("nothing applied: pass --yes, or answer y at the prompt")
+        shown = progress.LiveProgress() if progress.wanted(args.no_progress) else None
+        if shown is not None:
+            stack.callback(shown.close)
+            shown.observed(snapshot)
+            shown.planned(len(result.actions))
+        on_outcome: Callable[[Outcome], None] = shown.acted if shown is not None else _print_outcome
         if journal is None:
             print(
                 "note: no state directory (--state or a configuration): these actions are neither "
                 "journaled nor audited, and no lock keeps a controller from acting beside them",
                 file=sys.stderr,
             )
-            report = apply_plan(
-                result, exchange=backends.exchange, dns=backends.dns, on_outcome=_print_outcome
-            )
+            before: Callable[[Action], bool] = lambda action: True  # noqa: E731
+            after = on_outcome
         else:
             common.save_memory(directory, result.memory)  # what this observation taught survives a crash
             before, after = journal.recorder(
                 revision=desired.revision or f"worktree {Path(args.dir).resolve()}",
                 author=f"{getpass.getuser()} (stagectl apply)",
-                on_outcome=_print_outcome,
+                on_outcome=on_outcome,
             )
-            report = apply_plan(
-                result, exchange=backends.exchange, dns=backends.dns, on_start=before, on_outcome=after
-            )
+
+        def start(action: Action) -> bool:
+            sending = before(action)
+            if sending and shown is not None:
+                shown.acting(action)
+            return sending
+
+        report = apply_plan(
+            result, exchange=backends.exchange, dns=backends.dns, on_start=start, on_outcome=after
+        )
         common.save_memory(directory, report.memory)  # under the state lock
     code = _account(report)
     return code if code else _unknown_exit(unread)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.desired.models import DesiredState, DriftAction
-from controller.model.actions import Blocked, Drift, Plan
+from controller.model.actions import Action, Blocked, Drift, Plan
 from controller.model.snapshot import Snapshot
 from controller.notify.alerts import Alert
 from controller.notify.delivery import AlertDispatcher
@@ -25,6 +25,7 @@ from controller.runtime.observe import observe
 from controller.runtime.serving import Served, mark_good, serve
 from controller.runtime.source import GitSource
 from controller.runtime.store import Store
+from controller.runtime.watch import PassWatcher, Unwatched
 
 log = logging.getLogger("stagectl.reconciler")
 
@@ -47,10 +48,12 @@ class Reconciler:
     alerts: AlertDispatcher
     should_stop: Callable[[], bool] = lambda: False
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
+    watcher: PassWatcher = field(default_factory=Unwatched)  # terminal progress, when a command shows it
 
     def run_pass(self) -> PassResult:
         served = serve(self.source, self.store)
         self.store.record_attempted(served.commit.sha)
+        self.watcher.pass_started(served)
         desired = served.desired
         snapshot, findings = observe(
             desired,
@@ -59,11 +62,13 @@ class Reconciler:
             memory=self.store.load_memory(),
             now=self.backends.clock(),
         )
+        self.watcher.observed(snapshot)
         planned = plan(desired, snapshot, snapshot.observedAt)
         planned = self.journal.settle(planned, snapshot, desired)
         planned = self._handle_drift(served, planned, snapshot)
         if planned.actions:  # what this observation taught (a TTL before lowering) survives a crash mid-pass
             self.store.save_memory(planned.memory)
+        self.watcher.planned(len(planned.actions))
         report = self._apply(served, planned)
         mark_good(self.store, served)
         if report.failed is None and not report.interrupted:
@@ -196,14 +201,25 @@ class Reconciler:
         return Journal(self.store, self.audit, self.backends.clock, self.state_dir)
 
     def _apply(self, served: Served, planned: Plan) -> ApplyReport:
+        def outcome(done: Outcome) -> None:
+            self.on_outcome(done)
+            self.watcher.acted(done)
+
         before, after = self.journal.recorder(
-            revision=served.commit.sha, author=served.commit.author, on_outcome=self.on_outcome
+            revision=served.commit.sha, author=served.commit.author, on_outcome=outcome
         )
+
+        def start(action: Action) -> bool:
+            sending = before(action)
+            if sending:
+                self.watcher.acting(action)
+            return sending
+
         return apply_plan(
             planned,
             exchange=self.backends.exchange,
             dns=self.backends.dns,
-            on_start=before,
+            on_start=start,
             on_outcome=after,
             should_stop=self.should_stop,
         )
