@@ -244,8 +244,9 @@ def to_pr_markdown(plan: Plan, unknown: Unknown, changes: DesiredChanges, contex
     if plan.revision and _HEX.match(plan.revision) and _HEX.match(plan.checksum.removeprefix("sha256:")):
         # Hex only, so a code span is safe: copy it to apply exactly the plan reviewed here.
         out += [
-            "Applies exactly this plan at this revision (a merge commit is a new revision with its own "
-            "checksum; `stagectl apply` refuses any other plan and names what changed):",
+            "Applies exactly this plan at this revision, with `--repo` and the controller's `--config` "
+            "added (a merge commit is a new revision with its own checksum; `stagectl apply` refuses any "
+            "other plan and names what changed):",
             "",
             f"`stagectl apply --rev {plan.revision} --checksum {plan.checksum}`",
             "",
