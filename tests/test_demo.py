@@ -27,11 +27,35 @@ def test_the_example_migration_converges_over_psrp_and_bind() -> None:
     assert "Converged after" in out
     assert "Ready       True   Converged" in out
     assert "audit chain: intact" in out
-    # Minimality: one endpoint, and per batch one New (-AutoStart), one Complete, one Remove.
+    # Minimality: one endpoint, and per batch one New (-AutoStart), one Complete, one Remove; one retry.
     assert (
-        "Exchange cmdlet calls: 13 writes (Complete-MigrationBatch 4, New-MigrationBatch 4, "
-        "New-MigrationEndpoint 1, Remove-MigrationBatch 4)"
+        "Exchange cmdlet calls: 14 writes (Complete-MigrationBatch 4, New-MigrationBatch 4, "
+        "New-MigrationEndpoint 1, Remove-MigrationBatch 4, Start-MigrationBatch 1)"
     ) in out
+    # A Sales member fails on permissions (exchange-facts §9.1 row 1.4): the plan shows the error, the
+    # documented fix and the retry rule, and holds the batch instead of retrying blindly; the
+    # administrator grants Full Access and commits spec.retry; one Start-MigrationBatch, and it syncs.
+    failed = (
+        "      fail batch/Batch2-Sales Jakob.Carter@contoso.com [1.4]: Error: MigrationPermanentException: "
+        "Microsoft Exchange couldn't sign in to the user's on-premises account.\n"
+        "           fix: Assign the migration administrator Receive-As on the mailbox database or Full "
+        "Access on every mailbox\n"
+    )
+    assert failed in out
+    held = out.index("           retry: fix first, then retry; held until fixed; then change spec.retry")
+    assert held < out.index(
+        "hold batch/Batch2-Sales [fix-first]: SyncedWithErrors: 1 failed members need a fix"
+    )
+    fixed = out.index("== on premises: Full Access granted to the migration administrator on Jakob.Carter")
+    merged = out.index("== merged: Batch2-Sales: Full Access granted on premises to the failed member's")
+    retried = out.index("      ok   Start-MigrationBatch -Identity Batch2-Sales")
+    synced = out.index(
+        "      synced Jakob.Carter@contoso.com in Batch2-Sales: the retry after the fix worked"
+    )
+    completed = out.index("ok   Complete-MigrationBatch -Identity Batch2-Sales")
+    assert held < fixed < merged < retried < completed < synced < out.index("replace contoso.com MX 300 0")
+    assert out.count("Start-MigrationBatch -Identity Batch2-Sales") == 1
+    assert "Ada Admin <ada.admin@contoso.com>: Start-MigrationBatch batch/Batch2-Sales -> ok" in out
     # SPF authorises Exchange Online from the first started batch, before its New-MigrationBatch; the
     # cutover swaps the values at the low TTL with the final SPF string, and the TTL follows after the
     # rollback window; SPF kept the verification token throughout.

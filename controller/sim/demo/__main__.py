@@ -18,6 +18,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from controller.model.actions import Plan
 from controller.runtime import audit, status, wiring
 from controller.runtime.config import load_config
 from controller.sim.backends import REHEARSAL
@@ -56,12 +57,14 @@ def main() -> int:
 def drive(config_path: Path, repo: Path, sim_state: Path) -> bool:
     config = load_config(config_path)
     reconciler = wiring.build(config, rehearsal=REHEARSAL)
-    script = phases.Script(repo, sim_state)
     printer = phases.Printer(sim_state)
+    script = phases.Script(repo, sim_state, failing=True, say=printer.say)
+    last: Plan | None = None
     try:
         for number in range(1, MAX_PASSES + 1):
-            merged = script.next_commit(reconciler.store.load_memory())
+            merged = script.next_commit(reconciler.store.load_memory(), last)
             result = reconciler.run_pass()
+            last = result.plan
             printer.show(number, result, merged=merged)
             if script.finished and phases.converged(result):
                 print(f"\nConverged after {number} passes.\n")

@@ -6,21 +6,30 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from controller.model.actions import Failure, Plan
 from controller.model.snapshot import Memory
 from controller.planner import render
 from controller.runtime.reconciler import PassResult
 from controller.sim.exchange.simulator import ExchangeSimulator
+from controller.sim.exchange.state import SYNCED_LIKE
 from controller.sim.exchange.store import SimStore
 
 ADMIN = ("Ada Admin", "ada.admin@contoso.com")
 CONSULTANT = ("Max Consultant", "max@migration-partners.example")
 BATCHES = ("Batch0-IT", "Batch1-EarlyAdopters", "Batch2-Sales", "Batch3-Finance")
 LATE_SYNC = 2  # Finance members that directory sync has not created yet when Finance starts
+# A Sales member whose on-premises mailbox the migration administrator cannot open (no Full Access):
+# exchange-facts §9.1 row 1.4, a failure that needs a fix first. The demo fixes it and retries.
+FAILING_ROW = "1.4"
+RETRY_TOKEN = "full-access-granted"
+
+Ready = Callable[[ExchangeSimulator, Memory, Plan | None], bool]  # the last pass's plan, None before one
 
 
 @dataclass(frozen=True)
@@ -28,19 +37,27 @@ class Phase:
     message: str
     author: tuple[str, str]
     states: dict[str, str]
-    ready: Callable[[ExchangeSimulator, Memory], bool]
+    ready: Ready
+    retry: dict[str, str] = field(default_factory=dict)  # batch -> spec.retry: "fixed it, retry now"
 
 
-def _synced(*names: str) -> Callable[[ExchangeSimulator, Memory], bool]:
-    return lambda sim, memory: all(sim.batch_status(n) in ("Synced", "SyncedWithErrors") for n in names)
+def _synced(*names: str) -> Ready:
+    return lambda sim, memory, plan: all(sim.batch_status(n) in ("Synced", "SyncedWithErrors") for n in names)
 
 
-def _after_cutover(delay: timedelta) -> Callable[[ExchangeSimulator, Memory], bool]:
-    return lambda sim, memory: memory.cutoverAt is not None and sim.now >= memory.cutoverAt + delay
+def _after_cutover(delay: timedelta) -> Ready:
+    return lambda sim, memory, plan: memory.cutoverAt is not None and sim.now >= memory.cutoverAt + delay
+
+
+def _held_for_a_fix(name: str) -> Ready:
+    """The controller holds the batch under fix-first: the administrator has seen the failure and its fix."""
+    return lambda sim, memory, plan: (
+        plan is not None and any(b.object == f"batch/{name}" and b.gate == "fix-first" for b in plan.blocked)
+    )
 
 
 PHASES = (
-    Phase("Pilot: start Batch0-IT", ADMIN, {"Batch0-IT": "started"}, lambda sim, memory: True),
+    Phase("Pilot: start Batch0-IT", ADMIN, {"Batch0-IT": "started"}, lambda sim, memory, plan: True),
     Phase(
         "Complete the pilot; start the early adopters",
         CONSULTANT,
@@ -52,6 +69,14 @@ PHASES = (
         ADMIN,
         {"Batch1-EarlyAdopters": "completed", "Batch2-Sales": "started", "Batch3-Finance": "started"},
         _synced("Batch1-EarlyAdopters"),
+    ),
+    Phase(
+        f"Batch2-Sales: Full Access granted on premises to the failed member's mailbox; retry it "
+        f"(retry: {RETRY_TOKEN})",
+        ADMIN,
+        {},
+        _held_for_a_fix("Batch2-Sales"),
+        retry={"Batch2-Sales": RETRY_TOKEN},
     ),
     Phase(
         "Complete Sales and Finance",
@@ -78,28 +103,53 @@ def create_repository(path: Path, example: Path) -> Path:
 
 
 class Script:
-    def __init__(self, repo: Path, sim_state: Path) -> None:
-        self.repo, self.store = repo, SimStore(sim_state)
+    """The administrator. With `failing`, a Sales member fails on permissions (row 1.4) when Sales starts;
+    the administrator reads the fix in the plan, makes it on premises (the simulator's `clear_failure`)
+    and asks for the retry in the repository (`spec.retry`)."""
+
+    def __init__(
+        self, repo: Path, sim_state: Path, *, failing: bool = False, say: Callable[[str], None] = print
+    ) -> None:
+        self.repo, self.store, self.say = repo, SimStore(sim_state), say
         self.next_phase = 0
         self.late: list[str] = []
+        self.phases = PHASES if failing else tuple(p for p in PHASES if not p.retry)
+        self.failing = failing
+        self.broken: str | None = None  # the member whose mailbox the migration administrator cannot open
 
     @property
     def finished(self) -> bool:
-        return self.next_phase == len(PHASES)
+        return self.next_phase == len(self.phases)
 
-    def next_commit(self, memory: Memory) -> str | None:
+    def next_commit(self, memory: Memory, plan: Plan | None = None) -> str | None:
         """Merge the next phase when its moment has come; directory sync catches up on its own."""
         with self.store.transaction() as sim:
             self._directory_sync(sim)
-            if self.finished or not PHASES[self.next_phase].ready(sim, memory):
+            if self.finished or not self.phases[self.next_phase].ready(sim, memory, plan):
                 return None
-            phase = PHASES[self.next_phase]
+            phase = self.phases[self.next_phase]
             if "Batch3-Finance" in phase.states and phase.states["Batch3-Finance"] == "started":
                 self.late = self._hold_back(sim)
+                if self.failing:
+                    self.broken = self._break(sim)
+            if phase.retry and self.broken is not None:
+                sim.clear_failure(self.broken)  # the fix, made on premises
+                self.say(
+                    f"== on premises: Full Access granted to the migration administrator on {self.broken}"
+                )
         self.next_phase += 1
         _set_states(self.repo, phase.states)
+        _set_retry(self.repo, phase.retry)
         _commit(self.repo, phase.message, phase.author)
         return f"{phase.message} ({phase.author[0]})"
+
+    def _break(self, sim: ExchangeSimulator) -> str:
+        """The first Sales member's mailbox: the migration administrator lacks Full Access to it."""
+        csv = (self.repo / "desired" / "batches" / "batch2-sales.csv").read_text().splitlines()
+        address = csv[1].split(",")[0].strip()
+        sim.fail_documented(address, FAILING_ROW)
+        self.say(f"== on premises: the migration administrator has no Full Access to {address}'s mailbox")
+        return address
 
     def _hold_back(self, sim: ExchangeSimulator) -> list[str]:
         """Two Finance users whose mail users directory sync has not created yet: the mail-users gate."""
@@ -114,10 +164,11 @@ class Script:
         return late
 
     def _directory_sync(self, sim: ExchangeSimulator) -> None:
-        if self.late and self.next_phase == 3 and sim.batch_status("Batch2-Sales") in ("Syncing", "Synced"):
+        sales = sim.batch_status("Batch2-Sales")
+        if self.late and self.next_phase >= 3 and sales in ("Syncing", "Synced", "SyncedWithErrors"):
             for address in self.late:
                 sim.add_recipient(address)
-            print(f"== directory sync created the mail users of {', '.join(self.late)}")
+            self.say(f"== directory sync created the mail users of {', '.join(self.late)}")
             self.late = []
 
 
@@ -127,6 +178,17 @@ def _set_states(repo: Path, states: dict[str, str]) -> None:
         name = re.search(r"name:\s*([A-Za-z0-9-]+)", text)
         if name and name.group(1) in states:
             text = re.sub(r"(?m)^(\s*state:\s*)\w+", rf"\g<1>{states[name.group(1)]}", text)
+            path.write_text(text)
+
+
+def _set_retry(repo: Path, retry: dict[str, str]) -> None:
+    """`retry: <token>` in the batch's spec: a new value asks the controller to retry after the fix."""
+    for path in (repo / "desired" / "batches").glob("*.yaml"):
+        text = path.read_text()
+        name = re.search(r"name:\s*([A-Za-z0-9-]+)", text)
+        if name and name.group(1) in retry:
+            text = re.sub(r"(?m)^\s*retry:.*\n", "", text)
+            text = re.sub(r"(?m)^(\s*)(state:.*)$", rf"\g<1>\g<2>\n\g<1>retry: {retry[name.group(1)]}", text)
             path.write_text(text)
 
 
@@ -156,18 +218,18 @@ class Printer:
         self.store = SimStore(sim_state)
         self.lines: set[str] = set()
         self.quiet = 0
+        self.retried: dict[str, str] = {}  # failed member -> batch, until seen synced after its retry
 
     def show(self, number: int, result: PassResult, *, merged: str | None) -> None:
         lines = {f"      wait {w.object}: {w.reason}" for w in result.plan.waiting}
         lines |= {f"      hold {b.object} [{b.gate}]: {b.reason}" for b in result.plan.blocked}
-        news = sorted(lines - self.lines)
+        lines |= {_failure_lines(f) for f in result.plan.failures}
+        news = sorted(lines - self.lines) + self._synced_after_retry(result.plan)
         self.lines = lines
         if not (merged or result.report.outcomes or news):
             self.quiet += 1
             return
-        if self.quiet:
-            print(f"      ... {self.quiet} quiet passes: Exchange syncing, TTLs ageing")
-            self.quiet = 0
+        self.say_quiet()
         if merged:
             print(f"== merged: {merged}")
         now = self.store.now().strftime("%Y-%m-%d %H:%M")
@@ -176,7 +238,46 @@ class Printer:
             mark = "ok  " if outcome.ok else "FAIL"
             print(f"      {mark} {render.describe(outcome.action)[:150]}")
         for line in news:
-            print(line[:170])
+            print("\n".join(part[:170] for part in line.split("\n")))
+
+    def say(self, line: str) -> None:
+        """A line of the script (an event on premises), after the quiet passes before it."""
+        self.say_quiet()
+        print(line)
+
+    def say_quiet(self) -> None:
+        if self.quiet:
+            print(f"      ... {self.quiet} quiet passes: Exchange syncing, TTLs ageing")
+            self.quiet = 0
+
+    def _synced_after_retry(self, plan: Plan) -> list[str]:
+        """A member that failed and no longer does: said once it has synced."""
+        failing = {f.address: f.batch for f in plan.failures}
+        self.retried.update(failing)
+        waiting = {a: b for a, b in self.retried.items() if a not in failing}
+        if not waiting:
+            return []
+        batches = self.store.load().state.batches
+        synced = []
+        for address, batch in waiting.items():
+            user = batches[batch.lower()].users.get(address.lower()) if batch.lower() in batches else None
+            if user is not None and user.status in SYNCED_LIKE:
+                synced.append(f"      synced {address} in {batch}: the retry after the fix worked")
+                del self.retried[address]
+        return synced
+
+
+def _failure_lines(failure: Failure) -> str:
+    """A failed member, its error, the documented fix and the retry rule, wrapped to stay readable."""
+    row = failure.catalogue or "not in the catalogue"
+    wrap = textwrap.TextWrapper(width=120, subsequent_indent=" " * 16)
+    return "\n".join(
+        [
+            f"      fail batch/{failure.batch} {failure.address} [{row}]: {failure.error[:110]}",
+            *wrap.wrap(f"           fix: {failure.fix}"),
+            *wrap.wrap(f"           retry: {failure.retry}; {failure.handling}"),
+        ]
+    )
 
 
 def converged(result: PassResult) -> bool:
