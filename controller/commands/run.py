@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.logging import RichHandler
+
+from controller.commands import progress
 from controller.planner import render
 from controller.runtime.config import ControllerConfig, load_config
 from controller.runtime.loop import run as run_loop
@@ -26,15 +29,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="[ADDRESS:]PORT",
         help="serve the migration page (default address loopback; web.listen in the configuration does too)",
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="plain lines even on a terminal (no live panel)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     listen = args.http or config.web.listen
     page = None if listen is None or args.once else _page_starter(config, listen)
-    return run_loop(config, once=args.once, report=print_pass, rehearsal=REHEARSAL, page=page)
+    shown: progress.LiveProgress | progress.PlainProgress
+    if progress.wanted(args.no_progress):
+        shown = progress.LiveProgress()
+        # Log records go above the live panel, through its console, instead of tearing it.
+        handler: logging.Handler = RichHandler(console=shown.console, show_path=False)
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
+    else:
+        shown = progress.PlainProgress()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_loop(
+            config,
+            once=args.once,
+            report=lambda result: shown.show(pass_lines(result)),
+            rehearsal=REHEARSAL,
+            page=page,
+            watcher=shown,
+        )
+    finally:
+        shown.close()
 
 
 def _page_starter(config: ControllerConfig, listen: str) -> Callable[[], Callable[[], None]]:
@@ -53,17 +77,16 @@ def _page_starter(config: ControllerConfig, listen: str) -> Callable[[], Callabl
     return start
 
 
-def print_pass(result: PassResult) -> None:
+def pass_lines(result: PassResult) -> list[str]:
+    """A finished pass as the lines a log keeps: what was applied, what waits, what is held, drift."""
     commit = result.served.commit
-    print(f"pass at {commit.sha[:12]} ({commit.subject}): {render.summary(result.plan)}")
+    lines = [f"pass at {commit.sha[:12]} ({commit.subject}): {render.summary(result.plan)}"]
     if result.served.refused:
-        print(f"  refused: {result.served.refused}")
+        lines.append(f"  refused: {result.served.refused}")
     for outcome in result.report.outcomes:
         mark = "ok  " if outcome.ok else "FAIL"
-        print(f"  {mark} {outcome.action.object}  {render.describe(outcome.action)}")
-    for waiting in result.plan.waiting:
-        print(f"  wait {waiting.object}: {waiting.reason}")
-    for blocked in result.plan.blocked:
-        print(f"  hold {blocked.object} [{blocked.gate}]: {blocked.reason}")
-    for drift in result.plan.drift:
-        print(f"  drift {drift.object}: {drift.reason}")
+        lines.append(f"  {mark} {outcome.action.object}  {render.describe(outcome.action)}")
+    lines += [f"  wait {w.object}: {w.reason}" for w in result.plan.waiting]
+    lines += [f"  hold {b.object} [{b.gate}]: {b.reason}" for b in result.plan.blocked]
+    lines += [f"  drift {d.object}: {d.reason}" for d in result.plan.drift]
+    return lines

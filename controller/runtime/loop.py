@@ -19,6 +19,7 @@ from controller.runtime.backends import Rehearsal
 from controller.runtime.config import ControllerConfig
 from controller.runtime.lock import StateLock
 from controller.runtime.reconciler import PassResult, Reconciler
+from controller.runtime.watch import PassWatcher
 
 if TYPE_CHECKING:
     from controller.runtime.metrics import Metrics
@@ -41,9 +42,11 @@ def run(
     report: Callable[[PassResult], None],
     rehearsal: Rehearsal | None = None,
     page: Callable[[], Callable[[], None]] | None = None,
+    watcher: PassWatcher | None = None,
 ) -> int:
     """`page` starts the migration page once the state directory is ours, and returns what stops it
-    (the commands start it: the runtime does not import the web package)."""
+    (the commands start it: the runtime does not import the web package); `watcher` is told each step
+    of each pass (the command's terminal progress)."""
     state_dir = config.path(config.state_dir)
     stop = threading.Event()
     wake = threading.Event()  # set to end a wait early: a stop, or the git host's push webhook
@@ -55,6 +58,8 @@ def run(
     with StateLock.acquire(state_dir):
         previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
         reconciler = wiring.build(config, rehearsal=rehearsal, should_stop=stop.is_set)
+        if watcher is not None:
+            reconciler.watcher = watcher
         stop_metrics = stop_webhook = stop_page = _nothing
         try:
             metrics, stop_metrics = _start_metrics(config)
