@@ -106,3 +106,17 @@ def test_apply_on_a_terminal_shows_the_panel_and_plain_lines_with_no_progress(tm
     assert code == 0, out
     assert "applying" not in out  # no panel: plain lines only
     assert re.search(rf"^ok\s+batch/{PILOT}\s+Stop-MigrationBatch", out, re.M), out
+
+
+def test_run_on_a_terminal_draws_the_panel_and_keeps_the_pass_lines(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path / "ws", pilot="started")
+    command = [sys.executable, "-m", "controller", "run", "--config", str(workspace.config_path), "--once"]
+    env = {**workspace.process_env(), "COLUMNS": "160", "TERM": "xterm"}
+    code, out = _on_a_terminal(command, env, workspace.root)
+    assert code == 0, out
+    assert "observing Exchange and DNS" in out or "applying" in out  # the panel was drawn
+    assert "pass at " in out and f"ok   batch/{PILOT}" in out  # the finished pass stays on screen
+
+    plain = workspace.stagectl("run", "--config", str(workspace.config_path), "--once")  # a pipe: no panel
+    assert plain.returncode == 0, plain.stderr
+    assert "pass at " in plain.stdout and "applying" not in plain.stdout
