@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo lint schemas bench bind clean
+.PHONY: setup test demo lint schemas bench bind browser clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,17 @@ bind:
 	  else echo "named or ssh-keygen is missing and this is not root: install bind9 bind9-utils openssh-client"; exit 1; fi; \
 	fi
 
-test: setup bind
+# The migration page's browser test drives Debian's chromium through Debian's chromedriver (Selenium);
+# as root, install them like BIND (a browser build of Selenium's own cannot be downloaded here).
+browser:
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing chromium and chromium-driver for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium or chromedriver is missing and this is not root: install chromium chromium-driver"; exit 1; fi; \
+	fi
+
+test: setup bind browser
 	@$(BIN)/pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure' >&2; exit 1; fi; exit $$rc
 

@@ -136,7 +136,7 @@ def test_the_status_carries_the_timeline_and_the_forecast(tmp_path: Path) -> Non
     assert (mx["lowTtlSince"], mx["swapPossibleAt"]) == ("2026-11-24T11:00:00Z", "2026-11-26T11:00:00Z")
     cutover = data["forecast"]["cutover"]  # type: ignore[index]
     assert (cutover["earliest"], cutover["gate"]) == ("2026-11-26T11:00:00Z", "ttl-lead")
-    assert cutover["needs"] == [f"{webdemo.WAVE}: 1 failed users need their fix, then a retry"]
+    assert cutover["needs"] == [f"{webdemo.WAVE}: 1 failed user needs its fix, then a retry"]
     assert data["cutover"]["spf"][0]["phase"].startswith("coexistence")  # type: ignore[index]
 
 

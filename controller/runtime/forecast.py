@@ -155,7 +155,12 @@ def batches_gate(forecasts: Iterable[BatchForecast], *, now: datetime) -> tuple[
         if forecast.state == DONE:
             continue
         if forecast.failed:
-            needs.append(f"{forecast.name}: {forecast.failed} failed users need their fix, then a retry")
+            users = (
+                "1 failed user needs its"
+                if forecast.failed == 1
+                else f"{forecast.failed} failed users need their"
+            )
+            needs.append(f"{forecast.name}: {users} fix, then a retry")
         if forecast.state in (SYNCED, ATTENTION):
             needs.append(f"{forecast.name}: complete it once synced (state: completed)")
         elif forecast.eta is None:
