@@ -174,7 +174,7 @@ def test_status_json_shows_batch_progress_and_failed_users_with_a_fix(tmp_path: 
     text = workspace.stagectl("status", "--config", str(workspace.config_path))
     assert text.returncode == 0, text.stderr
     assert f"failed {user['address']}" in text.stdout
-    assert "fix: remove items over 150 MB" in text.stdout
+    assert "fix: Remove the items over 150 MB" in text.stdout  # the error catalogue's row 1.9
 
 
 def test_an_ssh_signed_commit_is_served_and_an_unsigned_one_on_top_is_refused(tmp_path: Path) -> None:

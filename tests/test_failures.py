@@ -179,7 +179,7 @@ def test_status_shows_the_plans_failures() -> None:
     assert rows[0]["catalogue"] == "1.4" and rows[0]["address"] == "bob@contoso.com"
     lines = status.failures_text({"failures": rows})
     assert lines[1].startswith("failed members")
-    assert "bob@contoso.com [1.4]: Error: MigrationPermanentException" in lines[2]
+    assert "failed bob@contoso.com in Batch1-IT [1.4]: Error: MigrationPermanentException" in lines[2]
     assert lines[3].startswith("      fix: Assign the migration administrator Receive-As")
     assert status.failures_text({}) == []
 

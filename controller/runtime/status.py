@@ -275,7 +275,7 @@ def failures_text(data: dict[str, Any]) -> list[str]:
     lines = ["", "failed members (the documented fix, exchange-facts §9):"] if rows else []
     for row in rows:
         lines += [
-            f"  {row['batch']:<22}{row['address']} [{row['catalogue'] or 'not in the catalogue'}]: "
+            f"  failed {row['address']} in {row['batch']} [{row['catalogue'] or 'not in the catalogue'}]: "
             f"{row['error'][:120]}",
             f"      fix: {row['fix']}",
             f"      retry: {row['retry']}; {row['handling']}",
