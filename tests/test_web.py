@@ -186,6 +186,7 @@ def test_the_json_has_the_batches_failures_forecast_timeline_and_audit(half_way:
     assert (failure["address"], failure["batch"]) == (webdemo.FAILED_MEMBER, webdemo.WAVE)
     assert failure["catalogue"]["fix"].startswith("Remove the items over 150 MB")
     assert failure["catalogue"]["retryHelps"] is False
+    assert failure["handling"].startswith("held until fixed")  # what the plan does about it
     assert data["forecast"]["gate"] == "ttl-lead" and data["forecast"]["earliest"] == "2026-11-26T11:00:00Z"
     assert data["cutover"]["records"][0]["swapPossibleAt"] == "2026-11-26T11:00:00Z"
     audit = data["audit"]
@@ -213,8 +214,9 @@ def test_hostile_text_is_escaped(half_way: Workspace, tmp_path: Path) -> None:
     data = half_way.status()
     hostile = "<script>alert(1)</script>"
     data["batches"][1]["name"] = hostile  # type: ignore[index]
-    data["batches"][1]["failedUsers"][0]["address"] = f'x"><img src=x onerror=alert(2)>{hostile}'  # type: ignore[index]
-    data["batches"][1]["failedUsers"][0]["error"] = f"Error: {hostile}"  # type: ignore[index]
+    for failed in (data["batches"][1]["failedUsers"][0], data["failures"][0]):  # type: ignore[index]
+        failed["address"] = f'x"><img src=x onerror=alert(2)>{hostile}'
+        failed["error"] = f"Error: {hostile}"
     data["revision"]["subject"] = f"<b>{hostile}</b>"  # type: ignore[index]
     status.write(tmp_path, data)
     html = _client(tmp_path).get("/").text
@@ -226,9 +228,10 @@ def test_hostile_text_is_escaped(half_way: Workspace, tmp_path: Path) -> None:
 
 def test_no_secret_is_served(half_way: Workspace, tmp_path: Path) -> None:
     data = half_way.status()
-    data["batches"][1]["failedUsers"][0]["error"] = (  # type: ignore[index]
-        "Error: MigrationTransientException: logon failed for CONTOSO\\migadmin, password=hunter2"
-    )
+    for failed in (data["batches"][1]["failedUsers"][0], data["failures"][0]):  # type: ignore[index]
+        failed["error"] = (
+            "Error: MigrationTransientException: logon failed for CONTOSO\\migadmin, password=hunter2"
+        )
     status.write(tmp_path, data)
     for state_dir in (half_way.state_dir, tmp_path):
         client = _client(state_dir)

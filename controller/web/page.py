@@ -22,6 +22,7 @@ AUDIT_SHOWN = 25  # the newest results and settlements on the page
 _AUDIT_TAIL_BYTES = 256 * 1024  # read from the end of the log: the page never reads the whole chain
 _ERROR_SHOWN = 400  # an ErrorSummary is cut here: enough to act on, never a dump
 _SHA = re.compile(r"^[0-9a-f]{4,64}$")
+_BY_ID = {entry.id: entry for entry in catalogue.CATALOGUE}
 
 
 def commit_link(template: str | None, sha: str) -> str | None:
@@ -63,6 +64,8 @@ def load(
             }
         )
         failures += [_failure(str(row.get("name")), user) for user in _list(row.get("failedUsers"))]
+    if isinstance(data.get("failures"), list):  # the plan's failures, with what it does about each
+        failures = [_planned_failure(row) for row in _list(data.get("failures"))]
     revision = _dict(data.get("revision"))
     served = str(revision.get("served") or "")
     page = {
@@ -92,18 +95,30 @@ def _failure(batch: str, user: dict[str, Any]) -> dict[str, Any]:
         "batch": batch,
         "address": user.get("address"),
         "error": error[:_ERROR_SHOWN],
-        "catalogue": None
-        if entry is None
-        else {
-            "id": entry.id,
-            "cause": entry.cause,
-            "fix": entry.fix,
-            "retry": entry.retry.label,
-            "retryHelps": entry.retry.helps,
-            "source": entry.source,
-        },
+        "catalogue": None if entry is None else _entry(entry),
         "fix": entry.fix if entry is not None else user.get("fix"),
+        "handling": None,
     }
+
+
+def _entry(entry: catalogue.Entry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "cause": entry.cause,
+        "fix": entry.fix,
+        "retry": entry.retry.label,
+        "retryHelps": entry.retry.helps,
+        "source": entry.source,
+    }
+
+
+def _planned_failure(row: dict[str, Any]) -> dict[str, Any]:
+    """A failure as the plan named it (status.json `failures`), with the catalogue row's cause and source."""
+    failure = _failure(str(row.get("batch")), row)
+    entry = _BY_ID.get(str(row.get("catalogue")))
+    if entry is not None and failure["catalogue"] is None:
+        failure = {**failure, "catalogue": _entry(entry)}
+    return {**failure, "fix": row.get("fix") or failure["fix"], "handling": row.get("handling")}
 
 
 def recent_audit(state_dir: Path, count: int) -> list[dict[str, Any]]:
