@@ -27,6 +27,10 @@ def test_the_example_migration_converges_over_psrp_and_bind() -> None:
     assert "Converged after" in out
     assert "Ready       True   Converged" in out
     assert "audit chain: intact" in out
+    # The audit trail in git history: the merge that started the pilot carries what it did (issue 15 item 7).
+    log = out[out.index("$ git log --notes=stagectl") :]
+    started = log[log.index("Pilot: start Batch0-IT (Ada Admin)") :].split("\n\n")[0]
+    assert re.search(r"New-MigrationBatch batch/Batch0-IT -> ok \[audit \d+ [0-9a-f]{64}\]", started), started
     # Minimality: one endpoint, and per batch one New (-AutoStart), one Complete, one Remove; one retry.
     assert (
         "Exchange cmdlet calls: 14 writes (Complete-MigrationBatch 4, New-MigrationBatch 4, "

@@ -101,9 +101,9 @@ def report(config_path: Path) -> None:
     print(f"\nDNS updates: {sum(dns_updates.values())} ({listed})")
     broken = audit.verify(audit.path_in(state_dir))
     print(f"audit chain: {'intact' if broken is None else f'broken at record {broken}'}")
-    subprocess.run(
-        ["git", "-C", str(config.source.repo if config.source else "."), "log", "--oneline"], check=False
-    )
+    repo = str(config.source.repo if config.source else ".")
+    print("$ git log --notes=stagectl  (each merge, and what the controller did for it)")
+    subprocess.run(["git", "-C", repo, "log", "--notes=stagectl", "--format=%h %s (%an)%n%N"], check=False)
 
 
 def count_calls(sim_state: Path) -> None:
