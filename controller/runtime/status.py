@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.model import catalogue
 from controller.model.actions import Plan
 from controller.model.snapshot import Snapshot, at
 from controller.model.statuses import COMPLETED, FAILED_USER_STATUSES, BatchStatus
@@ -27,20 +28,15 @@ STATUS_FILE = "status.json"
 # Gates that clear by themselves with time or Exchange's progress; any other gate needs a person.
 _TIME_GATES = frozenset({"ttl-lead", "batches-completed", "remove-after-cutover"})
 
-# The documented fix beside each failure (exchange-facts §9, table 1).
-_FIXES = {
-    "MigrationRecipientNotFoundException": "sync the mail user (directory sync) or fix the address",
-    "UserDuplicateInOtherBatchException": "remove the user from the other batch, or remove the old batch",
-    "UserAlreadyBeingMigratedException": "remove the orphaned move request, then retry",
-    "TooManyBadItemsPermanentException": "investigate; approve with Set-MigrationBatch -ApproveSkippedItems",
-    "TooManyLargeItemsPermanentException": "remove items over 150 MB from the mailbox, then retry",
-    "QuotaExceededException": "assign a licence with a larger mailbox quota, then retry",
-    "MigrationTransientException": "transient: the migration service retries by itself",
-}
-
 
 def fix_for(error_summary: str) -> str:
-    return next((fix for name, fix in _FIXES.items() if name in error_summary), "see the error; then retry")
+    """The documented fix for a failed user's error, from the one catalogue (exchange-facts §9)."""
+    entry = catalogue.match(error_summary)
+    return (
+        entry.fix
+        if entry is not None
+        else "not in the error catalogue: read the error, fix its cause, then retry"
+    )
 
 
 def build(
