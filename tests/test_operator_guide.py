@@ -494,3 +494,11 @@ def test_the_readme_links_the_guide_and_the_guide_links_its_files() -> None:
     ):
         assert companion in links, f"the guide does not link {companion}"
         assert (GUIDE.parent / companion).exists()
+
+
+def test_every_write_cmdlet_of_the_endpoint_takes_confirm() -> None:
+    """The client sends -Confirm:$false with every write (a Remove-* would wait for an answer otherwise)."""
+    writes = {name: parameters for name, parameters in visible_commands().items() if "-Migration" in name}
+    writes = {name: parameters for name, parameters in writes.items() if not name.startswith("Get-")}
+    assert writes, "no write cmdlet found in the role capability"
+    assert [name for name, parameters in writes.items() if "Confirm" not in parameters] == []

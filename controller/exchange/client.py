@@ -191,6 +191,9 @@ class ExchangeClient:
         """Run the action's cmdlet; permanent errors (CmdletError, AuthenticationError) propagate, and so
         does an IndeterminateError: a write whose answer was lost is never sent again blindly."""
         parameters = {name: self._value(value) for name, value in action.parameters}
+        # -Confirm:$false: a destructive cmdlet (Remove-*) pauses for a confirmation no one can give through
+        # remoting, and on the others it only says "do not pause" (the Exchange cmdlet reference, -Confirm).
+        parameters["Confirm"] = False
         return self.call(action.cmdlet, parameters, write=True)
 
     def call(

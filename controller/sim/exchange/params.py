@@ -119,8 +119,29 @@ class Bound:
         )
 
 
+def unconfirmed(cmdlet: str, parameters: Mapping[str, object]) -> CmdletError | None:
+    """A destructive cmdlet (Remove-*) pauses for confirmation unless it is `-Confirm:$false` (the Exchange
+    cmdlet reference, -Confirm); a remote session has no one to answer, so PowerShell fails it with a
+    HostException (its text as PowerShell words it). The simulator's remote paths (the gateway and the
+    controller's `sim` backend) call this; an administrator's own console calls do not."""
+    confirm = next((v for n, v in parameters.items() if n.lstrip("-").lower() == "confirm"), None)
+    if cmdlet.lower().startswith("remove-") and confirm is not False:
+        return fail(cmdlet, "HostException", HOST_PROMPT)
+    return None
+
+
+HOST_PROMPT = (
+    "A command that prompts the user failed because the host program or the command type does not support "
+    "user interaction. The host was attempting to request confirmation with the following message: "
+    "Are you sure you want to perform this action?"
+)
+
+
 def bind(cmdlet: str, parameters: Mapping[str, object], allowed: tuple[str, ...]) -> Bound:
-    """Match names case-insensitively to the cmdlet's parameters; an unknown name fails the call."""
+    """Match names case-insensitively to the cmdlet's parameters; an unknown name fails the call. Every
+    cmdlet that changes something takes the common `-Confirm` switch."""
+    if not cmdlet.startswith("Get-"):
+        allowed = (*allowed, "Confirm")
     canonical = {name.lower(): name for name in allowed}
     values: dict[str, object] = {}
     for name, value in parameters.items():

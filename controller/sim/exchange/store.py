@@ -37,7 +37,7 @@ from pathlib import Path
 from controller import faults
 from controller.exchange.errors import ExchangeError, PermanentError
 from controller.exchange.runner import CmdletOutput, project
-from controller.sim.exchange import database
+from controller.sim.exchange import database, params
 from controller.sim.exchange import state as s
 from controller.sim.exchange.simulator import ExchangeSimulator
 
@@ -303,7 +303,9 @@ class SimRunner:
     def run(
         self, cmdlet: str, parameters: Mapping[str, object], select: Sequence[str] = ()
     ) -> list[dict[str, object]]:
-        error: ExchangeError | None = None
+        error: ExchangeError | None = params.unconfirmed(cmdlet, parameters)  # no one answers a prompt here
+        if error is not None:
+            raise error
         output = CmdletOutput()
         with self.store.transaction() as simulator:
             latency = simulator.state.latency_seconds
