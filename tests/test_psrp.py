@@ -260,3 +260,35 @@ def test_sim_gateway_command_prints_its_url_and_stops_on_sigterm(state: Path) ->
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sim_gateway_with_sign_in_rehearses_the_connect_exchangeonline_bootstrap(state: Path) -> None:
+    """`stagectl sim-gateway --sign-in` answers Connect-ExchangeOnline and refuses cmdlets before it, so a
+    configuration with the real bootstrap can be rehearsed (operator guide §5)."""
+    env = {**os.environ, "GW_PASSWORD": PASSWORD}
+    command = [sys.executable, "-m", "controller", "sim-gateway", "--state", str(state), "--port", "0",
+               "--user", USER, "--password-ref", "env:GW_PASSWORD", "--sign-in"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().strip().rsplit(":", 1)[1].split("/")[0])
+        settings = {"host": "127.0.0.1", "port": port, "ssl": False, "auth": "basic", "username": USER,
+                    "passwordRef": "env:STAGECTL_TEST_GATEWAY_PASSWORD"}  # fmt: skip
+        unsigned = PsrpRunner(PsrpSettings.model_validate({**settings, "bootstrap": "none"}))
+        with pytest.raises(errors.ExchangeError):  # no sign-in: refused, as the real module would
+            unsigned.run("Get-MigrationBatch", {})
+        unsigned.close()
+        signed = PsrpRunner(PsrpSettings.model_validate({
+            **settings, "bootstrap": "connect-exchangeonline",
+            "appId": "00000000-0000-0000-0000-000000000001",
+            "certificateThumbprint": "0123456789ABCDEF0123456789ABCDEF01234567",
+            "organization": "contoso.onmicrosoft.com",
+        }))  # fmt: skip
+        assert signed.run("Get-MigrationBatch", {}) == []
+        signed.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

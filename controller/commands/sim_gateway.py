@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="REF",
         help="env:NAME or file:PATH holding the Basic-auth password (default: env:STAGECTL_GATEWAY_PASSWORD)",
     )
+    parser.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="act as the ExchangeOnlineManagement host: answer Connect-ExchangeOnline and refuse cmdlets "
+        "before it (rehearse a configuration with bootstrap: connect-exchangeonline)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -59,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
             raise errors.InvalidInput(f"--cert/--key: cannot load the certificate: {error}") from None
     try:
         gateway = PsrpGateway(
-            SimRunner(args.state), username=args.user, password=password, port=args.port, ssl_context=context
+            SimRunner(args.state),
+            username=args.user,
+            password=password,
+            port=args.port,
+            ssl_context=context,
+            sign_in=args.sign_in,
         )
     except OSError as error:
         raise errors.InvalidInput(
