@@ -231,7 +231,10 @@ def main() -> None:
             ),
             prepare=lambda i: _after(
                 store,
-                run("Remove-MigrationBatch", {"Identity": "Batch000" if i == 0 else "BatchNew"}),
+                run(
+                    "Remove-MigrationBatch",
+                    {"Identity": "Batch000" if i == 0 else "BatchNew", "Confirm": False},
+                ),
                 minutes=10,
             ),
         )

@@ -136,7 +136,7 @@ def test_a_call_on_one_batch_writes_that_batchs_rows_only(tmp_path: Path) -> Non
     runner = SimRunner(path)
     assert len(runner.run("Get-MigrationUser", {"BatchId": "B1", "ResultSize": "Unlimited"})) == MEMBERS
     assert runner.store.rows_written == 1
-    runner.run("Remove-MigrationBatch", {"Identity": "B0"})
+    runner.run("Remove-MigrationBatch", {"Identity": "B0", "Confirm": False})
     assert runner.store.rows_written == MEMBERS + 1 + 1  # its users Removing, its row, the tenant
     store = SimStore(path)
     with store.transaction() as simulator:

@@ -177,7 +177,7 @@ def test_only_the_rows_that_changed_are_written(tenant: Path) -> None:
     with store.transaction() as simulator:
         assert simulator.batch_status("B0") == "Synced"
     assert store.rows_written == 0
-    runner.run("Remove-MigrationUser", {"Identity": members(1)[0]})
+    runner.run("Remove-MigrationUser", {"Identity": members(1)[0], "Confirm": False})
     assert runner.store.rows_written == 4  # the user's row goes, a note that it went, the counts, the tenant
     runner.run(
         "New-MigrationBatch", {"Name": "B3", "SourceEndpoint": "StagedEndpoint", "CSVData": csv(*members(3))}
@@ -223,8 +223,8 @@ def test_what_other_processes_wrote_is_caught_up_exactly(tenant: Path) -> None:
         """
         runner = SimRunner(path)
         runner.run("Start-MigrationBatch", {"Identity": "B0"})
-        runner.run("Remove-MigrationUser", {"Identity": "u1-0@contoso.com"})
-        runner.run("Remove-MigrationBatch", {"Identity": "B2"})
+        runner.run("Remove-MigrationUser", {"Identity": "u1-0@contoso.com", "Confirm": False})
+        runner.run("Remove-MigrationBatch", {"Identity": "B2", "Confirm": False})
         with SimStore(path).transaction() as simulator:
             simulator.advance(timedelta(minutes=30))  # B2 is gone, B0 is synced
             simulator.add_recipient("late@contoso.com")
