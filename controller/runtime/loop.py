@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import signal
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stagectl.run")
 
 MAX_BACKOFF = 600.0
+RECHECK = 5.0  # seconds between two looks at the head while the watch waits (see _wait)
 
 
 def backoff(failures: int, *, base: float = 2.0, rng: random.Random | None = None) -> float:
@@ -88,6 +90,7 @@ def _loop(
     wake = wake or threading.Event()
     failures = 0
     watched = reconciler.source.watch_paths()
+    served_head: str | None = None  # the head the last pass served (a local source's new commit is seen)
     while not stop.is_set():
         started = time.monotonic()
         moved = False
@@ -102,7 +105,8 @@ def _loop(
             if once and result.served.refused is not None:
                 return 1  # the head was refused: the last good revision was served, the head was not
             # A commit that lands during a pass changes the ref before the watch below begins: go again.
-            moved = not once and reconciler.source.is_local and reconciler.source.head() != result.served.head
+            served_head = result.served.head
+            moved = not once and reconciler.source.is_local and reconciler.source.head() != served_head
         except (ExchangeError, DnsError, errors.ExternalFailure) as error:
             if metrics is not None:
                 metrics.record_failure(seconds=time.monotonic() - started)
@@ -120,7 +124,7 @@ def _loop(
         if moved:
             continue
         delay = config.interval.total_seconds() if failures == 0 else backoff(failures)
-        _wait(watched, delay, wake)
+        _wait(watched, delay, wake, functools.partial(_moved_from, reconciler, served_head))
         if not stop.is_set():
             wake.clear()
     return 0
@@ -147,25 +151,48 @@ def _start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[
     return metrics, stop
 
 
-def _wait(paths: list[Path], seconds: float, wake: threading.Event) -> None:
+def _moved_from(reconciler: Reconciler, served: str | None) -> bool:
+    """Whether a local source's branch moved past the head the last pass served."""
+    if served is None or not reconciler.source.is_local:
+        return False
+    try:
+        return reconciler.source.head() != served
+    except errors.StagectlError:  # the repository is unreadable now: the next pass says so
+        return True
+
+
+def _wait(
+    paths: list[Path], seconds: float, wake: threading.Event, moved: Callable[[], bool] = lambda: False
+) -> None:
     """Sleep until the interval ends, a ref of a local repository changes, or `wake` is set (a stop, or
-    the push webhook of a remote repository)."""
+    the push webhook of a remote repository).
+
+    A commit that lands between the end of a pass and the start of the watch makes no event the watch
+    sees: every `RECHECK` seconds the head is compared (`moved`), so such a commit waits that long at
+    most, not a whole interval."""
     if not paths:
         wake.wait(seconds)
         return
     import watchfiles
 
-    for _ in watchfiles.watch(
-        *paths,
-        stop_event=wake,
-        rust_timeout=max(1, int(seconds * 1000)),
-        yield_on_timeout=True,
-        debounce=200,
-        raise_interrupt=False,
-        # watchfiles' default filter ignores everything under a `.git` directory, which is all we watch.
-        watch_filter=None,
-    ):
-        return
+    deadline = time.monotonic() + seconds
+    while not wake.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or moved():
+            return
+        for changes in watchfiles.watch(
+            *paths,
+            stop_event=wake,
+            rust_timeout=max(1, int(min(remaining, RECHECK) * 1000)),
+            yield_on_timeout=True,
+            debounce=200,
+            raise_interrupt=False,
+            # watchfiles' default filter ignores everything under a `.git` directory, which is all we watch.
+            watch_filter=None,
+        ):
+            if changes:
+                return
+            break
 
 
 def _start_webhook(config: ControllerConfig, wake: threading.Event) -> Callable[[], None]:
