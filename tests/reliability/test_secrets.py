@@ -10,9 +10,11 @@ import json
 import secrets
 import signal
 import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from controller.sim.bind import KEY_NAME, BindZone, bind_zone, free_port
 from controller.sim.exchange.state import STOP_SECONDS
 from controller.sim.exchange.store import SimRunner
 from controller.sim.gateway.server import PsrpGateway
+from controller.web import app as web_app
 from tests.support.controller import (
     CREDENTIALS_ENV,
     PILOT,
@@ -39,6 +42,10 @@ from tests.support.controller import (
 )
 from tests.support.gateway import USER, controller_psrp
 from tests.support.pushes import github, post
+
+with warnings.catch_warnings():  # Starlette's TestClient asks for httpx2; httpx is what is installed
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 BOUND = 120.0  # an upper bound for a stuck process or delivery, never an expectation about speed
 GATEWAY_PASSWORD_ENV = "STAGECTL_TEST_GATEWAY_PASSWORD"
@@ -345,6 +352,20 @@ def test_no_secret_appears_anywhere_the_controller_writes_or_speaks(
         expected = hmac.new(values.alert_hmac.encode(), delivery.body, hashlib.sha256).hexdigest()
         assert delivery.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     collect_state(workspace.state_dir, evidence)
+    # What leaves the state directory for people and CI: the git notes on the commits, the migration page
+    # and its JSON (the published snapshot is in the state directory, collected above).
+    notes = subprocess.run(
+        ["git", "-C", str(workspace.repo.path), "log", "--notes=stagectl", "--format=%H %s%n%N"],
+        capture_output=True,
+        check=True,
+    )
+    assert b"-> ok [audit " in notes.stdout  # the notes were written: the search below has something to see
+    evidence.add("git log --notes=stagectl", notes.stdout)
+    page = TestClient(web_app.create(workspace.state_dir))
+    for path in ("/", "/api/status.json"):
+        answer = page.get(path)
+        assert answer.status_code == 200
+        evidence.add(f"migration page {path}", answer.content)
 
     # The search does see what is not secret: the endpoint's user name, in the export and the gateway.
     assert {"user name in gateway received", "user name in stagectl sim export stdout"} <= set(
