@@ -24,6 +24,7 @@ from controller.model.snapshot import ObservedBatch, Snapshot
 from controller.planner import render
 from controller.runtime.applier import Outcome
 from controller.runtime.serving import Served
+from controller.runtime.watch import Unwatched
 
 MAX_BATCHES = 12  # rows the panel shows; the rest are counted
 
@@ -33,26 +34,14 @@ def wanted(flag_off: bool, stream: TextIO | None = None) -> bool:
     return not flag_off and (stream or sys.stdout).isatty()
 
 
-class PlainProgress:
+class PlainProgress(Unwatched):
     """One line per action sent, for logs: nothing redrawn, nothing lost."""
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self._write = write
 
-    def pass_started(self, served: Served) -> None:
-        pass
-
-    def observed(self, snapshot: Snapshot) -> None:
-        pass
-
-    def planned(self, actions: int) -> None:
-        pass
-
     def acting(self, action: Action) -> None:
         self._write(f"  send {action.object}  {render.describe(action)[:150]}")
-
-    def acted(self, outcome: Outcome) -> None:
-        pass
 
     def show(self, lines: list[str]) -> None:
         for line in lines:

@@ -65,10 +65,9 @@ class Journal:
                     key=key,
                 )
             except (OSError, errors.ExternalFailure) as error:
-                reason = error.strerror if isinstance(error, OSError) else None
                 raise errors.ExternalFailure(
                     f"the intent of {render.describe(action)[:120]} could not be recorded in "
-                    f"{self.state_dir} ({reason or error}); it was not sent"
+                    f"{self.state_dir} ({_why(error)}); it was not sent"
                 ) from None
             return True
 
@@ -104,10 +103,9 @@ class Journal:
                         memory=outcome.learned,
                     )
             except (OSError, errors.ExternalFailure) as error:
-                reason = error.strerror if isinstance(error, OSError) else None
                 raise errors.ExternalFailure(
                     f"{render.describe(outcome.action)[:120]} was sent ({result[:80]}) but its result could "
-                    f"not be recorded ({reason or error}); the next pass settles it by observation"
+                    f"not be recorded ({_why(error)}); the next pass settles it by observation"
                 ) from None
             on_outcome(outcome)
 
@@ -182,6 +180,11 @@ class Journal:
             result=result,
             now=self.clock(),
         )
+
+
+def _why(error: OSError | errors.ExternalFailure) -> str:
+    """A write error in a few words: the system's reason for an OSError (a full disk), else the sentence."""
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
 def desired_objects(desired: DesiredState) -> set[str]:
