@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MAX_REMOTE_TEXT = 500
 
 # Exception types and FailureCategory values that mean "the object does not exist" (exchange-facts §9.4).
@@ -53,12 +55,32 @@ class AuthenticationError(PermanentError):
 class CmdletError(PermanentError):
     """A cmdlet reported an error record (terminating or not)."""
 
-    def __init__(self, cmdlet: str, exception_type: str, message: str, *, category: str = "") -> None:
+    def __init__(
+        self,
+        cmdlet: str,
+        exception_type: str,
+        message: str,
+        *,
+        category: str = "",
+        error_id: str = "",
+        details: tuple[str, ...] = (),
+    ) -> None:
         self.cmdlet = cmdlet
         self.exception_type = exception_type
         self.category = category  # the FailureCategory, e.g. "Cmdlet-ManagementObjectNotFoundException"
         self.remote_message = truncate(message)
+        self.error_id = truncate(error_id)  # the record's FullyQualifiedErrorId, as received
+        # The record's other texts (ErrorDetails, the exception's other string properties and its inner
+        # exceptions): matched for resource keys (`names`), never shown.
+        self.details = tuple(truncate(text) for text in details)
         super().__init__(f"{cmdlet} failed: {exception_type}: {self.remote_message}")
+
+    def names(self, key: str) -> bool:
+        """Whether an Exchange resource key (exchange-facts §9, a C item such as
+        `CompleteMigrationBatchNotSupported`) appears, as a whole word, anywhere the record carries text:
+        the message, the FullyQualifiedErrorId (its FailureCategory included) or the other details."""
+        word = re.compile(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])")
+        return any(word.search(text) for text in (self.remote_message, self.error_id, *self.details))
 
     @property
     def not_found(self) -> bool:

@@ -98,6 +98,42 @@ def _type_names(obj: Any) -> list[str]:
     return [name.removeprefix("Deserialized.") for name in names]
 
 
+_MAX_DETAILS = 16
+
+
+def _details(record: Any, exception: Any) -> tuple[str, ...]:
+    """The record's texts beside the message, where an Exchange resource key may travel (exchange.refusals):
+    ErrorDetails' message and the string properties of the exception and its inner exceptions, a few levels
+    deep. Exchange's LocalizedException carries its LocalizedString; whether its key is serialised is not
+    known (exchange-facts §9.5), so every text is kept for matching, bounded."""
+    texts: list[str] = []
+    for value in (getattr(record, "details_message", None), getattr(record, "action", None)):
+        if isinstance(value, str) and value:
+            texts.append(value)
+    _strings(exception, texts, depth=3)
+    return tuple(dict.fromkeys(texts))[:_MAX_DETAILS]
+
+
+def _strings(value: Any, into: list[str], *, depth: int) -> None:
+    if len(into) >= _MAX_DETAILS or depth < 0:
+        return
+    if isinstance(value, str):
+        if value:
+            into.append(value)
+    elif isinstance(value, GenericComplexObject):
+        if value.to_string:
+            into.append(str(value.to_string))
+        for properties in (value.adapted_properties, value.extended_properties):
+            for item in properties.values():
+                _strings(item, into, depth=depth - 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, into, depth=depth - 1)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _strings(item, into, depth=depth - 1)
+
+
 def _message_of(exception: Any) -> str:
     if isinstance(exception, GenericComplexObject):
         for properties in (exception.adapted_properties, exception.extended_properties):
@@ -126,4 +162,6 @@ def record_error(cmdlet: str, record: Any) -> errors.ExchangeError:
         return errors.UnavailableError(f"{cmdlet}: the gateway session broke: {message}")
     if short_type in TRANSIENT_TYPES or category_type in TRANSIENT_TYPES:
         return errors.TransientError(f"{cmdlet}: {short_type}: {message}")
-    return errors.CmdletError(cmdlet, short_type, message, category=category)
+    return errors.CmdletError(
+        cmdlet, short_type, message, category=category, error_id=fq_error, details=_details(record, exception)
+    )

@@ -10,12 +10,10 @@ from typing import Protocol
 from controller import errors, faults
 from controller.dns.base import DnsBackend, DnsError, DnsIndeterminateError
 from controller.exchange.errors import CmdletError, ExchangeError, IndeterminateError
+from controller.exchange.refusals import Refusal, completion_refusal, explain
 from controller.model.actions import Action, DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Memory
 from controller.runtime.store import action_key
-
-# exchange-facts §8: Exchange may refuse to complete a staged batch; that answer is final, not a failure.
-COMPLETION_UNSUPPORTED = "MigrationBatchCannotBeCompletedException"
 
 
 class ExchangeWriter(Protocol):
@@ -96,22 +94,8 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
         else:
             exchange.apply(action)
     except CmdletError as error:  # raised by Exchange only; `isinstance` tells the type checker
-        if (
-            isinstance(action, ExchangeAction)
-            and action.cmdlet == "Complete-MigrationBatch"
-            and COMPLETION_UNSUPPORTED in (error.exception_type, error.category.removeprefix("Cmdlet-"))
-        ):
-            name = str(action.params["Identity"])
-            report.memory = report.memory.model_copy(
-                update={"completionUnsupported": sorted({*report.memory.completionUnsupported, name})}
-            )
-            return Outcome(
-                action,
-                True,
-                "Exchange does not support completing this staged batch; Synced counts as complete",
-                time.monotonic() - started,
-                learned=report.memory,
-            )
+        if isinstance(action, ExchangeAction) and action.cmdlet == "Complete-MigrationBatch":
+            return _completion_refused(action, error, report, started)
         return Outcome(action, False, str(error), time.monotonic() - started)
     except (IndeterminateError, DnsIndeterminateError) as error:
         return Outcome(action, False, str(error), time.monotonic() - started, indeterminate=True)
@@ -120,3 +104,26 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
     except errors.StagectlError as error:
         return Outcome(action, False, str(error), time.monotonic() - started, external=False)
     return Outcome(action, True, "ok", time.monotonic() - started)
+
+
+def _completion_refused(
+    action: ExchangeAction, error: CmdletError, report: ApplyReport, started: float
+) -> Outcome:
+    """exchange-facts §8: a refusal naming `CompleteMigrationBatchNotSupported` is final, not a failure: the
+    batch is remembered and Synced counts as complete. Any other refusal (not Synced yet, already
+    completed, transient, or no key at all) is an ordinary failure: nothing learned, so a stale or racing
+    observation can never make a batch count as complete for the cutover (exchange.refusals)."""
+    refusal = completion_refusal(error)
+    if refusal is not Refusal.NOT_SUPPORTED:
+        return Outcome(action, False, f"{error} ({explain(refusal)})", time.monotonic() - started)
+    name = str(action.params["Identity"])
+    report.memory = report.memory.model_copy(
+        update={"completionUnsupported": sorted({*report.memory.completionUnsupported, name})}
+    )
+    return Outcome(
+        action,
+        True,
+        "Exchange does not support completing this staged batch; Synced counts as complete",
+        time.monotonic() - started,
+        learned=report.memory,
+    )
