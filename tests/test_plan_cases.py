@@ -5,8 +5,10 @@ A case folder holds:
 - `snapshot.json`: laid over `tests/cases/_base/snapshot.json` (each key of `exchange` replaces the base's,
   every other top-level key replaces the base's), then read as a `controller.snapshot.Snapshot`;
 - `expected.json`: `now`, `force`, `revision`, the exact `actions` (their `as_data()` without `reason`),
-  `waiting` objects and `blocked` [object, gate] pairs in order, and optionally a `memory` subset and
-  `reasonContains` ({object: fragment or [fragments]} found in one of its reasons, notes included).
+  `waiting` objects and `blocked` [object, gate] pairs in order, and optionally a `memory` subset,
+  `reasonContains` ({object: fragment or [fragments]} found in one of its reasons, notes included) and
+  `readiness` (each {batch, phase, verdict, checks: {name: result}, members: [fragments]} a preflight or
+  post-flight of the plan matches: the verdict, those checks' results, fragments of the members named).
 
 Every case also checks that the planner is pure (same input, same plan and checksum) and minimal (no
 action whose effect the snapshot already shows).
@@ -67,6 +69,17 @@ def test_case(name: str) -> None:
     memory = result.memory.model_dump(mode="json")
     for key, value in expected.get("memory", {}).items():
         assert memory[key] == value, f"memory.{key}: {memory[key]!r} != {value!r}"
+
+    for want in expected.get("readiness", []):
+        found = [r for r in result.readiness if r.batch == want["batch"] and r.phase == want["phase"]]
+        assert found, f"no {want['phase']} of {want['batch']}: {result.readiness}"
+        assert found[0].verdict == want["verdict"], found[0]
+        results = {check.name: check.result for check in found[0].checks}
+        for check, outcome in want.get("checks", {}).items():
+            assert results.get(check) == outcome, f"{check}: {results}"
+        named = [member for check in found[0].checks for member in check.members]
+        for fragment in want.get("members", []):
+            assert any(fragment in member for member in named), f"{fragment!r} not in {named}"
 
     reasons: dict[str, list[str]] = {}
     for item in (*result.actions, *result.waiting, *result.blocked, *result.notes):

@@ -93,6 +93,7 @@ def batch(
         complete_after=spec.complete_after,
         source=item.source(("metadata", "name")),
         retry=None if spec.retry is None else str(spec.retry),
+        force=spec.force,
     )
     return DeclaredBatch(declared, tuple(sources), csv_path)
 

@@ -310,6 +310,11 @@ class BatchSpec(Model):
         description="change it to retry the failed users whose error needs a fix first, once the fix "
         "is made (any new value: a date, a ticket, a number); contract §4, fix-first",
     )
+    force: bool = Field(
+        default=False,
+        description="create or start the batch although its preflight fails, and let the cutover count it "
+        "complete although its post-flight fails; the plan names what is forced (contract §4)",
+    )
 
 
 class BatchDocument(Model):
@@ -383,6 +388,7 @@ class Batch:
     complete_after: datetime | None = None
     source: Source = Source("")
     retry: str | None = None  # spec.retry: a new value retries failures that needed a fix (contract §4)
+    force: bool = False  # spec.force: past a failed preflight or post-flight (contract §4)
     # The member list in CSV order, digested once when the batch is made: what `memory.finished` holds
     # (contract §3.1); a reordered CSV reads the batch once more, no harm.
     members_digest: str = field(init=False, repr=False, compare=False)

@@ -8,7 +8,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -24,7 +24,14 @@ from controller.exchange.errors import (
 )
 from controller.exchange.runner import CmdletRunner
 from controller.model.actions import CredentialRef, CsvRows, ExchangeAction, ParameterValue
-from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedEndpoint, ObservedUser
+from controller.model.snapshot import (
+    EndpointCheck,
+    ExchangeObserved,
+    ObservedBatch,
+    ObservedEndpoint,
+    ObservedRecipient,
+    ObservedUser,
+)
 from controller.redact import redact_text
 
 log = logging.getLogger(__name__)
@@ -35,7 +42,11 @@ MAIL_USER_TYPES = ["MailUser", "UserMailbox"]
 ENDPOINT_PROPERTIES = tuple(ObservedEndpoint.model_fields)
 BATCH_PROPERTIES = tuple(ObservedBatch.model_fields)
 USER_PROPERTIES = tuple(ObservedUser.model_fields)
-RECIPIENT_PROPERTIES = ("PrimarySmtpAddress", "RecipientTypeDetails")
+# IsDirSynced and SKUAssigned are properties of Get-Recipient (the filter-properties reference; exchange-facts
+# §6): the preflight's "synced from on-premises" and its licence warning come from the same read.
+RECIPIENT_PROPERTIES = tuple(ObservedRecipient.model_fields)
+# Test-MigrationServerAvailability's output (exchange-facts §9.0); ConnectionSettings is not used.
+ENDPOINT_CHECK_PROPERTIES = ("Result", "Message", "ErrorDetail", "IsValid", "SupportsCutover")
 # Recipients are read by address with an OPATH -Filter (exchange-facts §10), FILTER_CHUNK addresses a
 # call; past FILTERED_MAX addresses one read of the whole directory costs fewer calls than the chunks.
 FILTER_CHUNK = 100
@@ -152,7 +163,8 @@ class ExchangeClient:
                 ("mailUsers", "mailboxes"),
                 "Get-Recipient",
                 {
-                    "RecipientTypeDetails": MAIL_USER_TYPES,
+                    # No -RecipientTypeDetails: the address filter bounds the rows, and a member who is
+                    # some other type (a MailContact, a plain User) is then named as such, not "missing".
                     "Filter": address_filter(addresses[start : start + FILTER_CHUNK]),
                     "ResultSize": UNLIMITED,
                 },
@@ -163,6 +175,37 @@ class ExchangeClient:
                 return None
             found.extend(rows)
         return Recipients.of(found, covered=[a.lower() for a in addresses])
+
+    def read_endpoint_check(self, endpoint: str) -> EndpointCheck | None:
+        """`Test-MigrationServerAvailability -Endpoint <name>` (the cmdlet reference's TestEndpoint set,
+        Example 4: the settings stored in the endpoint, no credential sent): one call, in a pass where a
+        batch is about to start. It does not throw on a failed connection (exchange-facts §9.0): the
+        answer says Result Failed with Message and ErrorDetail. None (with why) when it could not run."""
+        rows = self._read(
+            ("endpointCheck",),
+            "Test-MigrationServerAvailability",
+            {"Endpoint": endpoint},
+            None,
+            select=ENDPOINT_CHECK_PROPERTIES,
+        )
+        if rows is None:
+            return None
+        if not rows:
+            self._unreadable(
+                ("endpointCheck",), f"Test-MigrationServerAvailability: no answer for {endpoint}"
+            )
+            return None
+        row = {k: v for k, v in rows[0].items() if v is not None}
+        try:
+            return EndpointCheck.model_validate(
+                {**row, "Endpoint": endpoint, "Result": str(row.get("Result", ""))}
+            )
+        except ValidationError as error:
+            self._unreadable(
+                ("endpointCheck",),
+                f"ValidationError: Test-MigrationServerAvailability: {error.errors()[0]['msg']}",
+            )
+            return None
 
     def observe(self) -> ExchangeObserved:
         """Every object of every kind, whole objects, one bulk read each: the unscoped read, kept for the
@@ -185,6 +228,7 @@ class ExchangeClient:
             users=users,
             mailUsers=None if recipients is None else recipients.mail_users,
             mailboxes=None if recipients is None else recipients.mailboxes,
+            recipients=None if recipients is None else recipients.details,
         )
 
     def apply(self, action: ExchangeAction) -> list[dict[str, object]]:
@@ -285,20 +329,32 @@ class ExchangeClient:
 
 @dataclass(frozen=True, slots=True)
 class Recipients:
-    """What a recipient read found: mail users (or mailboxes), mailboxes, and the addresses it covered
-    (None: the whole directory was read)."""
+    """What a recipient read found: mail users (or mailboxes), mailboxes, the addresses it covered (None:
+    the whole directory was read) and every entry found with its type, IsDirSynced and SKUAssigned."""
 
     mail_users: list[str]
     mailboxes: list[str]
     covered: list[str] | None
+    details: list[ObservedRecipient] = field(default_factory=list)
 
     @classmethod
     def of(cls, rows: list[dict[str, object]], *, covered: list[str] | None) -> Recipients:
-        mail_users = sorted({_address(r) for r in rows} - {""})
+        typed = [r for r in rows if r.get("RecipientTypeDetails") in (None, *MAIL_USER_TYPES)]
+        mail_users = sorted({_address(r) for r in typed} - {""})
         mailboxes = sorted(
             {_address(r) for r in rows if r.get("RecipientTypeDetails") == "UserMailbox"} - {""}
         )
-        return cls(mail_users, mailboxes, covered)
+        details: dict[str, ObservedRecipient] = {}
+        for row in rows:
+            address = _address(row)
+            if not address:
+                continue
+            values = {k: v for k, v in row.items() if v is not None and k in RECIPIENT_PROPERTIES}
+            try:
+                details[address] = ObservedRecipient.model_validate({**values, "PrimarySmtpAddress": address})
+            except ValidationError:
+                continue  # an odd value in an optional property: the entry stays a plain address
+        return cls(mail_users, mailboxes, covered, [details[a] for a in sorted(details)])
 
 
 def address_filter(addresses: Sequence[str]) -> str:

@@ -190,6 +190,49 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """One check of a batch's preflight or post-flight (contract §4).
+
+    `result`: `pass`; `fail` (holds the batch); `unknown` (could not be checked: holds it too); `warn`
+    (reported, never holds: licences); `skip` (does not apply now, `detail` says why). `members` names the
+    members it concerns, each with why (`carol@contoso.com: missing`), at most 20.
+    """
+
+    name: str
+    result: str
+    detail: str
+    members: tuple[str, ...] = ()
+
+    def as_data(self) -> JsonObject:
+        return {
+            "check": self.name,
+            "result": self.result,
+            "detail": self.detail,
+            "members": list(self.members),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """A batch's preflight (before it is created or started) or post-flight (after it completed), with its
+    checks in order and the verdict: `passed`, `held`, `forced` (held, but force lets it go) or `unknown`
+    (something could not be read: held)."""
+
+    batch: str
+    phase: str  # "preflight" | "post-flight"
+    verdict: str
+    checks: tuple[Check, ...] = ()
+
+    def as_data(self) -> JsonObject:
+        return {
+            "batch": self.batch,
+            "phase": self.phase,
+            "verdict": self.verdict,
+            "checks": [check.as_data() for check in self.checks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     revision: str
     checksum: str
@@ -199,6 +242,7 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     notes: tuple[Note, ...] = ()
     failures: tuple[Failure, ...] = ()  # failed members with the catalogue's fix (exchange-facts §9)
+    readiness: tuple[Readiness, ...] = ()  # preflight and post-flight per batch (contract §4)
     memory: Memory = field(default_factory=Memory)  # what the runtime stores once the plan is applied
 
     @property

@@ -58,6 +58,32 @@ class ObservedUser(Observed):
     ErrorSummary: str = ""
 
 
+class ObservedRecipient(Observed):
+    """A directory entry from the recipient read (exchange-facts §6, filter-properties): its type, whether
+    directory sync made it (IsDirSynced) and whether a licence is assigned (SKUAssigned, None: unreported)."""
+
+    PrimarySmtpAddress: str
+    RecipientTypeDetails: str = ""
+    IsDirSynced: bool | None = None
+    SKUAssigned: bool | None = None
+
+
+class EndpointCheck(Observed):
+    """What Test-MigrationServerAvailability -Endpoint answered (exchange-facts §9.0: it does not throw; it
+    returns Result Success or Failed, Message, ErrorDetail with the `--->` chain, IsValid, ...)."""
+
+    Endpoint: str = ""  # the endpoint tested, as the controller named it (not an Exchange property)
+    Result: str
+    Message: str = ""
+    ErrorDetail: str = ""
+    IsValid: bool | None = None
+    SupportsCutover: bool | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.Result.lower() == "success"
+
+
 class ExchangeObserved(BaseModel):
     """Bulk reads, proportional to unfinished work (contract §3.1, docs/observation.md); `None` where a
     read failed.
@@ -77,6 +103,16 @@ class ExchangeObserved(BaseModel):
     )
     mailboxes: list[str] | None = Field(
         default=None, description="of those, the addresses that already have a mailbox (migrated)"
+    )
+    recipients: list[ObservedRecipient] | None = Field(
+        default=None,
+        description="the entries the recipient read found, with RecipientTypeDetails, IsDirSynced and "
+        "SKUAssigned (the preflight and post-flight); None in a snapshot written before they were read",
+    )
+    endpointCheck: EndpointCheck | None = Field(
+        default=None,
+        description="Test-MigrationServerAvailability -Endpoint, run only in a pass where a batch is about "
+        "to start; None when not run (why it could not be is under unreadable: exchange/endpointCheck)",
     )
     usersRead: list[str] | None = None
     recipientsRead: list[str] | None = None
@@ -166,6 +202,8 @@ class Memory(BaseModel):
     finished: dict[str, FinishedBatch] = {}  # batch key -> verified complete; its users are not re-read
     ready: dict[str, str] = {}  # planned batch key -> member digest when every member was a mail user
     memberships: dict[str, FinishedBatch] = {}  # batch key -> its users read matched the repository
+    # batch key -> member digest when the post-flight passed (every member a UserMailbox): not read again
+    postflight: dict[str, str] = {}
 
 
 class Snapshot(BaseModel):

@@ -12,6 +12,7 @@ from controller.model.actions import (
     Failure,
     Note,
     ParameterValue,
+    Readiness,
     Waiting,
 )
 from controller.model.snapshot import Memory
@@ -26,6 +27,7 @@ class Draft:
     drift: list[Drift] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    readiness: list[Readiness] = field(default_factory=list)
 
     def act(self, action: Action) -> None:
         self.actions.append(action)

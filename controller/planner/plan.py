@@ -12,7 +12,7 @@ from datetime import datetime
 from controller.desired.models import BatchState, DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
 from controller.model.snapshot import Snapshot
-from controller.planner import checksum, completion, reads
+from controller.planner import checksum, completion, postflight, reads
 from controller.planner import dns as dns_part
 from controller.planner.batches.context import users_by_batch
 from controller.planner.batches.lifecycle import plan_batches
@@ -32,7 +32,16 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
     endpoint_problem = plan_endpoint(draft, desired.migration.endpoint, snapshot.exchange.endpoints)
     exchange = snapshot.exchange
     users = users_by_batch(exchange.users)  # indexed once a plan: 200,000 users at full size
-    plan_batches(draft, desired, exchange, users=users, endpoint_problem=endpoint_problem, now=now)
+    plan_batches(
+        draft,
+        desired,
+        exchange,
+        users=users,
+        endpoint_problem=endpoint_problem,
+        now=now,
+        endpoint_check_error=snapshot.unreadable.get("exchange/endpointCheck"),
+        force=force,
+    )
     draft.remember(
         finished=reads.finished_batches(desired, exchange, users, snapshot.memory),
         memberships=reads.memberships(desired, exchange, users, snapshot.memory),
@@ -43,6 +52,12 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         },
     )
     gate = completion.batches_gate(draft, desired, snapshot.exchange, force=force)
+    # The post-flight (contract §4): a completed batch counts for the cutover once every member is a
+    # UserMailbox; said once for the migration when nothing else holds the cutover.
+    held = postflight.report(draft, desired, snapshot.exchange, force=force)
+    if gate is None and held is not None:
+        draft.block("migration", postflight.GATE, held)
+        gate = held
     dns_part.plan_dns(draft, desired, snapshot, now=now, batches_gate=gate)
     _change_size_gate(draft, desired, force=force)
     if desired.migration.target_delivery_domain:
@@ -60,6 +75,7 @@ def plan(desired: DesiredState, snapshot: Snapshot, now: datetime, *, force: boo
         drift=tuple(draft.drift),
         notes=tuple(draft.notes),
         failures=tuple(draft.failures),
+        readiness=tuple(draft.readiness),
         memory=draft.memory,
     )
 

@@ -25,6 +25,7 @@ from controller.model.statuses import (
 from controller.planner.batches.context import UsersByBatch, users_by_batch
 
 NOT_STARTED = frozenset({BatchStatus.CREATED, BatchStatus.STOPPED})
+STARTING = (BatchState.STARTED, BatchState.COMPLETED)  # repository states that start a batch
 # A batch with failed users is never finished: a retry may still act on it.
 FINISHABLE = frozenset({BatchStatus.COMPLETED, BatchStatus.SYNCED})
 
@@ -75,14 +76,53 @@ def skipped(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
 def users_to_read(
     desired: DesiredState, memory: Memory, batches: Iterable[ObservedBatch]
 ) -> list[ObservedBatch]:
-    """The observed batches of the repository whose migration users this pass reads."""
+    """The observed batches of the repository whose migration users this pass reads; and, in a pass where
+    a batch is about to be created or started, those of the batches Exchange has that the repository does
+    not name (the preflight's "in no other batch": every other batch's users are then known — a finished
+    or quietly syncing batch of the repository holds exactly its repository members, which validation
+    keeps out of every other batch)."""
+    batches = list(batches)
     wanted = {batch.key: batch for batch in desired.batches}
+    starting = bool(about_to_start(desired, batches))
     chosen = []
     for found in batches:
         batch = wanted.get(found.Identity.lower())
-        if batch is not None and not skipped(batch, found, memory):
+        if batch is None:
+            if starting and BatchStatus.parse(found.Status) is not BatchStatus.REMOVING:
+                chosen.append(found)
+        elif not skipped(batch, found, memory):
             chosen.append(found)
     return chosen
+
+
+def about_to_start(desired: DesiredState, batches: Iterable[ObservedBatch]) -> list[Batch]:
+    """The repository's batches the preflight checks this pass (contract §4): those Exchange does not have
+    that the repository wants created, started or completed, and those Exchange has created or stopped
+    that the repository wants started or completed."""
+    observed = {b.Identity.lower(): b for b in batches}
+    chosen = []
+    for batch in desired.batches:
+        found = observed.get(batch.key)
+        if found is None:
+            if batch.state in (BatchState.CREATED, BatchState.STARTED, BatchState.COMPLETED):
+                chosen.append(batch)
+        elif BatchStatus.parse(found.Status) in NOT_STARTED and batch.state in STARTING:
+            chosen.append(batch)
+    return chosen
+
+
+def endpoint_to_test(desired: DesiredState, exchange: ExchangeObserved) -> str | None:
+    """The endpoint Test-MigrationServerAvailability checks this pass: the repository's, when Exchange has
+    it and a batch is about to start (not merely be created); None otherwise. An endpoint created or
+    changed in a pass is verified by New-/Set-MigrationEndpoint themselves (the cmdlet reference: the
+    connection is checked unless -SkipVerification), and the next start tests it again."""
+    if exchange.batches is None or exchange.endpoints is None:
+        return None
+    name = desired.migration.endpoint.name
+    if not any(e.Identity.lower() == name.lower() for e in exchange.endpoints):
+        return None
+    starting = [b for b in about_to_start(desired, exchange.batches) if b.state in STARTING]
+    return name if starting else None
 
 
 # What one more call costs, in rows of migration users: a round trip through a real gateway takes a
@@ -109,8 +149,10 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memor
 
     Members of a batch Exchange does not have yet (is each a mail user? has each a mailbox already?) or
     has not started while the repository wants it started, members added to a batch, failed users whose
-    error says the mail user is missing, and members of a completed batch whose migration user does not
-    show them arrived (has the mailbox arrived anyway?) — completed as the cutover gate counts it.
+    error says the mail user is missing, members of a completed batch whose migration user does not
+    show them arrived (has the mailbox arrived anyway?) — completed as the cutover gate counts it —, and
+    every member of a completed batch whose post-flight has not passed at its member list
+    (`Memory.postflight`): is each a UserMailbox now? Once passed, it is not read again.
     """
     if exchange.batches is None:
         return []
@@ -127,13 +169,16 @@ def recipients_to_check(desired: DesiredState, exchange: ExchangeObserved, memor
             needed.update((m.key, None) for m in batch.members)
             continue
         status = BatchStatus.parse(found.Status)
-        if status in NOT_STARTED and batch.state in (BatchState.STARTED, BatchState.COMPLETED):
-            needed.update((m.key, None) for m in batch.members)  # the mail-users gate before a start
+        if status in NOT_STARTED and batch.state in STARTING:
+            needed.update((m.key, None) for m in batch.members)  # the preflight before a start
+            continue
+        completed = done(found, memory)
+        if completed and memory.postflight.get(batch.key) != batch.members_digest:
+            needed.update((m.key, None) for m in batch.members)  # the post-flight, once
             continue
         if not exchange.users_read(batch.name):
             continue  # finished: nothing to decide about its members
         users = by_batch.get(batch.key, {})
-        completed = done(found, memory)
         for member in batch.members:
             user = users.get(member.key)
             if user is None:

@@ -10,6 +10,7 @@ from controller.desired.models import DesiredState
 from controller.dns.base import DnsBackend
 from controller.exchange.client import Recipients
 from controller.model.snapshot import (
+    EndpointCheck,
     ExchangeObserved,
     Memory,
     ObservedBatch,
@@ -42,6 +43,10 @@ class ExchangeReader(Protocol):
 
     def read_recipients(self, addresses: Sequence[str]) -> Recipients | None: ...
 
+    def read_endpoint_check(self, endpoint: str) -> EndpointCheck | None:
+        """Test-MigrationServerAvailability -Endpoint: only in a pass where a batch is about to start."""
+        ...
+
     @property
     def unreadable(self) -> Mapping[str, str]:
         """Why each kind this pass left unknown could not be read ("exchange/batches")."""
@@ -52,7 +57,8 @@ def observe_exchange(
     desired: DesiredState, exchange: ExchangeReader, memory: Memory
 ) -> tuple[ExchangeObserved, dict[str, str]]:
     """Read what this pass needs: endpoints and the batch list whole, users of the batches that are not
-    finished, recipients for the addresses a decision needs (planner.reads decides which).
+    finished, recipients for the addresses a decision needs, and the endpoint's connection test when a
+    batch is about to start (planner.reads decides which).
 
     Also returns why kinds were left unread because a read they depend on failed.
     """
@@ -74,12 +80,16 @@ def observe_exchange(
         why = "not read: which to read depends on the migration users, which could not be read"
         return partial, {f"exchange/{kind}": why for kind in ("mailUsers", "mailboxes")}
     recipients = exchange.read_recipients(reads.recipients_to_check(desired, partial, memory))
+    tested = reads.endpoint_to_test(desired, partial)
+    check = None if tested is None else exchange.read_endpoint_check(tested)
+    partial = partial.model_copy(update={"endpointCheck": check})
     if recipients is None:
         return partial, {}
     return partial.model_copy(
         update={
             "mailUsers": recipients.mail_users,
             "mailboxes": recipients.mailboxes,
+            "recipients": recipients.details,
             "recipientsRead": recipients.covered,
         }
     ), {}

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controller.desired.models import Batch, DesiredState
-from controller.model.snapshot import ExchangeObserved, ObservedBatch, ObservedUser
+from controller.model.snapshot import (
+    EndpointCheck,
+    ExchangeObserved,
+    ObservedBatch,
+    ObservedRecipient,
+    ObservedUser,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,12 @@ class Context:
     now: datetime
     users_read: frozenset[str] | None = None  # batch keys whose users were read; None: every batch's
     checked: frozenset[str] | None = None  # addresses the recipient read covered; None: the directory
+    # Each entry the recipient read found, by lower-cased address (type, IsDirSynced, SKUAssigned); None in
+    # a snapshot written before they were read (the preflight then says those checks were not reported).
+    recipients: dict[str, ObservedRecipient] | None = None
+    endpoint_check: EndpointCheck | None = None  # Test-MigrationServerAvailability, when it ran
+    endpoint_check_error: str | None = None  # why it could not run, when it could not
+    force: bool = False  # the command's --force (contract §4)
 
     def read_users_of(self, batch: Batch) -> bool:
         """Whether this batch's migration users were read (a finished batch's are not)."""
@@ -42,6 +54,8 @@ class Context:
         users: UsersByBatch | None,
         endpoint_problem: str | None,
         now: datetime,
+        endpoint_check_error: str | None = None,
+        force: bool = False,
     ) -> Context:
         """Index what Exchange reported by lower-cased address, the identity members compare on;
         `users` is `users_by_batch(exchange.users)`, which the plan indexes once."""
@@ -60,6 +74,12 @@ class Context:
             checked=None
             if exchange.recipientsRead is None
             else frozenset(a.lower() for a in exchange.recipientsRead),
+            recipients=None
+            if exchange.recipients is None
+            else {r.PrimarySmtpAddress.lower(): r for r in exchange.recipients},
+            endpoint_check=exchange.endpointCheck,
+            endpoint_check_error=endpoint_check_error,
+            force=force,
         )
 
 

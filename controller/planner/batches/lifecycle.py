@@ -8,7 +8,7 @@ from controller.desired.models import Batch, BatchState, DesiredState, format_du
 from controller.model.actions import CsvRows, ExchangeAction, ParameterValue
 from controller.model.snapshot import ExchangeObserved, ObservedBatch, at
 from controller.model.statuses import COMPLETED, IN_FLIGHT, MOVING, RETRYABLE, SYNCED, BatchStatus
-from controller.planner.batches import members, retry, settings
+from controller.planner.batches import members, preflight, retry, settings
 from controller.planner.batches.context import Context, UsersByBatch, batch_object, progress
 from controller.planner.draft import Draft
 
@@ -48,6 +48,8 @@ def plan_batches(
     users: UsersByBatch | None,
     endpoint_problem: str | None,
     now: datetime,
+    endpoint_check_error: str | None = None,
+    force: bool = False,
 ) -> None:
     if exchange.batches is None:
         for batch in desired.batches:
@@ -58,7 +60,15 @@ def plan_batches(
             )
         return
     observed = {batch.Identity.lower(): batch for batch in exchange.batches}
-    context = Context.read(desired, exchange, users=users, endpoint_problem=endpoint_problem, now=now)
+    context = Context.read(
+        desired,
+        exchange,
+        users=users,
+        endpoint_problem=endpoint_problem,
+        now=now,
+        endpoint_check_error=endpoint_check_error,
+        force=force,
+    )
     for batch in desired.batches:
         found = observed.get(batch.key)
         if found is None:
@@ -98,7 +108,7 @@ def _plan_absent(draft: Draft, batch: Batch, context: Context) -> None:
     if state is BatchState.REMOVED:
         return
     if state is BatchState.PLANNED:
-        members.report_readiness(draft, batch, context)
+        preflight.report_planned(draft, batch, context)
         return
     if context.mailboxes and all(m.key in context.mailboxes for m in batch.members):
         draft.block(
@@ -113,7 +123,9 @@ def _plan_absent(draft: Draft, batch: Batch, context: Context) -> None:
         draft.block(batch_object(batch), "endpoint", f"cannot create the batch: {context.endpoint_problem}")
         return
     start = state in (BatchState.STARTED, BatchState.COMPLETED)
-    if start and not members.ready(draft, batch, [m.key for m in batch.members], context):
+    # The preflight holds creation too: a batch made with members who are not ready holds failing users
+    # (a duplicate fails at once, exchange-facts §9.1 row 1.6), and a later start would find them there.
+    if not preflight.gate(draft, batch, [m.key for m in batch.members], context, fresh=True, start=start):
         return
     parameters: list[tuple[str, ParameterValue]] = [
         ("Name", batch.name),
@@ -203,7 +215,9 @@ def _plan_running(
     """Desired started or completed: start, retry failures, wait for the sync, complete."""
     obj = batch_object(batch)
     if status in (BatchStatus.CREATED, BatchStatus.STOPPED):
-        if members.ready(draft, batch, [m.key for m in batch.members], context):
+        keys = [m.key for m in batch.members]
+        fresh = status is BatchStatus.CREATED  # a stopped batch resumes: its synced members have mailboxes
+        if preflight.gate(draft, batch, keys, context, fresh=fresh, start=True):
             draft.act(
                 ExchangeAction(
                     "Start-MigrationBatch",

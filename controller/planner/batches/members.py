@@ -1,4 +1,4 @@
-"""Who is in a batch: the mail-users gate, members added with one -AddUsers, removed one by one. Pure."""
+"""Who is in a batch: members added with one -AddUsers (after their preflight), removed one by one. Pure."""
 
 from __future__ import annotations
 
@@ -7,59 +7,9 @@ from controller.model.actions import CsvRows, ExchangeAction
 from controller.model.snapshot import ObservedBatch, ObservedUser
 from controller.model.statuses import COMPLETED, IN_FLIGHT, MOVING, BatchStatus
 from controller.planner import reads
+from controller.planner.batches import preflight
 from controller.planner.batches.context import Context, batch_object, progress
 from controller.planner.draft import Draft, listing
-
-
-def report_readiness(draft: Draft, batch: Batch, context: Context) -> None:
-    """A planned batch: say whether its members could start today, without acting.
-
-    A batch found ready is remembered (`memory.ready`) and not looked up again while its member list
-    stays the same: mail users do not come and go, and the start re-checks every member anyway.
-    """
-    obj = batch_object(batch)
-    mail_users = context.mail_users
-    if mail_users is None or context.unchecked(batch.member_keys):
-        if mail_users is not None and draft.memory.ready.get(batch.key) == batch.members_digest:
-            count = len(batch.members)
-            draft.note(obj, f"planned; ready: all {count} members were mail users when last checked")
-        else:
-            draft.note(obj, "planned; readiness unknown: Exchange recipients could not be read")
-        return
-    missing = [m.address for m in batch.members if m.key not in mail_users]
-    ready = {key: digest for key, digest in draft.memory.ready.items() if key != batch.key}
-    if missing:
-        draft.note(
-            obj,
-            f"planned; not ready: {len(missing)} of {len(batch.members)} members are not "
-            f"mail users in Exchange Online yet: {listing(missing)}",
-        )
-    else:
-        ready[batch.key] = batch.members_digest
-        draft.note(obj, f"planned; ready: all {len(batch.members)} members are mail users")
-    draft.remember(ready=ready)
-
-
-def ready(draft: Draft, batch: Batch, keys: list[str], context: Context) -> bool:
-    """The mail-users gate (contract §4): every member to start must exist in Exchange Online."""
-    if context.mail_users is None or context.unchecked(keys):
-        draft.block(
-            batch_object(batch),
-            "mail-users",
-            "Exchange recipients could not be read, so readiness is unknown",
-        )
-        return False
-    by_key = {m.key: m.address for m in batch.members}
-    missing = [by_key[key] for key in keys if key not in context.mail_users]
-    if missing:
-        draft.block(
-            batch_object(batch),
-            "mail-users",
-            f"{len(missing)} members are not mail users in Exchange Online "
-            f"(directory sync?): {listing(missing)}",
-        )
-        return False
-    return True
 
 
 def plan_membership(
@@ -117,7 +67,9 @@ def plan_membership(
         )
         return False
     starting = batch.state in (BatchState.STARTED, BatchState.COMPLETED)
-    if starting and not ready(draft, batch, [m.key for m in added], context):
+    if starting and not preflight.gate(
+        draft, batch, [m.key for m in added], context, fresh=True, start=False
+    ):
         return False
     draft.act(
         ExchangeAction(
