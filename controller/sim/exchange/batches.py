@@ -207,6 +207,11 @@ def stop_batch(state: s.SimState, b: Bound) -> Output:
 
 def complete_batch(state: s.SimState, b: Bound) -> Output:
     batch = find_batch(state, b.cmdlet, b.text("Identity", required=True) or "")
+    # exchange-facts §8, §9.4 (C): one exception, MigrationBatchCannotBeCompletedException, three resource
+    # keys: not supported (Outlook Anywhere), not SyncCompleted, already completed. The gateway serialises it
+    # as EXO shows a cmdlet error (§9.0): the type, `[FailureCategory=Cmdlet-<type>]` in the
+    # FullyQualifiedErrorId, the message. No English text is known for these keys (§9.5), so the key heads
+    # the message (assumption), which is where the client looks for it (controller/exchange/refusals.py).
     if state.completion == s.Completion.UNSUPPORTED:
         raise fail(
             b.cmdlet,
