@@ -188,7 +188,7 @@ def test_only_the_rows_that_changed_are_written(tenant: Path) -> None:
 
 def test_every_field_of_a_user_and_a_recipient_has_a_column() -> None:
     assert set(database.USER_COLUMNS) == set(s.User.model_fields)
-    assert set(s.Recipient.model_fields) == {"address", "type"}
+    assert set(s.Recipient.model_fields) == {"address", "type", "dir_synced", "licensed"}
 
 
 def test_a_new_process_resumes_from_the_file_and_this_one_sees_its_changes(tenant: Path) -> None:

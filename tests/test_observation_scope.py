@@ -200,7 +200,7 @@ def test_recipients_are_read_by_filter_for_the_members_of_a_new_batch_only() -> 
         assert all(m.address in filters for m in new.members)
         assert "batch1-it" not in filters.lower() and "batch2-sales" not in filters.lower()
         blocked = [b for b in result.blocked if b.object == "batch/Batch3-Ops"]
-        assert blocked and blocked[0].gate == "mail-users" and new.members[0].address in blocked[0].reason
+        assert blocked and blocked[0].gate == "preflight" and new.members[0].address in blocked[0].reason
 
 
 def test_a_fresh_memory_reads_everything_once_and_then_remembers() -> None:
@@ -321,17 +321,17 @@ def test_a_planned_batch_found_ready_is_not_looked_up_again_until_it_changes_or_
         runner = recorded(loop)
         first = loop.run_pass(desired_state((planned,), "r1"))
         assert reads(runner)["Get-Recipient"] == 1
-        assert "planned; ready: all 4 members are mail users" in [n.reason for n in first.notes]
+        assert "planned; ready: all 4 members passed the preflight" in [n.reason for n in first.notes]
         assert loop.memory.ready == {"batch1-it": planned.members_digest}
         runner.calls.clear()
         again = loop.run_pass(desired_state((planned,), "r1"))
         assert reads(runner)["Get-Recipient"] == 0
-        assert any("were mail users when last checked" in n.reason for n in again.notes)
+        assert any("passed the preflight when last checked" in n.reason for n in again.notes)
         runner.calls.clear()
         grown = replace(planned, members=(*planned.members, Member("late.joiner@contoso.com")))
         changed = loop.run_pass(desired_state((grown,), "r2"))  # not a mail user yet
         assert reads(runner)["Get-Recipient"] == 1 and loop.memory.ready == {}
-        assert any("not ready: 1 of 5" in n.reason for n in changed.notes)
+        assert any("not ready: mail user: 1 of 5" in n.reason for n in changed.notes)
         runner.calls.clear()
         loop.run_pass(desired_state((replace(planned, state=S),), "r3"))  # the start checks every member
         recipient_filters = [str(p["Filter"]) for c, p, _ in runner.calls if c == "Get-Recipient"]

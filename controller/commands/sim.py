@@ -13,14 +13,15 @@ from controller.desired import models as desired
 from controller.exchange.errors import ExchangeError
 from controller.sim.exchange import engine as sim_engine
 from controller.sim.exchange.simulator import ExchangeSimulator
-from controller.sim.exchange.state import SYNCED_LIKE, Completion, SimState, UserStatus
+from controller.sim.exchange.state import SYNCED_LIKE, Completion, RecipientType, SimState, UserStatus
 from controller.sim.exchange.store import SimStore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sim",
-        help="the Exchange Online simulator: init, advance, show, export, fail, fix, stop-batch; dns-seed",
+        help="the Exchange Online simulator: init, advance, show, export, fail, fix, stop-batch, recipient, "
+        "endpoint-check; dns-seed",
     )
     commands = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
 
@@ -70,6 +71,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fix.add_argument("address")
     stop = command("stop-batch", "stop a batch as an administrator would by hand (drift)", run_stop_batch)
     stop.add_argument("batch")
+    recipient = command(
+        "recipient",
+        "set a member's directory entry: a synced mail user (the default), a cloud-only one, a mailbox "
+        "already, another type, unlicensed, or missing (the preflight's cases, exchange-facts §6)",
+        run_recipient,
+    )
+    recipient.add_argument("address")
+    recipient.add_argument(
+        "--type", dest="kind", choices=[k.value for k in RecipientType], default=RecipientType.MAIL_USER.value
+    )
+    recipient.add_argument(
+        "--cloud-only", action="store_true", help="IsDirSynced false: not made by directory sync"
+    )
+    recipient.add_argument("--unlicensed", action="store_true", help="SKUAssigned false")
+    recipient.add_argument("--missing", action="store_true", help="remove the entry: the member is missing")
+    check = command(
+        "endpoint-check",
+        "make Test-MigrationServerAvailability answer Result Failed with an ErrorDetail, or Success again "
+        "(exchange-facts §9.2)",
+        run_endpoint_check,
+    )
+    outcome = check.add_mutually_exclusive_group(required=True)
+    outcome.add_argument(
+        "--fail",
+        metavar="ERRORDETAIL",
+        help='the ErrorDetail (its "--->" chain); "" for the documented NSPI error (exchange-facts §9.2)',
+    )
+    outcome.add_argument("--pass", dest="passes", action="store_true", help="the source answers again")
     seed = command(
         "dns-seed",
         "create or replace a zone in the DNS simulator's state file (FILE) from zone-file records",
@@ -183,6 +212,33 @@ def run_fix(args: argparse.Namespace) -> int:
     with _store(args).transaction() as simulator:
         simulator.clear_failure(args.address)
     print(f"{args.address}: fixed; Start-MigrationBatch retries it and it syncs")
+    return 0
+
+
+def run_recipient(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        if args.missing:
+            simulator.remove_recipient(args.address)
+        else:
+            simulator.add_recipient(
+                args.address,
+                RecipientType(args.kind),
+                dir_synced=not args.cloud_only,
+                licensed=not args.unlicensed,
+            )
+    if args.missing:
+        print(f"{args.address}: missing in Exchange Online")
+    else:
+        synced = "cloud-only" if args.cloud_only else "synced from on-premises"
+        licence = "unlicensed" if args.unlicensed else "licensed"
+        print(f"{args.address}: {args.kind}, {synced}, {licence}")
+    return 0
+
+
+def run_endpoint_check(args: argparse.Namespace) -> int:
+    with _store(args).transaction() as simulator:
+        simulator.fail_endpoint_check(None if args.passes else args.fail)
+    print("Test-MigrationServerAvailability: " + ("Success" if args.passes else "Result Failed"))
     return 0
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from controller.exchange.errors import PermanentError
 from controller.sim.exchange import state as s
 
-SCHEMA_VERSION = 2  # 2: batches carry their counts
+SCHEMA_VERSION = 3  # 2: batches carry their counts; 3: recipients carry IsDirSynced and SKUAssigned
 BUSY_TIMEOUT_SECONDS = 60.0  # a writer waits this long for another process's transaction
 _TABLES = ("tenant", "recipients", "batches", "users", "removed")
 _SCHEMA = """
@@ -33,7 +33,9 @@ CREATE TABLE recipients (
     key        TEXT NOT NULL UNIQUE,
     generation INTEGER NOT NULL,
     address    TEXT NOT NULL,
-    type       TEXT NOT NULL
+    type       TEXT NOT NULL,
+    dir_synced INTEGER NOT NULL,  -- IsDirSynced (exchange-facts §6)
+    licensed   INTEGER NOT NULL   -- SKUAssigned
 );
 CREATE INDEX recipients_generation ON recipients (generation);
 CREATE TABLE batches (
@@ -75,9 +77,9 @@ _UPSERT_USER = (
     + ", ".join(f"{column} = excluded.{column}" for column in ("generation", *USER_COLUMNS))
 )
 _UPSERT_RECIPIENT = (
-    "INSERT INTO recipients (key, generation, address, type) VALUES (?, ?, ?, ?) "
+    "INSERT INTO recipients (key, generation, address, type, dir_synced, licensed) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET generation = excluded.generation, address = excluded.address, "
-    "type = excluded.type"
+    "type = excluded.type, dir_synced = excluded.dir_synced, licensed = excluded.licensed"
 )
 SELECT_USERS = "SELECT batch, key, identity, status, error, last_sync, seq, due, duplicate FROM users"
 SCALARS = {name for name in s.SimState.model_fields if name not in ("recipients", "batches")}
@@ -137,8 +139,24 @@ def user_from_row(row: Sequence[Any]) -> s.User:
     )
 
 
-def recipient_from_row(address: str, kind: str) -> s.Recipient:
-    return s.Recipient.from_store({"address": address, "type": _TYPES[kind]})
+RECIPIENT_COLUMNS = "address, type, dir_synced, licensed"
+
+
+def recipient_from_row(address: str, kind: str, dir_synced: int, licensed: int) -> s.Recipient:
+    return s.Recipient.from_store(
+        {"address": address, "type": _TYPES[kind], "dir_synced": bool(dir_synced), "licensed": bool(licensed)}
+    )
+
+
+def recipient_values(key: str, generation: int, recipient: s.Recipient) -> tuple[object, ...]:
+    return (
+        key,
+        generation,
+        recipient.address,
+        recipient.type.value,
+        int(recipient.dir_synced),
+        int(recipient.licensed),
+    )
 
 
 def summary_json(summary: s.Summary) -> str:
@@ -198,9 +216,7 @@ def write_recipients(db: sqlite3.Connection, generation: int, recipients: s.Reci
         note_removed(db, generation, "recipient", "", key)
     if recipients.changed:
         rows = ((key, recipients[key]) for key in recipients.changed)
-        db.executemany(
-            _UPSERT_RECIPIENT, [(key, generation, row.address, row.type.value) for key, row in rows]
-        )
+        db.executemany(_UPSERT_RECIPIENT, [recipient_values(key, generation, row) for key, row in rows])
 
 
 def forget_changes(state: s.SimState) -> None:
@@ -282,15 +298,19 @@ class _Directory:
     def one(self, key: str) -> s.Recipient | None:
         self.reads.recipients += 1
         found = (
-            self.connect().execute("SELECT address, type FROM recipients WHERE key = ?", (key,)).fetchone()
+            self.connect()
+            .execute(f"SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE key = ?", (key,))
+            .fetchone()
         )
         return None if found is None else recipient_from_row(*found)
 
     def every(self) -> Iterator[tuple[str, s.Recipient]]:
-        rows = self.connect().execute("SELECT key, address, type FROM recipients ORDER BY ord").fetchall()
+        rows = (
+            self.connect().execute(f"SELECT key, {RECIPIENT_COLUMNS} FROM recipients ORDER BY ord").fetchall()
+        )
         self.reads.recipients += len(rows)
         with _collector_paused():
-            return iter([(key, recipient_from_row(address, kind)) for key, address, kind in rows])
+            return iter([(row[0], recipient_from_row(*row[1:])) for row in rows])
 
 
 def read_lazily(connect: Connect, reads: Reads) -> s.SimState:
@@ -326,8 +346,8 @@ def read_tenant(db: sqlite3.Connection) -> s.SimState:
         state = s.SimState.model_validate_json(text)
         recipients = s.Recipients()
         recipients.load(
-            (key, recipient_from_row(address, kind))
-            for key, address, kind in db.execute("SELECT key, address, type FROM recipients ORDER BY ord")
+            (row[0], recipient_from_row(*row[1:]))
+            for row in db.execute(f"SELECT key, {RECIPIENT_COLUMNS} FROM recipients ORDER BY ord")
         )
         loaded: dict[str, s.Batch] = {}
         for key, batch_text in db.execute("SELECT key, batch FROM batches ORDER BY ord"):
@@ -368,7 +388,7 @@ def write_tenant(db: sqlite3.Connection, state: s.SimState) -> None:
     )
     db.executemany(
         _UPSERT_RECIPIENT,
-        [(key, 1, recipient.address, recipient.type.value) for key, recipient in state.recipients.items()],
+        [recipient_values(key, 1, recipient) for key, recipient in state.recipients.items()],
     )
     for key, batch in state.batches.items():
         insert_batch(db, 1, key, batch, batch_json(batch), summary_json(batch.users.summary()))

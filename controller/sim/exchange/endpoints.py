@@ -1,4 +1,5 @@
-"""The simulator's migration endpoint cmdlets: New-, Set- and Get-MigrationEndpoint (exchange-facts §4)."""
+"""The simulator's migration endpoint cmdlets: New-, Set- and Get-MigrationEndpoint and
+Test-MigrationServerAvailability (exchange-facts §4, §9.0, §9.2)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,90 @@ def get_endpoint(state: s.SimState, b: Bound) -> list[dict[str, object]]:
     if endpoint is None:
         raise not_found(b.cmdlet, identity)
     return [_endpoint_output(endpoint)]
+
+
+# Test-MigrationServerAvailability's parameters for an Outlook Anywhere source (exchange-facts §4): the
+# TestEndpoint set (-Endpoint: the settings stored in an endpoint, the cmdlet reference's Example 4), and
+# the ExchangeOutlookAnywhere sets with the settings themselves.
+TEST_PARAMETERS = (
+    "Endpoint",
+    "ExchangeOutlookAnywhere",
+    "Autodiscover",
+    "ExchangeServer",
+    "RPCProxyServer",
+    "Credentials",
+    "Authentication",
+    "EmailAddress",
+    "MailboxPermission",
+    "TestMailbox",
+)
+# The documented wrapper (exchange-facts §9.2, [S28][S11b]) and the NSPI error its `--->` chain names (§9.2,
+# [S3]): what a failed test says when `stagectl sim endpoint-check --fail` gives no detail of its own.
+CONNECTION_FAILED = "The connection to the server '{server}' could not be completed."
+DEFAULT_FAILURE = (
+    "Microsoft.Exchange.Data.Storage.Management.MigrationTransientException: We weren't able to connect to "
+    "the remote server. Please verify that the migration endpoint settings are correct and your certificate "
+    "is valid, and then try again. Consider using the Exchange Remote Connectivity Analyzer to diagnose the "
+    "connectivity issues. ---> Microsoft.Exchange.Rpc.ServerUnavailableException: Error 0x6ba (The RPC "
+    "server is unavailable) from cli_NspiBind"
+)
+
+
+def test_availability(state: s.SimState, b: Bound) -> list[dict[str, object]]:
+    """exchange-facts §9.0: Test-MigrationServerAvailability does not throw on a failed connection; it
+    returns an object with Result (Success or Failed), Message, ConnectionSettings, SupportsCutover,
+    ErrorDetail (the full `--->` chain) and IsValid. A missing -Endpoint is the documented not-found error
+    (§9.2: "The migration endpoint '<name>' couldn't be found. …")."""
+    name = b.text("Endpoint")
+    if name is not None:
+        endpoint = state.endpoints.get(s.key(name))
+        if endpoint is None:
+            raise fail(
+                b.cmdlet,
+                "ManagementObjectNotFoundException",
+                f"The migration endpoint '{name}' couldn't be found. Reason: The migration endpoint "
+                f"'{name}' couldn't be found.",
+            )
+        server = endpoint.rpc_proxy_server or endpoint.exchange_server or endpoint.email_address or name
+        settings: dict[str, object] = {
+            "ExchangeServer": endpoint.exchange_server,
+            "RpcProxyServer": endpoint.rpc_proxy_server,
+            "Authentication": endpoint.authentication,
+        }
+    else:
+        if not b.switch("ExchangeOutlookAnywhere"):
+            raise fail(
+                b.cmdlet,
+                "ParameterBindingException",
+                "The simulator tests -Endpoint or -ExchangeOutlookAnywhere sources only.",
+            )
+        if b.values.get("Credentials") is None:
+            raise fail(b.cmdlet, "ParameterBindingException", "-Credentials is required.")
+        server = b.text("RPCProxyServer") or b.text("ExchangeServer") or b.text("EmailAddress") or ""
+        settings = {
+            "ExchangeServer": b.text("ExchangeServer"),
+            "RpcProxyServer": b.text("RPCProxyServer"),
+            "Authentication": b.text("Authentication") or "Basic",
+        }
+    failure = state.endpoint_check_failure
+    if failure is None:
+        return [
+            {
+                "Result": "Success",
+                "Message": "",
+                "ConnectionSettings": settings,
+                "SupportsCutover": False,
+                "ErrorDetail": "",
+                "IsValid": True,
+            }
+        ]
+    return [
+        {
+            "Result": "Failed",
+            "Message": CONNECTION_FAILED.format(server=server),
+            "ConnectionSettings": settings,
+            "SupportsCutover": False,
+            "ErrorDetail": failure or DEFAULT_FAILURE,
+            "IsValid": False,
+        }
+    ]

@@ -36,14 +36,19 @@ def get_recipient(state: s.SimState, b: Bound) -> list[dict[str, object]]:
         if not found:
             raise not_found(b.cmdlet, identity)
     size = result_size(b)
-    return [
-        {
-            "Identity": r.address.split("@")[0],
-            "PrimarySmtpAddress": r.address,
-            "RecipientTypeDetails": r.type.value,
-        }
-        for r in itertools.islice(found, size)
-    ]
+    return [_recipient_output(r) for r in itertools.islice(found, size)]
+
+
+def _recipient_output(r: s.Recipient) -> dict[str, object]:
+    """A recipient as Get-Recipient shows it: IsDirSynced and SKUAssigned are Get-Recipient properties (the
+    filter-properties reference; exchange-facts §6), MailUser before the migration, UserMailbox after."""
+    return {
+        "Identity": r.address.split("@")[0],
+        "PrimarySmtpAddress": r.address,
+        "RecipientTypeDetails": r.type.value,
+        "IsDirSynced": r.dir_synced,
+        "SKUAssigned": r.licensed,
+    }
 
 
 def _filtered(pool: Mapping[str, s.Recipient], b: Bound) -> Iterable[s.Recipient]:
@@ -59,11 +64,7 @@ def _filtered(pool: Mapping[str, s.Recipient], b: Bound) -> Iterable[s.Recipient
         predicate = opath.compile_filter(text)
     except opath.FilterError as error:
         raise fail(b.cmdlet, "ParserException", f"Invalid filter syntax: {error}") from None
-    return (
-        r
-        for r in pool.values()
-        if predicate({"PrimarySmtpAddress": r.address, "RecipientTypeDetails": r.type.value})
-    )
+    return (r for r in pool.values() if predicate(_recipient_output(r)))
 
 
 Handler = Callable[[s.SimState, Bound], list[dict[str, object]]]
@@ -109,6 +110,7 @@ CMDLETS: dict[str, tuple[tuple[str, ...], Handler]] = {
     "Remove-MigrationUser": (("Identity",), batches.remove_user),
     "Get-MigrationUserStatistics": (("Identity",), batches.get_user_statistics),
     "Get-Recipient": (("Identity", "RecipientTypeDetails", "Filter", "ResultSize"), get_recipient),
+    "Test-MigrationServerAvailability": (endpoints.TEST_PARAMETERS, endpoints.test_availability),
 }
 _BY_NAME = {name.lower(): name for name in CMDLETS}
 
@@ -173,8 +175,28 @@ class ExchangeSimulator:
 
     # Fixtures: the directory and the faults a test or `stagectl sim` sets up.
 
-    def add_recipient(self, address: str, kind: s.RecipientType = s.RecipientType.MAIL_USER) -> None:
-        self.state.recipients[s.key(address)] = s.Recipient(address=address.strip(), type=kind)
+    def add_recipient(
+        self,
+        address: str,
+        kind: s.RecipientType = s.RecipientType.MAIL_USER,
+        *,
+        dir_synced: bool = True,
+        licensed: bool = True,
+    ) -> None:
+        """A directory entry: a mail user directory sync made (exchange-facts §6) unless said otherwise —
+        `dir_synced=False` is a cloud-only one; `kind` UserMailbox a mailbox already."""
+        self.state.recipients[s.key(address)] = s.Recipient(
+            address=address.strip(), type=kind, dir_synced=dir_synced, licensed=licensed
+        )
+
+    def remove_recipient(self, address: str) -> None:
+        """The member is missing in Exchange Online (directory sync has not made him, or he was deleted)."""
+        self.state.recipients.pop(s.key(address), None)
+
+    def fail_endpoint_check(self, detail: str | None) -> None:
+        """Test-MigrationServerAvailability answers Result Failed with this ErrorDetail (exchange-facts
+        §9.2) until called with None."""
+        self.state.endpoint_check_failure = detail
 
     def recipient_type(self, address: str) -> s.RecipientType | None:
         recipient = self.state.recipients.get(s.key(address))

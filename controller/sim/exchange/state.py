@@ -109,6 +109,12 @@ class Model(BaseModel):
 class Recipient(Row):
     address: str
     type: RecipientType
+    # exchange-facts §6: a staged migration converts the mail user directory sync created (IsDirSynced true);
+    # a cloud-only one (created in Exchange Online) is not the on-premises mailbox's object.
+    dir_synced: bool = True
+    # SKUAssigned (§6: licences are assigned after migration, within 30 days). Assumption: a tenant licenses
+    # its synced users (group-based licensing), so True unless a test or `stagectl sim recipient` says not.
+    licensed: bool = True
 
 
 class Endpoint(Model):
@@ -352,6 +358,9 @@ class SimState(Model):
     throttles: dict[str, Throttle] = {}  # lower-cased cmdlet -> the next calls throttled
     latency_seconds: float = 0.0  # real time added to every call by SimRunner
     busy: Busy | None = None  # a share of all calls busied (see Busy), besides `throttles`
+    # Test-MigrationServerAvailability fails with this ErrorDetail (exchange-facts §9.2) until cleared; None:
+    # the source answers. `stagectl sim endpoint-check --fail DETAIL` / `--pass`.
+    endpoint_check_failure: str | None = None
     calls: dict[str, int] = {}
 
 

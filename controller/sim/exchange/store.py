@@ -147,10 +147,11 @@ class _Kept:
         for row in db.execute(f"{database.SELECT_USERS} WHERE generation > ? ORDER BY ord", since):
             users = state.batches[row[0]].users
             users.stored(row[1], None if users.pending else database.user_from_row(row))
-        for key, address, kind in db.execute(
-            "SELECT key, address, type FROM recipients WHERE generation > ? ORDER BY ord", since
+        for row in db.execute(
+            f"SELECT key, {database.RECIPIENT_COLUMNS} FROM recipients WHERE generation > ? ORDER BY ord",
+            since,
         ):
-            state.recipients.stored(key, database.recipient_from_row(address, kind))
+            state.recipients.stored(row[0], database.recipient_from_row(*row[1:]))
         database.forget_changes(state)
 
     def write(self, db: sqlite3.Connection, state: s.SimState) -> None:
