@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-from controller.model.actions import Action, DnsAction, ExchangeAction, Plan, render_value
+from controller.model.actions import Action, DnsAction, ExchangeAction, Plan, Readiness, render_value
 from controller.planner.changes import DesiredChanges
 
 # What could not be read ("exchange/batches", "dns/contoso.com") and why, beside the plan: the renderings
@@ -29,6 +29,7 @@ def plan_data(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> dict[str, object]:
         ],
         "notes": [{"object": n.object, "reason": n.reason} for n in plan.notes],
         "failures": [failure.as_data() for failure in plan.failures],
+        "readiness": [entry.as_data() for entry in plan.readiness],
         "memory": plan.memory.model_dump(mode="json"),
     }
 
@@ -92,6 +93,7 @@ def to_text(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
             if what:
                 lines.append(f"{' ' * len(head)}{'':<{width}}  why: {why}")
     lines += failures_text(plan)
+    lines += readiness_text(plan.readiness)
     if unknown:
         lines += ["", _UNKNOWN_VERDICT]
     elif not plan.actions:
@@ -151,6 +153,7 @@ def to_markdown(plan: Plan, unknown: Unknown = NO_UNKNOWN) -> str:
             out += [f"| {md(obj)} | {md(why)} |" for obj, why in rows]
             out.append("")
     out += failures_markdown(plan)
+    out += readiness_markdown(plan.readiness)
     out.append(f"<sub>checksum {md(plan.checksum)}</sub>")
     return "\n".join(out) + "\n"
 
@@ -199,6 +202,42 @@ def failures_markdown(plan: Plan) -> list[str]:
         f"{md(f.fix)} | {md(f.retry)}: {md(f.handling)} |"
         for f in plan.failures
     ]
+    out.append("")
+    return out
+
+
+# --- preflight and post-flight per batch (issue 16 items 3 and 4, contract §4) -------------------------
+
+READINESS_TITLE = "Preflight and post-flight (contract §4)"
+_MARK = {"pass": "ok", "fail": "FAIL", "unknown": "UNKNOWN", "warn": "warn", "skip": "-"}
+
+
+def readiness_text(readiness: Sequence[Readiness]) -> list[str]:
+    """Each batch's preflight or post-flight with its verdict, then one line a check and the members it
+    names. Lines for `to_text` and `stagectl status`."""
+    if not readiness:
+        return []
+    lines = ["", f"{READINESS_TITLE}:"]
+    for entry in readiness:
+        lines.append(f"   - batch/{entry.batch} {entry.phase}: {entry.verdict}")
+        for check in entry.checks:
+            lines.append(f"       [{_MARK.get(check.result, check.result)}] {check.name}: {check.detail}")
+            lines += [f"           {member}" for member in check.members]
+    return lines
+
+
+def readiness_markdown(readiness: Sequence[Readiness]) -> list[str]:
+    """The checks as a Markdown table, a row a check, every cell escaped (addresses are remote text)."""
+    if not readiness:
+        return []
+    out = [f"**{md(READINESS_TITLE)}**", "", "| batch | phase | check | result | detail | members |"]
+    out.append("|---|---|---|---|---|---|")
+    for entry in readiness:
+        for check in entry.checks:
+            out.append(
+                f"| {md(entry.batch)} | {md(entry.phase)} ({md(entry.verdict)}) | {md(check.name)} | "
+                f"{md(check.result)} | {md(check.detail)} | {md(', '.join(check.members))} |"
+            )
     out.append("")
     return out
 

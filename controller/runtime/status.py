@@ -104,6 +104,7 @@ def build(
         "waiting": [{"object": w.object, "reason": w.reason} for w in planned.waiting],
         "blocked": [{"object": b.object, "gate": b.gate, "reason": b.reason} for b in planned.blocked],
         "failures": failures(planned),
+        "readiness": [entry.as_data() for entry in planned.readiness],
         "drift": [
             {"object": a.object, "expected": a.desired, "observed": a.observed, "since": at(a.opened_at)}
             for a in store.open_alerts()
@@ -279,6 +280,21 @@ def failures_text(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def readiness_text(data: dict[str, Any]) -> list[str]:
+    """Each batch's preflight or post-flight of the last pass, a line a check that did not simply pass,
+    with the members it names (a status written before has none)."""
+    rows = data.get("readiness") or []
+    lines = ["", "preflight and post-flight (contract §4):"] if rows else []
+    for row in rows:
+        lines.append(f"  {row['phase']} {row['batch']}: {row['verdict']}")
+        for check in row["checks"]:
+            if check["result"] == "pass":
+                continue
+            lines.append(f"      {check['result']:<8}{check['check']}: {check['detail'][:200]}")
+            lines += [f"          {member}" for member in check["members"]]
+    return lines
+
+
 def write(state_dir: Path, data: dict[str, object]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".status.", suffix=".tmp")
@@ -322,6 +338,7 @@ def as_text(data: dict[str, Any]) -> str:
             lines.append(f"    failed {user['address']}: {user['error'][:120]}")
             lines.append(f"           fix: {user['fix']}")
     lines += failures_text(data)
+    lines += readiness_text(data)
     lines += ["", f"{'DNS record':<36}{'TTL':>7}  phase"]
     for record in data["dns"]:
         lines.append(
