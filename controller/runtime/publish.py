@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import redact
-from controller.model.snapshot import Snapshot, at
+from controller.model.snapshot import ObservedRecipient, Snapshot, at
 from controller.runtime.applier import ApplyReport
 from controller.runtime.config import ControllerConfig
 from controller.runtime.serving import Served
@@ -104,8 +104,11 @@ def with_recipients(snapshot: Snapshot, state_dir: Path) -> Snapshot:
     mailboxes = {a.lower() for a in exchange.mailboxes}
     read_now = {a.lower() for a in exchange.recipientsRead}
     seen = at(snapshot.observedAt)
+    details = {r.PrimarySmtpAddress.lower(): r for r in exchange.recipients or ()}
     for address in read_now:
         kept[address] = {"mailUser": address in mail_users, "mailbox": address in mailboxes, "at": seen}
+        if address in details:  # type, IsDirSynced, SKUAssigned: the preflight's (contract §4)
+            kept[address]["detail"] = details[address].model_dump(mode="json")
     oldest = at(snapshot.observedAt - RECIPIENTS_KEPT)
     kept = {a: fact for a, fact in kept.items() if str(fact.get("at", "")) >= oldest}
     if read_now:
@@ -120,10 +123,26 @@ def with_recipients(snapshot: Snapshot, state_dir: Path) -> Snapshot:
                     "recipientsRead": [*exchange.recipientsRead, *older],
                     "mailUsers": [*exchange.mailUsers, *(a for a in older if kept[a].get("mailUser"))],
                     "mailboxes": [*exchange.mailboxes, *(a for a in older if kept[a].get("mailbox"))],
+                    "recipients": None
+                    if exchange.recipients is None
+                    else [*exchange.recipients, *_details(kept, older)],
                 }
             )
         }
     )
+
+
+def _details(kept: dict[str, dict[str, object]], addresses: list[str]) -> list[ObservedRecipient]:
+    """The kept entries of these addresses (a lookup kept before entries were, or an odd one, has none)."""
+    found = []
+    for address in addresses:
+        detail = kept[address].get("detail")
+        if isinstance(detail, dict):
+            try:
+                found.append(ObservedRecipient.model_validate(detail))
+            except ValueError:
+                continue
+    return found
 
 
 def _kept_recipients(state_dir: Path) -> dict[str, dict[str, object]]:
