@@ -77,7 +77,7 @@ def test_the_example_migration_converges_over_psrp_and_bind() -> None:
     assert "set TTL autodiscover.contoso.com CNAME 3600 autodiscover.outlook.com." in out
     # Minimality in DNS: MX lowered, swapped, raised; the CNAME created, raised; SPF coexisting, final.
     assert "DNS updates: 7 (@/MX 3, @/TXT 2, autodiscover/CNAME 2)" in out
-    assert "hold batch/Batch3-Finance [mail-users]: 2 members are not mail users" in out
+    assert "hold batch/Batch3-Finance [preflight]: mail user: 2 of " in out
     # Every audit record names the commit's author; no secret reaches the output.
     assert (
         "Max Consultant <max@migration-partners.example>: Complete-MigrationBatch batch/Batch0-IT -> ok"

@@ -152,7 +152,7 @@ class Script:
         return address
 
     def _hold_back(self, sim: ExchangeSimulator) -> list[str]:
-        """Two Finance users whose mail users directory sync has not created yet: the mail-users gate."""
+        """Two Finance users whose mail users directory sync has not created yet: held by the preflight."""
         csv = (
             (self.repo / "desired" / "batches" / "batch3-finance.csv")
             .read_text()
