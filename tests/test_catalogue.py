@@ -186,3 +186,12 @@ def test_retry_rules() -> None:
     assert BY_ID["1.13"].retry is Retry.RETRY
     assert BY_ID["1.16"].retry is Retry.AUTO
     assert catalogue.UNKNOWN == "not in the catalogue"
+
+
+def test_a_long_error_text_is_matched_on_its_first_4kb_in_linear_time() -> None:
+    """A long run of word characters made the old type pattern backtrack for seconds (45 s at 100 KB); the
+    catalogue now reads a 1 MB ErrorSummary's first 4 KB, token by token."""
+    leading = "Error: MigrationPermanentException: x --> TooManyLargeItemsPermanentException: big"
+    found = catalogue.match(leading + " " + "a" * 1_000_000)
+    assert found is not None and found.id == "1.9"
+    assert catalogue.match("Error: " + "a" * 1_000_000 + " TooManyLargeItemsPermanentException") is None

@@ -284,7 +284,22 @@ BY_ID = {entry.id: entry for entry in CATALOGUE}
 _GENERIC = frozenset({"migrationpermanentexception", "migrationtransientexception", "localizedexception"})
 _BY_TYPE = {name.lower(): entry for entry in CATALOGUE for name in entry.exceptions}
 _LEADING_TYPE = re.compile(r"^\s*(?:Error:\s*)?([A-Za-z_][\w.]*?(?:Exception|Incomplete))\b")
-_ANY_TYPE = re.compile(r"[A-Za-z_][\w.]*(?:Exception|Incomplete)[A-Za-z]*")
+_TOKEN = re.compile(r"[A-Za-z_][\w.]*")  # linear: a long error text costs its length, not its square
+_ENDINGS = ("Exception", "Incomplete")
+MATCHED_CHARS = 4096  # an ErrorSummary is matched on its first 4 KB: the types and texts lead it
+
+
+def _type_tokens(text: str) -> list[str]:
+    """Each dotted name that ends, past its last `Exception` or `Incomplete`, in letters only."""
+    found: list[str] = []
+    for word in _TOKEN.findall(text):
+        at = max(word.rfind(ending) + len(ending) if ending in word else -1 for ending in _ENDINGS)
+        if at < 0:
+            continue
+        while at < len(word) and word[at].isascii() and word[at].isalpha():
+            at += 1
+        found.append(word[:at])
+    return found
 
 
 def _type_name(token: str) -> str:
@@ -301,6 +316,7 @@ def match(error_summary: str) -> Entry | None:
     """
     if not error_summary:
         return None
+    error_summary = error_summary[:MATCHED_CHARS]
     leading = _LEADING_TYPE.match(error_summary)
     if leading is not None:
         name = _type_name(leading.group(1))
@@ -311,7 +327,7 @@ def match(error_summary: str) -> Entry | None:
         if any(text.casefold() in folded for text in entry.texts):
             return entry
     generic: Entry | None = None
-    for token in _ANY_TYPE.findall(error_summary):
+    for token in _type_tokens(error_summary):
         name = _type_name(token)
         found = _BY_TYPE.get(name)
         if found is None:
