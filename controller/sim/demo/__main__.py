@@ -109,8 +109,10 @@ def report(config_path: Path) -> None:
 def count_calls(sim_state: Path) -> None:
     """What the migration cost in Exchange: each write is a distinct change; reads are one per kind a pass."""
     calls = SimStore(sim_state).load().state.calls
-    writes = {name: n for name, n in sorted(calls.items()) if not name.startswith("Get-")}
-    reads = sum(n for name, n in calls.items() if name.startswith("Get-"))
+    # Test-MigrationServerAvailability (the preflight's connection test) changes nothing: a read.
+    read_verbs = ("Get-", "Test-")
+    writes = {name: n for name, n in sorted(calls.items()) if not name.startswith(read_verbs)}
+    reads = sum(n for name, n in calls.items() if name.startswith(read_verbs))
     listed = ", ".join(f"{name} {n}" for name, n in writes.items())
     print(f"Exchange cmdlet calls: {sum(writes.values())} writes ({listed}); {reads} reads")
 
