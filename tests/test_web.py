@@ -91,10 +91,20 @@ def test_no_eta_from_one_sample_a_stall_or_a_changed_member_count() -> None:
         synced=4,
         failed=0,
         total=10,
-        samples=[_sample(0, 2), _sample(30, 4), _sample(40, 4), _sample(50, 4)],
+        samples=[_sample(0, 2), _sample(30, 4), _sample(40, 4), _sample(56, 4)],
     )
     assert (stalled.state, stalled.eta) == ("stalled", None)
-    assert "no user synced since 2026-11-25T16:00:00Z" in stalled.basis  # nothing in the last 24 h
+    assert "no user synced since 2026-11-25T16:00:00Z" in stalled.basis  # nothing in 26 h: a whole window
+    # Less than a window without a gain is a batch still measuring (a mailbox takes hours, a batch may queue
+    # behind the endpoint's concurrent migrations), not a stall; so is a batch that has synced no one yet.
+    for samples in ([_sample(0, 2), _sample(30, 4), _sample(50, 4)], [_sample(0, 0), _sample(0, 0)]):
+        slow = forecast.batch("W", status="Syncing", synced=4, failed=0, total=10, samples=samples)
+        assert (slow.state, slow.eta) == ("syncing", None) and slow.basis.startswith("measuring"), slow
+    # Two samples at the same time with a gain (one pass recorded twice) divide by no time: measuring.
+    same = [_sample(0, 2), _sample(0, 3)]
+    assert forecast.batch("W", status="Syncing", synced=3, failed=0, total=10, samples=same).eta is None
+    waiting = forecast.batch("W", status="Waiting", synced=0, failed=0, total=10, samples=[_sample(0, 0)] * 2)
+    assert (waiting.state, waiting.eta) == ("not started", None) and "waiting" in waiting.basis
     regrown = [_sample(0, 0, total=8), _sample(1, 4, total=8), _sample(2, 4)]  # members added at hour 2
     again = forecast.batch("W", status="Syncing", synced=4, failed=0, total=10, samples=regrown)
     assert (again.state, again.eta) == ("syncing", None)

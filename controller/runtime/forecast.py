@@ -108,6 +108,8 @@ def batch(
         return forecast(DONE, f"{status}: {synced}/{total} synced")
     if status == "absent" or parsed is BatchStatus.CREATED:
         return forecast(NOT_STARTED, "not started yet: no throughput to measure")
+    if parsed is BatchStatus.WAITING:  # its StartAfter time, or a free migration slot (exchange-facts §3)
+        return forecast(NOT_STARTED, "waiting for Exchange to begin it: no throughput to measure yet")
     if remaining == 0:
         return forecast(ATTENTION if failed else SYNCED, f"{synced}/{total} synced")
     if parsed in (BatchStatus.STOPPED, BatchStatus.STOPPING):
@@ -121,8 +123,13 @@ def batch(
     base = inside[0] if len(inside) >= 2 else run[-2]
     gained = newest.synced - base.synced
     hours = (newest.observed_at - base.observed_at).total_seconds() / 3600
-    if gained <= 0:
+    if gained <= 0 or hours <= 0:
         still = next(s for s in run if s.synced == newest.synced)
+        if newest.observed_at - still.observed_at < WINDOW:
+            # A mailbox takes hours, a batch may queue behind the endpoint's concurrent migrations: only a
+            # whole window without a user synced is a stall.
+            first = "the first users are being copied" if newest.synced == 0 else "no user synced"
+            return forecast(SYNCING, f"measuring: {first} since {at(still.observed_at)}")
         return forecast(STALLED, f"no user synced since {at(still.observed_at)}", per_hour=0.0)
     per_hour = gained / hours
     eta = newest.observed_at + timedelta(hours=remaining / per_hour)

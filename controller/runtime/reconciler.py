@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller import errors
 from controller.desired.models import DesiredState, DriftAction
 from controller.model.actions import Action, Blocked, Drift, Plan
 from controller.model.snapshot import Snapshot
@@ -76,10 +77,25 @@ class Reconciler:
         else:  # what was learnt still counts; the revision is applied only once a pass completes
             self.store.save_memory(report.memory)
         self._remember_acted(report)
-        status.write(self.state_dir, status.build(served, planned, report, snapshot, findings, self.store))
-        publish.after_pass(self.config, snapshot, served, report)  # for CI: pull-request plans
-        notes.after_pass(self.config, self.source, self.audit.path)  # what it did, on the commits
+        # What the pass tells people, after what it did is recorded: one of them failing is said and the
+        # others still run; it never turns a pass that acted into a failed one.
+        self._tell(
+            "status",
+            lambda: status.write(
+                self.state_dir, status.build(served, planned, report, snapshot, findings, self.store)
+            ),
+        )
+        self._tell("published snapshot", lambda: publish.after_pass(self.config, snapshot, served, report))
+        self._tell("git notes", lambda: notes.after_pass(self.config, self.source, self.audit.path))
         return PassResult(served, planned, report, findings)
+
+    def _tell(self, what: str, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except errors.StagectlError as error:
+            log.error("the %s of this pass was not written: %s", what, error)
+        except Exception as error:  # a bug of ours in a report must not undo a pass that acted
+            log.error("the %s of this pass was not written: %s: %s", what, type(error).__name__, error)
 
     @property
     def state_dir(self) -> Path:
