@@ -28,7 +28,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def test_the_panel_shows_the_step_the_action_in_flight_and_each_batch() -> None:
     console = Console(file=io.StringIO(), force_terminal=True, width=140, record=True)
-    shown = progress.LiveProgress(console)
+    shown = progress.LiveProgress(console, echo=True)
     batches = [
         ObservedBatch(Identity="Batch1-IT", Status="Syncing", TotalCount=20, SyncedCount=12, FailedCount=1),
         ObservedBatch(Identity="Batch0-<b>[red]x[/red]", Status="Completed", TotalCount=4, FinalizedCount=4),

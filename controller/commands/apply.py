@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             return _unknown_exit(unread)
         if not args.yes and not _confirmed(len(result.actions)):
             raise errors.Refused("nothing applied: pass --yes, or answer y at the prompt")
-        shown = progress.LiveProgress() if progress.wanted(args.no_progress) else None
+        shown = progress.LiveProgress(echo=True) if progress.wanted(args.no_progress) else None
         if shown is not None:
             stack.callback(shown.close)
             shown.observed(snapshot)

@@ -54,8 +54,10 @@ class PlainProgress(Unwatched):
 class LiveProgress:
     """The live panel; `show` prints finished lines above it."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, echo: bool = False) -> None:
+        """`echo`: print each action's result as it comes (apply); `run` prints them with its pass."""
         self.console = console or Console()
+        self.echo = echo
         self.step = "starting"
         self.revision = ""
         self.action = ""
@@ -92,8 +94,11 @@ class LiveProgress:
     def acted(self, outcome: Outcome) -> None:
         self.done += 1
         self.failed += 0 if outcome.ok else 1
-        mark = "ok  " if outcome.ok else "FAIL"
-        self.console.print(Text(f"  {mark} {outcome.action.object}  {render.describe(outcome.action)[:150]}"))
+        if self.echo:
+            mark = "ok  " if outcome.ok else "FAIL"
+            self.console.print(
+                Text(f"  {mark} {outcome.action.object}  {render.describe(outcome.action)[:150]}")
+            )
         self.action = ""
         self._refresh()
 
@@ -109,7 +114,7 @@ class LiveProgress:
         self._live.stop()
 
     def _refresh(self) -> None:
-        self._live.update(self._render())
+        self._live.update(self._render(), refresh=True)  # a quick pass still shows each step
 
     def _render(self) -> Group:
         head = Text.assemble(
@@ -119,7 +124,7 @@ class LiveProgress:
         if self.action:
             parts.append(Text(f"  sending {self.action}"))
         if self.total:
-            bar = ProgressBar(total=self.total, completed=self.done, width=30)
+            bar = _bar(self.total, self.done, 30)
             row = Table.grid(padding=(0, 1))
             row.add_row(
                 Text("  actions"),
@@ -145,10 +150,18 @@ def _batches(batches: list[ObservedBatch] | None) -> Table | Text:
         table.add_row(
             Text(batch.Identity[:40]),
             Text(batch.Status),
-            ProgressBar(total=total, completed=min(arrived, total), width=24),
+            _bar(total, min(arrived, total), 24),
             Text(f"{arrived}/{batch.TotalCount}"),
             Text(str(batch.FailedCount), style="red" if batch.FailedCount else ""),
         )
     if len(batches) > MAX_BATCHES:
         table.add_row(Text(f"(+{len(batches) - MAX_BATCHES} more)"), Text(""), Text(""), Text(""), Text(""))
     return table
+
+
+def _bar(total: int, done: int, width: int) -> ProgressBar:
+    """Green as it fills and when full: a 16-colour terminal draws rich's default finished bar in the grey
+    of an empty one."""
+    return ProgressBar(
+        total=total, completed=done, width=width, complete_style="green", finished_style="green"
+    )
