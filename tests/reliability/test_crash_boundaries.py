@@ -53,7 +53,7 @@ def _effects(root: Path) -> Effects:
     """Exchange's write calls per cmdlet, the DNS UPDATEs applied (per object, in order) and the memory
     the controller kept (the TTLs before lowering, the cutover time, the completions refused …)."""
     calls = SimStore(root / "exchange.sqlite").load().state.calls
-    writes = Counter({name: n for name, n in calls.items() if not name.startswith("Get-")})
+    writes = Counter({name: n for name, n in calls.items() if not name.startswith(("Get-", "Test-"))})
     store = Store.open(root / "state")
     try:
         memory = store.load_memory()

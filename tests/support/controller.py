@@ -227,9 +227,10 @@ class Workspace:
             yield simulator
 
     def writes(self) -> Counter[str]:
-        """Calls per cmdlet that change the tenant (every cmdlet but the Get- ones)."""
+        """Calls per cmdlet that change the tenant (every cmdlet but the reads: Get-*, and Test-* such as
+        Test-MigrationServerAvailability, which only checks the endpoint)."""
         calls = self.exchange().state.calls
-        return Counter({name: count for name, count in calls.items() if not name.startswith("Get-")})
+        return Counter({name: n for name, n in calls.items() if not name.startswith(("Get-", "Test-"))})
 
     def dns(self) -> DnsSimBackend:
         return DnsSimBackend(self.dns_path)
