@@ -23,6 +23,8 @@ COMMANDS = (
     "run",
     "status",
     "serve",
+    "init",
+    "lint",
 )
 
 
