@@ -336,3 +336,13 @@ def test_run_serves_the_page_of_the_running_controller(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_status_file_that_is_not_one_is_said_not_a_server_error(tmp_path: Path) -> None:
+    for body in ("{not json", "[1, 2]"):
+        (tmp_path / status.STATUS_FILE).write_text(body, encoding="utf-8")
+        client = TestClient(app.create(tmp_path))
+        page_answer, json_answer = client.get("/"), client.get("/api/status.json")
+        assert (page_answer.status_code, json_answer.status_code) == (503, 503)
+        assert "the next pass of the controller writes it again" in page_answer.text
+        assert "the next pass" in json_answer.json()["error"]

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller import errors
 from controller.model import catalogue
 from controller.model.actions import Plan
 from controller.model.snapshot import Snapshot, at
@@ -304,11 +305,22 @@ def write(state_dir: Path, data: dict[str, object]) -> None:
 
 
 def read(state_dir: Path) -> dict[str, object] | None:
+    """The last pass's status; None when there is none yet. A file that is not a status (cut short by a
+    full disk, edited by hand) is one clear error, never a traceback or a page error."""
+    path = state_dir / STATUS_FILE
     try:
-        data: dict[str, object] = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    return data  # an object, as `write` wrote it
+    except (OSError, ValueError) as error:
+        raise errors.ExternalFailure(
+            f"{path} cannot be read ({error}); the next pass of the controller writes it again"
+        ) from None
+    if not isinstance(data, dict):
+        raise errors.ExternalFailure(
+            f"{path} is not a status; the next pass of the controller writes it again"
+        )
+    return data
 
 
 def as_text(data: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ everything a batch name, an address or an Exchange error could smuggle in.
 from __future__ import annotations
 
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from controller import errors
 from controller.web import page
 
 REFRESH_SECONDS = 30
@@ -51,11 +53,18 @@ def create(
         return page.load(state_dir, commit_url=commit_url)
 
     async def html(request: Request) -> Response:
-        body = template.render(page=data(), refresh=refresh, origin=origin)
+        try:
+            found = data()
+        except errors.ExternalFailure as error:  # a status file that is not one: said, not a 500
+            return HTMLResponse(f"<p>{escape(str(error))}</p>", status_code=503, headers=_HEADERS)
+        body = template.render(page=found, refresh=refresh, origin=origin)
         return HTMLResponse(body, headers=_HEADERS)
 
     async def json(request: Request) -> Response:
-        found = data()
+        try:
+            found = data()
+        except errors.ExternalFailure as error:
+            return JSONResponse({"error": str(error)}, status_code=503, headers=_HEADERS)
         if found is None:
             return JSONResponse(
                 {"error": "no status yet: no pass has run"}, status_code=503, headers=_HEADERS
