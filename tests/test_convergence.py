@@ -4,7 +4,7 @@ point without ever sending a cmdlet twice for one effect or a cmdlet Exchange re
 **Converged** means the plan made from a fresh observation has no actions, nothing waiting (no batch in
 flight, no sync under way) and nothing blocked by a gate that time alone lifts (`ttl-lead`, or
 `remove-after-cutover` once the cutover has happened). What may remain is blocked or noted on what only a
-person can change: a `planned` batch, members that are not mail users (`mail-users`), a cutover held by
+person can change: a `planned` batch, members that are not mail users (the `preflight`), a cutover held by
 `batches-completed` because of those, `remove-after-cutover` when no cutover will ever happen. The test
 then checks that this is a true fixed point: a week later the plan still has no actions and the same
 waits and blocks, and planning the same snapshot again with the plan's own memory changes nothing.
@@ -463,9 +463,9 @@ def expected_statuses(
     first: BatchState, final: BatchState, *, ready: bool, failing: bool, cutover: bool
 ) -> set[BatchStatus | None]:
     """The Status a batch may show at convergence; None: it does not exist in Exchange."""
-    created = first in (C, X)  # New-MigrationBatch without -AutoStart, whatever the members
-    if not ready:  # the mail-users gate: never started, created only where no start was asked
-        return {BatchStatus.CREATED if created or final in (C, X) else None}
+    created = first in (C, X)  # New-MigrationBatch without -AutoStart
+    if not ready:  # the preflight (contract §4) holds creation as well as the start: never created
+        return {None}
     if final is P:
         return {None}
     if final is C or (final is X and created):
