@@ -10,6 +10,8 @@ import pytest
 
 from controller import errors
 from controller.commands import sim as sim_command
+from controller.exchange import errors as errors_module
+from controller.exchange.client import address_filter
 from controller.secrets import Credential
 from controller.sim.exchange.store import SimRunner, SimStore
 
@@ -81,3 +83,54 @@ def test_init_advance_fail_stop_show(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_missing_state_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidInput, match="sim init"):
         stagectl_sim("show", "--state", str(tmp_path / "none.sqlite"))
+
+
+def test_recipient_and_endpoint_check_set_the_preflight_cases(tmp_path: Path) -> None:
+    """`sim recipient` makes a member cloud-only, unlicensed, another type or missing; `sim endpoint-check`
+    makes Test-MigrationServerAvailability answer Result Failed with an ErrorDetail (exchange-facts §9.0,
+    §9.2: it does not throw), then Success again."""
+    state = tmp_path / "exchange.sqlite"
+    assert stagectl_sim("init", "--state", str(state)) == 0
+    assert stagectl_sim("recipient", "--state", str(state), "ann@contoso.com", "--cloud-only") == 0
+    assert stagectl_sim("recipient", "--state", str(state), "bob@contoso.com", "--unlicensed") == 0
+    assert stagectl_sim("recipient", "--state", str(state), "cy@contoso.com", "--type", "MailContact") == 0
+    assert stagectl_sim("recipient", "--state", str(state), "dee@contoso.com") == 0
+    assert stagectl_sim("recipient", "--state", str(state), "dee@contoso.com", "--missing") == 0
+    runner = SimRunner(state)
+    rows = runner.run(
+        "Get-Recipient",
+        {
+            "Filter": address_filter(
+                ["ann@contoso.com", "bob@contoso.com", "cy@contoso.com", "dee@contoso.com"]
+            )
+        },
+        ["PrimarySmtpAddress", "RecipientTypeDetails", "IsDirSynced", "SKUAssigned"],
+    )
+    found = {
+        r["PrimarySmtpAddress"]: (r["RecipientTypeDetails"], r["IsDirSynced"], r["SKUAssigned"]) for r in rows
+    }
+    assert found == {
+        "ann@contoso.com": ("MailUser", False, True),
+        "bob@contoso.com": ("MailUser", True, False),
+        "cy@contoso.com": ("MailContact", True, True),
+    }
+    runner.run(
+        "New-MigrationEndpoint",
+        {
+            "ExchangeOutlookAnywhere": True,
+            "Name": "EP",
+            "Credentials": Credential("u", "p"),
+            "ExchangeServer": "mail.contoso.com",
+            "RpcProxyServer": "mail.contoso.com",
+        },
+    )
+    assert stagectl_sim("endpoint-check", "--state", str(state), "--fail", "") == 0
+    [failed] = runner.run("Test-MigrationServerAvailability", {"Endpoint": "EP"})
+    assert failed["Result"] == "Failed" and failed["IsValid"] is False
+    assert failed["Message"] == "The connection to the server 'mail.contoso.com' could not be completed."
+    assert "---> Microsoft.Exchange.Rpc.ServerUnavailableException" in str(failed["ErrorDetail"])
+    assert stagectl_sim("endpoint-check", "--state", str(state), "--pass") == 0
+    [passed] = runner.run("Test-MigrationServerAvailability", {"Endpoint": "EP"})
+    assert passed["Result"] == "Success" and passed["ErrorDetail"] == ""
+    with pytest.raises(errors_module.CmdletError):
+        runner.run("Test-MigrationServerAvailability", {"Endpoint": "Nope"})
