@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     warnings, count = lint.check(declared, owned, max_batch_gb=args.max_batch_gb, pilot=args.pilot_department)
     for line in [*owned.warnings, *warnings]:
         print(line)
-    print(f"lint: {count} warning{'' if count == 1 else 's'} about the batches (warnings never block)")
+    print(f"lint: {count:,} warning{'' if count == 1 else 's'} about the batches (warnings never block)")
     return 0
