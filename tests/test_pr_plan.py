@@ -351,3 +351,70 @@ def test_the_published_snapshot_holds_no_secret_and_reads_as_a_snapshot(pull_req
     assert snapshot.exchange.endpoints and snapshot.exchange.endpoints[0].Identity == "StagedEndpoint"
     # the pilot's members were looked up when it was found ready: the snapshot carries them for CI
     assert {m.lower() for m in PILOT_MEMBERS} <= {a.lower() for a in snapshot.exchange.mailUsers or []}
+
+
+# --- a head that is behind its base: what the pull request changes, and what merging it would do ----------
+
+
+def behind_workspace(root: Path) -> tuple[Workspace, Path, str]:
+    """A branch cut from main, then main starts the pilot and the controller applies it: the branch adds a
+    TXT record and knows nothing of the pilot. Returns the workspace, the published snapshot and main's
+    commit before the pilot (where the branch was cut)."""
+    published = root / "www" / "snapshot.json"
+    ws = make_workspace(root, publish={"snapshot": str(published)})
+    cut = ws.repo.head()
+    ws.repo.git("checkout", "--quiet", "-b", "stale")
+    ws.commit(desired_files() | {"desired/dns/contoso.com.yaml": zone(TXT_BEFORE)}, message="A TXT record")
+    ws.repo.git("checkout", "--quiet", "main")
+    ws.commit_desired(pilot="started", message="Start the pilot")
+    while ws.run_pass().plan.actions:  # until the published snapshot holds the started pilot
+        pass
+    with ws.tenant() as tenant:
+        assert tenant.batch_status(PILOT) is not None
+    return ws, published, cut
+
+
+def pr_plan(ws: Workspace, published: Path, head: str, fmt: str = "markdown") -> str:
+    result = ws.stagectl(
+        "plan", "--repo", str(ws.repo.path), "--base", "main", "--head", head,
+        "--observed", str(published), "--format", fmt,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_branch_behind_its_base_lists_its_own_changes_and_plans_the_merge(tmp_path: Path) -> None:
+    ws, published, cut = behind_workspace(tmp_path)
+    text = pr_plan(ws, published, "stale")
+    main = ws.repo.git("rev-parse", "main").strip()
+    stale = ws.repo.git("rev-parse", "stale").strip()
+
+    blocks = [t for t in parse(text) if t.type == "inline"]
+    assert blocks[0].content == f"stagectl: merging `{stale[:12]}` into `{main[:12]}`"
+    notice = blocks[1].content.strip("*")
+    assert notice.startswith(f"The head {stale[:12]} does not contain 1 commit of the base {main[:12]}: ")
+    assert "the plan below is of merging it" in notice and "no apply line" in notice
+    assert f"since the merge base `{cut[:12]}`" in text
+    shown = tables(text)
+    # Only what the branch changes: not the pilot the base started after it was cut.
+    assert shown[0][1:] == [["dns/contoso.com/notes/TXT", "added", f"ttl 3600; values [{TXT_BEFORE}]"]]
+    assert [row[1] for row in shown[1][1:]] == ["dns/contoso.com/notes/TXT"], "merging keeps the pilot"
+    assert not any(span.startswith("stagectl apply") for span in code_spans(text))
+
+    data = json.loads(pr_plan(ws, published, "stale", "json"))
+    assert data["pullRequest"]["planned"] == "merge result" and data["pullRequest"]["behind"] == 1
+    assert data["desiredChanges"]["base"] == cut and data["desiredChanges"]["head"] == stale
+
+
+def test_a_branch_behind_that_conflicts_is_planned_as_it_is_and_says_so(tmp_path: Path) -> None:
+    ws, published, _ = behind_workspace(tmp_path)
+    ws.repo.git("checkout", "--quiet", "stale")
+    conflicting = ws.commit(desired_files(pilot="created"), message="Create the pilot")
+    ws.repo.git("checkout", "--quiet", "main")
+    text = pr_plan(ws, published, "stale")
+    notice = [t for t in parse(text) if t.type == "inline"][1].content.strip("*")
+    assert "without conflicts (desired/batches/pilot.yaml)" in notice
+    assert "the plan shown is for the head as it is" in notice and "rebase or merge the base" in notice
+    assert tables(text)[0][1][:2] == ["batch/Pilot", "changed"]
+    assert tables(text)[0][1][2].startswith("state planned -> created")
+    assert code_spans(text)[-1].startswith(f"stagectl apply --rev {conflicting} --checksum sha256:")

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     review = _pull_request(args) if args.base is not None or args.head is not None else None
-    desired = review.head if review is not None else common.load_desired(args)
+    desired = review.planned if review is not None else common.load_desired(args)
     if args.observed is not None:
         snapshot = _read_snapshot(args.observed)
         now = args.now or snapshot.observedAt
@@ -89,14 +89,31 @@ def _read_snapshot(path: Path) -> Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Review:
-    base: DesiredState
-    head: DesiredState
+    base: DesiredState  # what the pull request's changes are listed against: the merge base
+    head: DesiredState  # the pull request's head, as committed
+    planned: DesiredState  # what is planned: the head, or the merge result when the head is behind
     observed_for: DesiredState | None  # the revision the published snapshot was observed for, if known
+    target: str  # the base revision the pull request merges into (its tip)
+    notice: str = ""  # one sentence when the head does not contain the base
+    behind: int = 0  # commits of the base the head does not contain
+    merged: bool = False  # `planned` is the merge result (no commit: no apply line)
+
+    def as_data(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "mergeBase": self.base.revision,
+            "behind": self.behind,
+            "planned": "merge result" if self.merged else "head",
+            "notice": self.notice or None,
+        }
 
 
 def _pull_request(args: argparse.Namespace) -> Review:
-    """Both revisions from one repository: the head is planned, the base is what it is compared with. The
-    revision a published snapshot was observed for is loaded too, to name what the snapshot never read."""
+    """Both revisions from one repository. What the pull request changes is the head against the merge
+    base (the base as the branch left it: what the base gained since is not the pull request's). The head
+    is planned when it contains the base; when it is behind, the merge result git computes without a
+    conflict (`git merge-tree`), else the head as it is, and a sentence says which. The revision a
+    published snapshot was observed for is loaded too, to name what the snapshot never read."""
     if not args.repo:
         raise errors.InvalidInput("--base and --head read two revisions of a repository: give --repo PATH")
     if args.base is None:
@@ -104,22 +121,73 @@ def _pull_request(args: argparse.Namespace) -> Review:
     served = _published(args.observed).get("revision") if args.observed is not None else None
     with tempfile.TemporaryDirectory(prefix="stagectl-") as workdir:
         source = GitSource(args.repo, desired_dir=args.desired_dir, workdir=Path(workdir))
-        head = _load(source, args.repo, args.desired_dir, source.resolve(args.head or args.rev))
-        base_sha = source.resolve(args.base)
-        try:
-            base = _load(source, args.repo, args.desired_dir, base_sha)
-        except errors.InvalidInput as error:
-            raise errors.InvalidInput(
-                f"the base revision {base_sha[:12]} is invalid, so no change can be listed against it: "
-                + "; ".join(error.problems[:3])
-            ) from None
-        observed_for = base if served in (None, base_sha) else _try_load(source, args, str(served))
-    return Review(base, head, observed_for)
+        head_sha = source.resolve(args.head or args.rev)
+        head = _load(source, args.repo, args.desired_dir, head_sha)
+        target = source.resolve(args.base)
+        fork = source.merge_base(target, head_sha) or target
+        base = _load_base(source, args, target)
+        since = base if fork == target else _load_base(source, args, fork)
+        observed_for = base if served in (None, target) else _try_load(source, args, str(served))
+        if source.contains(target, head_sha):
+            return Review(since, head, head, observed_for, target)
+        behind = source.count_missing(target, head_sha)
+        merged, why = _merge_result(source, args, target, head_sha)
+        notice = _notice(target, head_sha, behind, merged, why)
+    if merged is not None:
+        return Review(since, head, merged, observed_for, target, notice, behind, merged=True)
+    return Review(since, head, head, observed_for, target, notice, behind)
 
 
 def _load(source: GitSource, repo: str, desired_dir: str, sha: str) -> DesiredState:
     files = source.read_tree(sha)
     return loader.load_files(files, root=f"{repo}@{sha[:12]}/{desired_dir}", revision=sha)
+
+
+def _load_base(source: GitSource, args: argparse.Namespace, sha: str) -> DesiredState:
+    try:
+        return _load(source, args.repo, args.desired_dir, sha)
+    except errors.InvalidInput as error:
+        raise errors.InvalidInput(
+            f"the base revision {sha[:12]} is invalid, so no change can be listed against it: "
+            + "; ".join(error.problems[:3])
+        ) from None
+
+
+def _merge_result(
+    source: GitSource, args: argparse.Namespace, target: str, head: str
+) -> tuple[DesiredState | None, str]:
+    """The desired state of merging `head` into `target`, or None and why not (one clause)."""
+    tree, conflicts = source.merge_tree(target, head)
+    if tree is None:
+        if conflicts:
+            shown = ", ".join(conflicts[:3]) + (
+                f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+            )
+            return None, f"git cannot merge it without conflicts ({shown})"
+        return None, "this git cannot compute the merge (git merge-tree --write-tree needs git 2.38 or later)"
+    files = source.read_tree(tree, tree=True)
+    root = f"{args.repo}@merge of {head[:12]} into {target[:12]}/{args.desired_dir}"
+    try:
+        # The tree's id is the revision: the checksum is of this tree, and no commit has it.
+        return loader.load_files(files, root=root, revision=tree), ""
+    except errors.InvalidInput as error:
+        return None, "the merge result would not be valid (" + "; ".join(error.problems[:2]) + ")"
+
+
+def _notice(target: str, head: str, behind: int, merged: DesiredState | None, why: str) -> str:
+    """The sentence at the top of the comment of a head that does not contain the base."""
+    commits = f"{behind} commit" + ("" if behind == 1 else "s")
+    lead = f"The head {head[:12]} does not contain {commits} of the base {target[:12]}"
+    if merged is not None:
+        return (
+            f"{lead}: the plan below is of merging it as git would (merge tree {merged.revision[:12]}), "
+            "which is not a commit yet, so no apply line is given; rebase or merge the base into the branch "
+            "for a plan of a commit, or let the controller apply the merge commit."
+        )
+    return (
+        f"{lead} and {why}: the plan shown is for the head as it is, not the merge; rebase or merge the "
+        "base into the branch to see the plan of the merge."
+    )
 
 
 def _try_load(source: GitSource, args: argparse.Namespace, revision: str) -> DesiredState | None:
@@ -147,11 +215,23 @@ def _render_review(
     found = changes.diff(review.base, review.head)
     context = _context(args, review, snapshot)
     if args.format == "json":
-        data = render.plan_data(result, unread) | {"desiredChanges": found.as_data(), "context": context}
+        data = render.plan_data(result, unread) | {
+            "desiredChanges": found.as_data(),
+            "context": context,
+            "pullRequest": review.as_data(),
+        }
         return json.dumps(data, indent=2, default=str) + "\n"
     if args.format == "markdown":
-        return render.to_pr_markdown(result, unread, found, context)
-    return render.to_pr_text(result, unread, found, context)
+        return render.to_pr_markdown(
+            result,
+            unread,
+            found,
+            context,
+            target=review.target,
+            notice=review.notice,
+            applicable=not review.merged,
+        )
+    return render.to_pr_text(result, unread, found, context, notice=review.notice)
 
 
 def _context(args: argparse.Namespace, review: Review, snapshot: Snapshot) -> str:
@@ -178,7 +258,7 @@ def _context(args: argparse.Namespace, review: Review, snapshot: Snapshot) -> st
     else:
         unread = sorted(
             f"dns/{r.key}"
-            for r in review.head.records
+            for r in review.planned.records
             if r.key.lower() not in {o.key.lower() for o in review.observed_for.records}
             and snapshot.dns.get(r.zone) is not None
         )

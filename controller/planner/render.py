@@ -252,9 +252,12 @@ def changes_lines(changes: DesiredChanges) -> list[str]:
     return [f"{c.kind:<8} {c.object}: {'; '.join(c.details)}".rstrip(": ") for c in changes.changes]
 
 
-def to_pr_text(plan: Plan, unknown: Unknown, changes: DesiredChanges, context: str) -> str:
+def to_pr_text(
+    plan: Plan, unknown: Unknown, changes: DesiredChanges, context: str, *, notice: str = ""
+) -> str:
     """`plan --base --head --format text`: the desired-state changes, the context, then the plan."""
     head = [
+        *([notice, ""] if notice else []),
         f"Desired-state changes {_short(changes.base)} -> {_short(changes.head)}:",
         *(f"  {line}" for line in changes_lines(changes)),
         "",
@@ -264,28 +267,46 @@ def to_pr_text(plan: Plan, unknown: Unknown, changes: DesiredChanges, context: s
     return "\n".join(_plain(line) for line in head) + "\n" + to_text(plan, unknown)
 
 
-def to_pr_markdown(plan: Plan, unknown: Unknown, changes: DesiredChanges, context: str) -> str:
-    """`plan --base --head --format markdown`, the pull-request comment: what the head asks (per object),
-    against which snapshot it was planned (`context`, one sentence), what merging would do (the plan, as
-    `to_markdown` renders it) and the command that applies exactly that plan."""
-    out = [
-        f"## stagectl: merging {_code(changes.head)} into {_code(changes.base)}",
-        "",
-        "#### Desired-state changes",
-        "",
-    ]
+def to_pr_markdown(
+    plan: Plan,
+    unknown: Unknown,
+    changes: DesiredChanges,
+    context: str,
+    *,
+    target: str = "",
+    notice: str = "",
+    applicable: bool = True,
+) -> str:
+    """`plan --base --head --format markdown`, the pull-request comment: what the head asks (per object,
+    against the merge base), against which snapshot it was planned (`context`, one sentence), what merging
+    would do (the plan, as `to_markdown` renders it) and the command that applies exactly that plan.
+    `target` is the base the pull request merges into (default: the base of `changes`); `notice`, one
+    sentence at the top, says when the head does not contain it; `applicable` false (a merge result, no
+    commit) leaves the apply line out."""
+    into = target or changes.base
+    out = [f"## stagectl: merging {_code(changes.head)} into {_code(into)}", ""]
+    if notice:
+        out += [f"**{md(notice)}**", ""]
+    since = f" (since the merge base {_code(changes.base)})" if changes.base != into else ""
+    out += [f"#### Desired-state changes{since}", ""]
     if changes.changes:
         out += ["| object | change | details |", "|---|---|---|"]
         out += [f"| {md(c.object)} | {md(c.kind)} | {md('; '.join(c.details))} |" for c in changes.changes]
     else:
         out.append(md(changes_lines(changes)[0]))
     out += ["", f"_{md(context)}_", "", to_markdown(plan, unknown).rstrip("\n"), ""]
-    if plan.revision and _HEX.match(plan.revision) and _HEX.match(plan.checksum.removeprefix("sha256:")):
+    if (
+        applicable
+        and plan.revision
+        and _HEX.match(plan.revision)
+        and _HEX.match(plan.checksum.removeprefix("sha256:"))
+    ):
         # Hex only, so a code span is safe: copy it to apply exactly the plan reviewed here.
         out += [
             "Applies exactly this plan at this revision, with `--repo` and the controller's `--config` "
             "added (a merge commit is a new revision with its own checksum; `stagectl apply` refuses any "
-            "other plan and names what changed):",
+            "other plan and names what changed). It shows the plan it made and asks before applying; add "
+            "`--yes` where no one can answer:",
             "",
             f"`stagectl apply --rev {plan.revision} --checksum {plan.checksum}`",
             "",

@@ -137,6 +137,35 @@ class GitSource:
             raise errors.ExternalFailure(f"git repository {self.name} has no commit {rev!r}")
         return sha
 
+    def contains(self, ancestor: str, descendant: str) -> bool:
+        """Whether `descendant` has `ancestor` in its history (a branch that contains its base)."""
+        result = self._run(["merge-base", "--is-ancestor", ancestor, descendant])
+        if result.returncode not in (0, 1):
+            raise errors.ExternalFailure(f"git merge-base on {self.name} failed: {_excerpt(result.stderr)}")
+        return result.returncode == 0
+
+    def merge_base(self, one: str, other: str) -> str | None:
+        """The best common ancestor of two commits (None: unrelated histories)."""
+        result = self._run(["merge-base", one, other])
+        sha = result.stdout.decode().strip()
+        return sha if result.returncode == 0 and _SHA.match(sha) else None
+
+    def count_missing(self, base: str, head: str) -> int:
+        """How many commits of `base` `head` does not contain."""
+        return int(self._git(["rev-list", "--count", f"{head}..{base}"]).decode().strip() or 0)
+
+    def merge_tree(self, base: str, head: str) -> tuple[str | None, list[str]]:
+        """The tree git would make merging `head` into `base` (`git merge-tree --write-tree`, git 2.38+),
+        written to the object database and referenced by nothing; (None, conflicted paths) when the merge
+        conflicts, (None, []) when this git cannot compute it."""
+        result = self._run(["merge-tree", "--write-tree", "--name-only", "--no-messages", base, head])
+        lines = result.stdout.decode("utf-8", errors="replace").splitlines()
+        if result.returncode == 0 and lines and _SHA.match(lines[0]):
+            return lines[0], []
+        if result.returncode == 1 and lines and _SHA.match(lines[0]):
+            return None, [printable(path) for path in lines[1:] if path]
+        return None, []
+
     def commit(self, rev: str) -> CommitInfo:
         sha = self.resolve(rev)
         out = self._git(
@@ -155,12 +184,13 @@ class GitSource:
 
     # --- the desired tree ------------------------------------------------------------------------
 
-    def read_tree(self, rev: str) -> dict[str, bytes]:
-        """The files under the desired directory at `rev`, keyed by path relative to it.
+    def read_tree(self, rev: str, *, tree: bool = False) -> dict[str, bytes]:
+        """The files under the desired directory at `rev` (with `tree`, a tree's object id, such as a
+        merge result), keyed by path relative to it.
 
         An absent directory gives an empty mapping (read, and nothing there); the loader reports it.
         """
-        sha = self.resolve(rev)
+        sha = self._tree(rev) if tree else self.resolve(rev)
         prefix = f"{self.desired_dir}/" if self.desired_dir else ""
         listing = self._git(
             ["ls-tree", "-r", "-z", "-l", "--full-tree", sha, "--", *([prefix] if prefix else [])]
@@ -200,6 +230,13 @@ class GitSource:
             self._check_directory(sha)
         contents = self._cat_blobs([object_id for _, object_id in blobs])
         return {name: contents[object_id] for name, object_id in blobs}
+
+    def _tree(self, object_id: str) -> str:
+        result = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{object_id}^{{tree}}"])
+        sha = result.stdout.decode().strip()
+        if result.returncode != 0 or not _SHA.match(sha):
+            raise errors.ExternalFailure(f"git repository {self.name} has no tree {object_id!r}")
+        return sha
 
     def _check_directory(self, sha: str) -> None:
         """Nothing under the desired directory: refuse it when that path is a file, not a directory."""
