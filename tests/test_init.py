@@ -428,3 +428,15 @@ def test_unreachable_dns_is_a_zone_to_fill_in_and_a_warning_within_seconds(
     zone = (tmp_path / "repo" / "desired" / "dns" / "contoso.com.yaml").read_text()
     assert "fill in the records contoso.com serves today" in comments(zone)
     assert loader.load_directory(tmp_path / "repo" / "desired").records == ()
+
+
+def test_a_resolver_by_name_and_a_bad_pilot_pattern_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory_csv = small_inventory(tmp_path)
+    assert init(inventory_csv, None, tmp_path / "repo", "--dns-server", "dns.example.net") == 1
+    assert "give the resolver's address" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        init(inventory_csv, None, tmp_path / "repo", "--pilot-department", "(IT")
+    assert exited.value.code == 2
+    assert "is not a regular expression" in capsys.readouterr().err

@@ -4,6 +4,8 @@ a migration repository from an on-premises inventory (batches planned by `contro
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 import sys
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--dns-server",
-        metavar="HOST[:PORT]",
+        metavar="ADDRESS[:PORT]",
         help="the resolver to read today's records through (default: the system's first name server)",
     )
     parser.add_argument("--no-dns", action="store_true", help="do not read DNS: write a DnsZone to fill in")
@@ -59,6 +61,7 @@ def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pilot-department",
+        type=_pattern,
         default=grouping.PILOT_DEPARTMENT,
         metavar="REGEX",
         help="departments of the IT pilot (default: %(default)s)",
@@ -73,6 +76,14 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of GB")
     return value
+
+
+def _pattern(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression: {error}") from None
+    return text
 
 
 def read_file(path: Path) -> tuple[str, bytes]:
@@ -131,9 +142,11 @@ def _read_dns(domain: str, args: argparse.Namespace) -> scaffold.Dns:
         return scaffold.Dns(None, "no resolver", why="--no-dns")
     try:
         resolver = Server.parse(args.dns_server) if args.dns_server else current.system_resolver()
+        if resolver is not None:
+            ipaddress.ip_address(resolver.host)  # a name would be looked up first, outside the time bound
     except ValueError:
         raise errors.InvalidInput(
-            f"--dns-server {printable(args.dns_server)}: not HOST or HOST:PORT"
+            f"--dns-server {printable(args.dns_server)}: give the resolver's address, ADDRESS or ADDRESS:PORT"
         ) from None
     if resolver is None:
         return scaffold.Dns(None, "no resolver", why="no name server in the system's resolver configuration")
