@@ -174,9 +174,13 @@ def _report(
     for note in plan.notes:
         print(f"warning: {note}", file=sys.stderr)
     members = sum(len(batch.members) for batch in plan.batches)
-    print(f"{len(plan.batches)} batches for {members:,} mailboxes and {len(found.grants):,} grants:")
+    print(
+        f"{inventory.counted(len(plan.batches), 'batch')} for {inventory.counted(members, 'mailbox')} and "
+        f"{inventory.counted(len(found.grants), 'grant')}:"
+    )
     for batch in plan.batches:
-        print(f"  {batch.name:<36} {len(batch.members):>6,} members {inventory.gigabytes(batch.size):>12}")
+        count = inventory.counted(len(batch.members), "member")
+        print(f"  {batch.name:<36} {count:>14} {inventory.gigabytes(batch.size):>12}")
         for sentence in batch.why:
             print(f"      {sentence}")
     print(f"grants crossing batches: {len(plan.crossings):,}", end="")

@@ -23,7 +23,7 @@ from enum import StrEnum
 from controller.desired import models
 from controller.desired.shown import printable
 from controller.readiness import graph as graphs
-from controller.readiness.inventory import GB, Grant, Inventory, Kind, Mailbox, gigabytes
+from controller.readiness.inventory import GB, Grant, Inventory, Kind, Mailbox, counted, gigabytes
 
 DEFAULT_MAX_BATCH_GB = 500.0  # a choice, not a Microsoft limit: set it from the throughput the pilot shows
 DEFAULT_LARGE_MAILBOX_GB = 10.0
@@ -281,7 +281,8 @@ def _describe(
         crossing = crossing_per_group.get(number, 0)
         if crossing:
             why.append(
-                f"{crossing:,} grants of its members cross to other batches (listed in crossing-grants.csv)."
+                f"{counted(crossing, 'grant')} of its members cross to other batches (listed in "
+                "crossing-grants.csv)."
             )
         if apart_per_batch.get(number):
             alone = apart_per_batch[number]
@@ -289,7 +290,7 @@ def _describe(
             why.append(f"{alone:,} of its members {verb} their manager in another batch.")
         largest = max(boxes[node].size for atom in batch.atoms for node in atom.members)
         why.append(
-            f"{batch.count:,} members, {gigabytes(batch.size)} of the "
+            f"{counted(batch.count, 'member')}, {gigabytes(batch.size)} of the "
             f"{gigabytes(int(options.max_batch_gb * GB))} budget, the largest mailbox {gigabytes(largest)}."
         )
         members = tuple(node for atom in batch.atoms for node in atom.members)

@@ -121,6 +121,15 @@ def parse_size(text: str) -> int | None:
         return None
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 member`, `2,000 members`: a count with its noun."""
+    return (
+        f"{count:,} {noun}"
+        if count == 1
+        else f"{count:,} {noun}{'es' if noun.endswith(('ch', 'x', 's')) else 's'}"
+    )
+
+
 def gigabytes(size: int) -> str:
     return f"{size / GB:,.1f} GB"
 

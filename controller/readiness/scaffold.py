@@ -19,7 +19,7 @@ from controller.desired import models
 from controller.desired.shown import printable
 from controller.model.snapshot import RRset
 from controller.readiness.grouping import BatchPlan, PlannedBatch
-from controller.readiness.inventory import Inventory
+from controller.readiness.inventory import Inventory, counted
 
 DESIRED = "desired"
 QUEUED = "queued"
@@ -64,10 +64,11 @@ def migration(domain: str, inventory: Inventory, command: str) -> str:
     lines = [
         "# yaml-language-server: $schema=../schemas/migration.schema.json",
         *_comment(
-            f"The staged migration of {domain}, scaffolded by `{command}` from {len(inventory.mailboxes):,} "
-            "mailboxes. Fill in the endpoint (the lines marked TODO): the on-premises Outlook Anywhere host, "
-            "a mailbox the migration account can open, and where the controller finds that account's "
-            "credentials (env:NAME or file:PATH; the secret itself never belongs in git)."
+            f"The staged migration of {domain}, scaffolded by `{command}` from "
+            f"{counted(len(inventory.mailboxes), 'mailbox')}. Fill in the endpoint (the lines marked TODO): "
+            "the on-premises Outlook Anywhere host, a mailbox the migration account can open, and where the "
+            "controller finds that account's credentials (env:NAME or file:PATH; the secret itself never "
+            "belongs in git)."
         ),
         "apiVersion: stagectl/v1",
         "kind: Migration",
