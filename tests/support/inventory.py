@@ -9,6 +9,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.readiness.inventory import MAILBOX_COLUMNS
+
 DOMAIN = "contoso.com"
 DEPARTMENTS = (
     ("IT", 3),
@@ -22,17 +24,8 @@ DEPARTMENTS = (
     ("Support", 12),
 )
 OFFICES = ("Paris", "London", "Berlin", "Madrid", "Oslo")
-MAILBOX_HEADER = (
-    "PrimarySmtpAddress",
-    "DisplayName",
-    "Department",
-    "Office",
-    "Manager",
-    "RecipientTypeDetails",
-    "TotalItemSize",
-    "ItemCount",
-    "ServerName",  # an extra column an export carries: ignored
-)
+# The columns of the export, and one more an export carries that is ignored.
+MAILBOX_HEADER = (*MAILBOX_COLUMNS, "ServerName")
 PERMISSION_HEADER = ("Identity", "User", "AccessRights", "IsInherited", "Deny")
 BRANCHING = 7
 CROSSING = 0.02  # grants to someone anywhere in the organisation
