@@ -137,3 +137,40 @@ def test_the_reviewed_checksum_is_accepted_however_it_was_pasted(migration: Migr
     code, out, err = migration.stagectl("apply", "--yes", "--checksum", pasted)
     assert code == 0, out + err
     assert "applied 3 actions" in out
+
+
+def test_a_plan_reviewed_in_ci_names_what_changed_from_its_comment(
+    migration: Migration, tmp_path: Path
+) -> None:
+    """CI plans without a state directory: nothing is kept, so the comment itself carries the reviewed
+    actions (a hidden block) and `apply --reviewed plan.md` names each difference from it."""
+    backends = ("--exchange", f"sim:{migration.exchange}", "--dns", f"sim:{migration.dns}")
+    code, comment, err = migration.run("plan", str(migration.desired), *backends, "--format", "markdown")
+    assert code == 0, err
+    code, as_json, err = migration.run("plan", str(migration.desired), *backends, "--format", "json")
+    assert code == 0, err
+    checksum = json.loads(as_json)["checksum"]
+    assert f"checksum {checksum}" in comment and "Secret" not in comment and "correct-horse" not in comment
+    (tmp_path / "plan.md").write_text(comment, encoding="utf-8")
+    (tmp_path / "plan.json").write_text(as_json, encoding="utf-8")
+    DnsSimBackend(migration.dns).edit("contoso.com", "@", "MX", ttl=1800, values=["10 mail.contoso.com."])
+
+    for reviewed in ("plan.md", "plan.json"):
+        code, out, err = migration.stagectl(
+            "apply", "--yes", "--checksum", checksum, "--reviewed", str(tmp_path / reviewed)
+        )
+        assert code == 1, out + err
+        assert f"  changed  {MX}: set TTL contoso.com MX 300 10 mail.contoso.com." in err, err
+        assert "3600" in err and "1800" in err
+        assert "not on record" not in err
+    # Without it: not on record, and the new plan's blocks and waits say why it is what it is.
+    code, out, err = migration.stagectl("apply", "--yes", "--checksum", checksum)
+    assert code == 1 and "the reviewed plan is not on record" in err
+    assert f"  blocked  {MX} (" in err, err
+    # A file holding another plan is refused, not compared.
+    code, out, err = migration.stagectl(
+        "apply", "--yes", "--checksum", "sha256:" + "0" * 64, "--reviewed", str(tmp_path / "plan.md")
+    )
+    assert code == 1 and f"holds the plan of checksum {checksum}" in err
+    with SimStore(migration.exchange).transaction() as sim:
+        assert sim.calls("New-MigrationEndpoint") == 0

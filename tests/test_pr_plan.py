@@ -19,6 +19,7 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from controller.commands import reviewed
 from controller.desired import loader
 from controller.desired.models import DesiredState
 from controller.model.actions import DnsAction, ExchangeAction, Plan
@@ -99,7 +100,7 @@ def code_spans(text: str) -> list[str]:
     ]
 
 
-def test_hostile_names_stay_text_in_every_table() -> None:
+def test_hostile_names_stay_text_in_every_table(tmp_path: Path) -> None:
     hostile = "x|y <img src=x onerror=alert(1)> &amp; `tick` *a* _b_ ~~c~~ [l](http://e) \\|\n#h"
     found = changes.DesiredChanges(
         "a" * 40,
@@ -131,6 +132,19 @@ def test_hostile_names_stay_text_in_every_table() -> None:
     # the apply command is one code span, the only one
     assert code_spans(text)[-1] == f"stagectl apply --rev {'b' * 40} --checksum sha256:{'c' * 64}"
     assert not any(t.type.startswith("html") for t in parse(text))
+    # The reviewed actions ride along as one HTML comment, whatever the names hold; read back whole.
+    block = reviewed.block(plan)
+    with_block = parse(text + "\n" + block)
+    html = [t for t in with_block if t.type.startswith("html")]
+    assert (
+        len(html) == 1 and html[0].content == block and block.startswith("<!-- ") and block.count("-->") == 1
+    )
+    assert tables(text + "\n" + block) == shown
+    saved = tmp_path / "plan.md"
+    saved.write_text(text + "\n" + block, encoding="utf-8")
+    back = reviewed.from_file(saved, plan.checksum)
+    assert [e["object"] for e in back] == [f"batch/{hostile}", "dns/contoso.com/@/TXT"]
+    assert reviewed.differences(back, plan.actions) == []
 
 
 # --- the desired-state changes, pure ------------------------------------------------------------------
@@ -315,6 +329,10 @@ def test_the_documented_pipeline_plans_the_pull_request_and_apply_honours_its_ch
     assert actions[3][2] == f"replace notes.contoso.com TXT 3600 {TXT_AFTER}"
     assert all(len(row) == len(table[0]) for table in shown for row in table)
     assert CREDENTIALS not in text and "Secret123" not in text
+
+    # The reviewed actions, for `apply --reviewed plan.md`: one hidden HTML comment, the only HTML.
+    html = [t for t in parse(text) if t.type.startswith("html")]
+    assert len(html) == 1 and html[0].content.startswith("<!-- stagectl:reviewed-plan v1 ")
 
     command = code_spans(text)[-1]
     assert command.startswith(f"stagectl apply --rev {pr.head} --checksum sha256:")

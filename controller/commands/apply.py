@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--checksum", help="refuse unless the fresh plan has this checksum (from `stagectl plan`)"
     )
+    parser.add_argument(
+        "--reviewed",
+        type=Path,
+        metavar="FILE",
+        help="with --checksum: the reviewed plan (the Markdown comment or JSON of `stagectl plan`), to name "
+        "what changed when no state directory kept it",
+    )
     parser.add_argument("--yes", action="store_true", help="apply without asking")
     parser.add_argument("--force", action="store_true", help="let the change-size gate pass")
     parser.add_argument(
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render.to_text(result, unread))
         reviewed_checksum = _normalized(args.checksum) if args.checksum else None
         if reviewed_checksum and reviewed_checksum != result.checksum:
-            _refuse(reviewed_checksum, result, directory)
+            _refuse(reviewed_checksum, result, directory, args.reviewed)
         if not result.actions:
             common.save_memory(directory, result.memory)
             return _unknown_exit(unread)
@@ -124,17 +131,27 @@ def _normalized(checksum: str) -> str:
     return text if text.startswith("sha256:") else f"sha256:{text}"
 
 
-def _refuse(reviewed_checksum: str, result: Plan, directory: Path | None) -> None:
-    """Refuse (exit 1), naming each action added, removed or changed since the reviewed plan."""
+def _refuse(reviewed_checksum: str, result: Plan, directory: Path | None, given: Path | None) -> None:
+    """Refuse (exit 1), naming each action added, removed or changed since the reviewed plan: kept in the
+    state directory by `stagectl plan`, or read from the reviewed file (`--reviewed`, a CI comment)."""
     on_record = reviewed.recorded(directory, reviewed_checksum)
+    if on_record is None and given is not None:
+        on_record = reviewed.from_file(given, reviewed_checksum)
     if on_record is not None:
         lines = reviewed.differences(on_record, result.actions)
     else:
         where = "no state directory" if directory is None else f"none in {directory / reviewed.PLANS_DIR}"
-        lines = [f"the reviewed plan is not on record ({where}); planned now:"]
+        lines = [
+            f"the reviewed plan is not on record ({where}; --reviewed FILE reads it from the plan's "
+            "Markdown or JSON); planned now:"
+        ]
         lines += [f"now      {a.object}: {render.describe(a)}" for a in result.actions] or [
             "now      nothing"
         ]
+    # Why the actions are what they are now: what a gate blocks and what waits (a gate that closed, a
+    # member not yet synced, an object that could not be read).
+    lines += [f"blocked  {b.object} ({b.gate}): {b.reason}" for b in result.blocked]
+    lines += [f"waiting  {w.object}: {w.reason}" for w in result.waiting]
     raise errors.Refused(
         f"the plan changed since checksum {reviewed_checksum} was reviewed (now {result.checksum}), "
         "so nothing was applied; review `stagectl plan` again:\n" + "\n".join(f"  {line}" for line in lines)

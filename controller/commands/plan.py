@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render.RENDERERS[args.format](result, unread))
     else:
         sys.stdout.write(_render_review(args, review, result, unread, snapshot))
+    if args.format == "markdown":  # the reviewed actions, for `apply --checksum --reviewed` (hidden)
+        sys.stdout.write("\n" + reviewed.block(result))
     # Kept so that `apply --checksum` can name what changed since this plan was reviewed.
     directory = common.state_dir(args, common.config_of(args))
     try:

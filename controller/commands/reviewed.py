@@ -1,15 +1,25 @@
 """The plans `stagectl plan` showed, kept in the state directory by checksum, so that `apply --checksum`
-can name each action added, removed or changed since the one that was reviewed."""
+can name each action added, removed or changed since the one that was reviewed.
+
+A plan made where no state directory is (CI) carries the same record in its Markdown: an HTML comment
+`<!-- stagectl:reviewed-plan v1 BASE64 -->` (zlib-compressed JSON, base64: no character of it can end
+the comment or be read as Markdown), which `apply --checksum SUM --reviewed plan.md` reads; a plan's
+JSON (`--format json`) can be given instead.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from controller import errors
 from controller.model.actions import Action, ExchangeAction, Plan
 from controller.planner import checksum, render
 
@@ -47,6 +57,69 @@ def recorded(directory: Path | None, digest: str) -> list[Entry] | None:
     return actions if isinstance(actions, list) else None
 
 
+# --- the record inside a Markdown plan (a pull-request comment) ----------------------------------------
+
+BLOCK_TAG = "stagectl:reviewed-plan v1"
+_BLOCK = re.compile(r"<!-- stagectl:reviewed-plan v1 ([A-Za-z0-9+/=]+) -->")
+MAX_BLOCK = 4 * 1024 * 1024  # decompressed bytes read from a block: a record, never a bomb
+
+
+def block(plan: Plan) -> str:
+    """The plan's record as one HTML comment line: hidden where the Markdown is shown, read back by
+    `apply --reviewed`. The actions as the JSON plan shows them: secrets as references, CSVs as counts."""
+    body = {"checksum": plan.checksum, "revision": plan.revision, "actions": entries(plan.actions)}
+    packed = zlib.compress(json.dumps(body, separators=(",", ":"), default=str).encode(), 9)
+    return f"<!-- {BLOCK_TAG} {base64.b64encode(packed).decode('ascii')} -->\n"
+
+
+def from_file(path: Path, digest: str) -> list[Entry]:
+    """The reviewed actions in a Markdown plan (its block) or a plan's JSON; refused when the file holds
+    another plan than the checksum given, or none."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise errors.InvalidInput(f"{path}: cannot read the reviewed plan: {error.strerror}") from None
+    found = _BLOCK.findall(text)
+    data: object
+    if found:
+        try:
+            raw = zlib.decompressobj().decompress(base64.b64decode(found[-1], validate=True), MAX_BLOCK)
+            data = json.loads(raw)
+        except (ValueError, zlib.error):
+            raise errors.InvalidInput(f"{path}: the reviewed plan's block is damaged") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise errors.InvalidInput(
+                f"{path}: neither a Markdown plan of `stagectl plan --format markdown` (no reviewed-plan "
+                "block) nor a plan's JSON"
+            ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("actions"), list):
+        raise errors.InvalidInput(f"{path}: no actions of a plan in it")
+    held = str(data.get("checksum", ""))
+    if held.lower() != digest.lower():
+        raise errors.InvalidInput(f"{path} holds the plan of checksum {held}, not {digest}")
+    actions = [a for a in data["actions"] if isinstance(a, dict)]
+    return [a for a in actions if "key" in a] if all("key" in a for a in actions) else _from_json(actions)
+
+
+def _from_json(actions: list[dict[str, object]]) -> list[Entry]:
+    """Entries from a plan's JSON actions: no fingerprint, so they compare by what the JSON shows."""
+    seen: Counter[tuple[str, str]] = Counter()
+    out: list[Entry] = []
+    for action in actions:
+        verb = str(action.get("cmdlet")) if action.get("system") == "exchange" else "dns"
+        obj = str(action.get("object"))
+        seen[(obj, verb)] += 1
+        shown = {k: v for k, v in action.items() if k != "reason"}
+        change = f"{verb} {_compact(shown.get('parameters', shown.get('values')))}"
+        out.append(
+            {"key": f"{obj} {verb} #{seen[(obj, verb)]}", "object": obj, "change": change, "shown": shown}
+        )
+    return out
+
+
 def entries(actions: Sequence[Action]) -> list[Entry]:
     seen: Counter[tuple[str, str]] = Counter()
     out: list[Entry] = []
@@ -76,7 +149,7 @@ def differences(reviewed: list[Entry], actions: Sequence[Action]) -> list[str]:
         old = before.get(key)
         if old is None:
             lines.append(f"added    {entry['object']}: {entry['change']}")
-        elif old["digest"] != entry["digest"]:
+        elif _differs(old, entry):
             lines.append(f"changed  {entry['object']}: {entry['change']} ({_what_changed(old, entry)})")
     if not lines and list(before) != list(now):
         lines.append(
@@ -85,8 +158,19 @@ def differences(reviewed: list[Entry], actions: Sequence[Action]) -> list[str]:
     return lines
 
 
+def _differs(old: Entry, new: Entry) -> bool:
+    """By fingerprint; a reviewed entry without one (from a plan's JSON) by what the JSON shows."""
+    if old.get("digest") is not None:
+        return old["digest"] != new["digest"]
+    return _normal(old.get("shown")) != _normal(new.get("shown"))
+
+
+def _normal(value: object) -> object:
+    return json.loads(json.dumps(value, default=str))
+
+
 def _what_changed(old: Entry, new: Entry) -> str:
-    was, now = old.get("shown"), new.get("shown")
+    was, now = _normal(old.get("shown")), _normal(new.get("shown"))
     if not isinstance(was, dict) or not isinstance(now, dict):
         return "it differs from the reviewed one"
     keys = [k for k in sorted({*was, *now}) if was.get(k) != now.get(k)]
