@@ -199,3 +199,46 @@ def test_notes_another_writer_pushed_are_merged_not_overwritten(tmp_path: Path) 
     ws.run_pass()
     lines = note_lines(["git", f"--git-dir={bare}"], env, first)
     assert "a note by hand" in lines and any(TRAILER.search(line) for line in lines)
+
+
+def test_verify_fails_when_a_noted_line_or_a_whole_note_was_removed(tmp_path: Path) -> None:
+    """notes.json says how far the notes were written: a record up to there without its line was removed
+    (to hide what a commit did), and verify names it; records of later passes are not required yet."""
+    ws = make_workspace(tmp_path)
+    first = ws.repo.head()
+    ws.run_pass()
+    start = ws.commit_desired(pilot="started", message="Start the pilot")
+    ws.run_pass()
+    git = ["git", "-C", str(ws.repo.path)]
+    pilot = note_lines(git, ws.repo.env, start)
+    hidden = next(line for line in pilot if f"New-MigrationBatch batch/{PILOT}" in line)
+    seq = TRAILER.search(hidden).group(1)  # type: ignore[union-attr]
+    kept = [line for line in pilot if line != hidden]
+    ws.repo.git("notes", "--ref=stagectl", "add", "-f", "-m", "\n".join(kept), start)
+
+    verified = ws.stagectl("audit", "verify", "--state", str(ws.state_dir), "--repo", str(ws.repo.path))
+    assert verified.returncode == 1, verified.stdout
+    assert (
+        f"audit record {seq} (New-MigrationBatch batch/{PILOT} -> ok) has no line in the note on {start[:12]}"
+        in verified.stderr
+    ), verified.stderr
+
+    ws.repo.git("notes", "--ref=stagectl", "add", "-f", "-m", "\n".join(pilot), start)  # put back
+    ws.repo.git("notes", "--ref=stagectl", "remove", first)  # a whole note removed
+    verified = ws.stagectl("audit", "verify", "--state", str(ws.state_dir), "--repo", str(ws.repo.path))
+    assert verified.returncode == 1
+    assert f"has no line in the note on {first[:12]}" in verified.stderr
+    assert "New-MigrationEndpoint endpoint/StagedEndpoint -> ok" in verified.stderr
+
+    ws.repo.git("update-ref", "-d", "refs/notes/stagectl")  # every note gone
+    verified = ws.stagectl("audit", "verify", "--state", str(ws.state_dir), "--repo", str(ws.repo.path))
+    assert verified.returncode == 1 and "the repository has no notes, yet" in verified.stderr
+
+
+def test_a_repository_never_noted_passes_verify(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, notes={"enabled": False})
+    assert ws.run_pass().plan.actions
+    assert not (ws.state_dir / notes.MARKER_FILE).exists()
+    verified = ws.stagectl("audit", "verify", "--state", str(ws.state_dir), "--repo", str(ws.repo.path))
+    assert verified.returncode == 0, verified.stderr
+    assert "0 lines" in verified.stdout and "have no note line" in verified.stdout

@@ -54,13 +54,20 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"audit log {path}: {found.reason}", file=sys.stderr)
         return 1
     print(f"audit log {path}: {audit.count(path)} records, chain intact")
-    return _verify_notes(path, args.repo) if args.repo else 0
+    return _verify_notes(path, args.repo, args.state) if args.repo else 0
 
 
-def _verify_notes(path: Path, repo: str) -> int:
-    """Every note line names a record of the log, of its commit, with the same action and result."""
+def _verify_notes(path: Path, repo: str, state_dir: Path) -> int:
+    """Every note line names a record of the log, of its commit, with the same action and result; every
+    record the state directory says was noted (notes.json) has its line."""
     with tempfile.TemporaryDirectory(prefix="stagectl-") as workdir:
-        found = notes.check(path, GitSource(repo, workdir=Path(workdir)).notes(notes.NOTES_REF))
+        source = GitSource(repo, workdir=Path(workdir))
+        found = notes.check(
+            path,
+            source.notes(notes.NOTES_REF),
+            noted_through=notes.written(state_dir),
+            is_commit=source.has_commit,
+        )
     for problem in found.problems:
         print(f"git notes ({notes.NOTES_REF}) of {repo}: {problem}", file=sys.stderr)
     summary = f"git notes ({notes.NOTES_REF}) of {repo}: {found.lines} lines"
@@ -68,8 +75,8 @@ def _verify_notes(path: Path, repo: str) -> int:
         verb = "does" if len(found.problems) == 1 else "do"
         print(f"{summary}, {len(found.problems)} {verb} not match the audit log", file=sys.stderr)
         return 1
-    # Not a failure: the newest pass may not be noted yet, `stagectl apply` on a working tree is never
-    # noted, and a clone holds only the commits it fetched.
+    # Not a failure: records after the last noted pass, `stagectl apply` on a working tree (never noted),
+    # and records of commits this clone does not hold.
     unnoted = f"; {found.unnoted} results or settlements have no note line" if found.unnoted else ""
     print(f"{summary}, each one a record of the audit log with the same action and result{unnoted}")
     return 0

@@ -13,6 +13,12 @@ byte offset reached) are appended to the notes of their revisions, skipping any 
 crash between the note and the marker repeats nothing). A remote source's clone gets the notes and they
 are pushed; a push that fails is a warning and is tried again after the next pass. A revision that is not
 a commit of the repository (`stagectl apply` on a working tree) is not noted.
+
+The marker also says how far the notes reached the repository (`pushed`: the seq through which every
+noted record is in the notes of the repository, local or remote) and which revisions were passed over
+as no commit of it (`skipped`). `verify` holds them to it: a result or settlement up to `pushed` whose
+revision is a commit of the repository and was not skipped must have its line, so a deleted note is
+found. Without a marker (notes never written, or disabled) no line is required.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +43,8 @@ MARKER_FILE = "notes.json"
 NOTED_PHASES = frozenset({"result", "settled"})  # a record without a phase (before issue 14) is a result
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _TRAILER = re.compile(r"\[audit (\d+) ([0-9a-f]{64})\]$")
+SKIPPED_KEPT = 1000  # revisions remembered as passed over (not commits of the repository)
+MISSING_NAMED = 20  # missing note lines named one by one; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,7 @@ def sync(source: GitSource, audit_path: Path, state_dir: Path, *, push: bool = T
     marker = _read_marker(state_dir)
     entries = list(_entries(audit_path, after=marker))
     added = 0
+    skipped = _skipped(marker)
     by_revision: dict[str, list[Entry]] = {}
     for entry in entries:
         if noted(entry.record):
@@ -90,6 +99,8 @@ def sync(source: GitSource, audit_path: Path, state_dir: Path, *, push: bool = T
             log.warning(
                 "revision %s is not a commit of %s: its audit records are not noted", revision, source.name
             )
+            if revision not in skipped:
+                skipped.append(revision)
             continue
         existing = source.note(NOTES_REF, revision)
         lines = [line(e.seq, e.hash, e.record) for e in items if e.hash not in existing]
@@ -97,9 +108,11 @@ def sync(source: GitSource, audit_path: Path, state_dir: Path, *, push: bool = T
             source.append_note(NOTES_REF, revision, "\n".join(lines))
             added += len(lines)
     unpushed = bool(marker.get("unpushed")) or (added > 0 and not source.is_local)
+    pushed = marker.get("pushed") if isinstance(marker.get("pushed"), int) else _pushed(marker)
     if entries:
         marker = {"seq": entries[-1].seq, "offset": entries[-1].end}
-    marker["unpushed"] = unpushed
+    marker |= {"unpushed": unpushed, "skipped": skipped[-SKIPPED_KEPT:]}
+    marker["pushed"] = pushed if unpushed else marker.get("seq", 0)
     _write_marker(state_dir, marker)
     if unpushed and push:
         try:
@@ -109,8 +122,37 @@ def sync(source: GitSource, audit_path: Path, state_dir: Path, *, push: bool = T
                 "the git notes were written but not pushed (tried again after the next pass): %s", error
             )
         else:
-            _write_marker(state_dir, marker | {"unpushed": False})
+            _write_marker(state_dir, marker | {"unpushed": False, "pushed": marker.get("seq", 0)})
     return added
+
+
+def _pushed(marker: Mapping[str, object]) -> int | None:
+    """How far a marker written before `pushed` was kept says the notes reached the repository."""
+    seq = marker.get("seq")
+    return seq if isinstance(seq, int) and not marker.get("unpushed") else None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What `sync` says it wrote: every noted record through `through` has its line, but those of the
+    revisions in `skipped` (not commits of the repository then)."""
+
+    through: int
+    skipped: frozenset[str]
+
+
+def written(state_dir: Path) -> Written | None:
+    """How far the notes were written and reached the repository; None: never (notes disabled)."""
+    marker = _read_marker(state_dir)
+    through = marker.get("pushed") if "pushed" in marker else _pushed(marker)
+    if not isinstance(through, int):
+        return None
+    return Written(through, frozenset(_skipped(marker)))
+
+
+def _skipped(marker: Mapping[str, object]) -> list[str]:
+    found = marker.get("skipped")
+    return [r for r in found if isinstance(r, str)] if isinstance(found, list) else []
 
 
 def _entries(path: Path, *, after: Mapping[str, object]) -> Iterator[Entry]:
@@ -166,9 +208,17 @@ class Check:
     unnoted: int  # results and settlements of commits that have no note line
 
 
-def check(audit_path: Path, notes: Mapping[str, str]) -> Check:
+def check(
+    audit_path: Path,
+    notes: Mapping[str, str],
+    *,
+    noted_through: Written | None = None,
+    is_commit: Callable[[str], bool] = lambda revision: True,
+) -> Check:
     """Every note line's hash must be a record of the log, of the same revision, rendering to the same
-    line (the same action and result); a line naming a hash the log does not hold is reported."""
+    line (the same action and result); a line naming a hash the log does not hold is reported. With
+    `noted_through` (the marker of the state directory), every result and settlement up to it whose
+    revision is a commit of the repository must have its line: a missing one is reported."""
     records = {e.hash: e for e in _entries(audit_path, after={})}
     problems: list[str] = []
     seen: set[str] = set()
@@ -200,5 +250,44 @@ def check(audit_path: Path, notes: Mapping[str, str]) -> Check:
                     f"{_one_line(written)[:160]!r} but the log has "
                     f"{line(entry.seq, entry.hash, entry.record)[:160]!r}"
                 )
-    unnoted = sum(1 for h, e in records.items() if noted(e.record) and h not in seen)
-    return Check(count, tuple(problems), unnoted)
+    unnoted = [e for h, e in records.items() if noted(e.record) and h not in seen]
+    if noted_through is not None:
+        problems += _missing(unnoted, noted_through, is_commit, noted_anywhere=bool(notes))
+    return Check(count, tuple(problems), len(unnoted))
+
+
+def _missing(
+    unnoted: list[Entry], written: Written, is_commit: Callable[[str], bool], *, noted_anywhere: bool
+) -> list[str]:
+    """The records the marker says were noted and pushed whose line is not in the repository's notes."""
+    commits: dict[str, bool] = {}
+    missing = []
+    for entry in sorted(unnoted, key=lambda e: e.seq):
+        revision = str(entry.record.get("revision"))
+        if entry.seq > written.through or revision in written.skipped:
+            continue
+        if revision not in commits:
+            commits[revision] = is_commit(revision)
+        if commits[revision]:
+            missing.append(entry)
+    if not missing:
+        return []
+    if not noted_anywhere:
+        return [
+            f"the repository has no notes, yet {len(missing)} results and settlements through audit record "
+            f"{written.through} were noted: fetch them (git fetch origin {NOTES_REF}:{NOTES_REF}), or they "
+            "were deleted"
+        ]
+    out = []
+    for entry in missing[:MISSING_NAMED]:
+        action = entry.record.get("action")
+        what = audit.summary(action) if isinstance(action, Mapping) else str(action)
+        revision = str(entry.record.get("revision"))
+        out.append(
+            f"audit record {entry.seq} ({_one_line(redact.redact_text(what))[:120]} -> "
+            f"{_one_line(str(entry.record.get('result')))[:60]}) has no line in the note on {revision[:12]}, "
+            f"though the notes were written through record {written.through}: the line was removed"
+        )
+    if len(missing) > MISSING_NAMED:
+        out.append(f"{len(missing) - MISSING_NAMED} more records have no note line")
+    return out
