@@ -218,3 +218,36 @@ def test_a_lock_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
         holder.wait(timeout=30)
     # The kernel released the dead holder's lock: no stale lock file to clean up.
     lock.StateLock.acquire(tmp_path).release()
+
+
+def test_progress_of_three_days_at_a_minute_keeps_since_and_the_window(tmp_path: Path) -> None:
+    """A batch created, syncing from ten minutes later for three days, one pass a minute: old samples are
+    thinned, not dropped, so "Syncing since" is when it began and the 24 h window has its whole span."""
+    from controller.runtime import forecast, status
+
+    opened = store.Store.open(tmp_path)
+    minutes = 3 * 24 * 60
+    try:
+        for minute in range(minutes + 1):
+            state = "Created" if minute < 10 else "Syncing"
+            synced = max(0, minute - 10) // 30  # a user every 30 minutes
+            opened.record_progress(
+                [store.ProgressSample("wave", NOW + timedelta(minutes=minute), state, synced, 0, 1000)]
+            )
+        samples = opened.progress(["Wave"])["wave"]
+    finally:
+        opened.close()
+    newest = NOW + timedelta(minutes=minutes)
+    assert len(samples) <= store.PROGRESS_KEPT and len(samples) < 61 + 48 + 4 + 2, len(samples)
+    assert samples[0].observed_at == NOW and samples[0].status == "Created"
+    assert status._since(samples, "Syncing") == "2024-05-01T12:10:00Z"
+    last_hour = [s for s in samples if newest - s.observed_at <= timedelta(hours=1)]
+    assert len(last_hour) == 61, "every sample of the last hour"
+    inside = [s for s in samples if s.observed_at >= newest - forecast.WINDOW]
+    assert newest - inside[0].observed_at >= forecast.WINDOW - timedelta(hours=1)
+    assert store.PROGRESS_HOURLY > forecast.WINDOW
+    found = forecast.batch(
+        "Wave", status="Syncing", synced=samples[-1].synced, failed=0, total=1000, samples=samples
+    )
+    assert found.per_hour == pytest.approx(2.0, abs=0.1) and found.basis.endswith("to go"), found
+    assert " in 24 h " in found.basis or " in 23 h " in found.basis, found.basis

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller import errors, redact
@@ -21,7 +21,14 @@ from controller.model.snapshot import Memory, at
 DATABASE_FILE = "state.sqlite"
 SCHEMA_VERSION = 2  # 2: the `progress` table. Every statement below is IF NOT EXISTS: an older database
 # gains the new tables when it is opened (`_migrate`), and keeps what it holds.
-PROGRESS_KEPT = 500  # samples kept per batch: weeks of passes at an interval of hours, hours at a minute
+# Progress samples are thinned, not dropped (record_progress): every sample of the newest PROGRESS_ALL, one
+# an hour (the first of each clock hour) up to PROGRESS_HOURLY, one a day beyond; the first sample of each
+# status and member count is always kept (the page's "since", the forecast's runs). PROGRESS_HOURLY is
+# longer than the forecast's 24 h window, so the window always has its span; PROGRESS_KEPT bounds the rows
+# of a batch (at a minute: 60 + 47 + one a day, over a year).
+PROGRESS_ALL = timedelta(hours=1)
+PROGRESS_HOURLY = timedelta(hours=48)
+PROGRESS_KEPT = 500
 
 _ALERT_COLUMNS = "fingerprint, object, desired, observed, opened_at"
 _ACTION_COLUMNS = "revision, pass_id, action_key, action, started_at, finished_at, result"
@@ -447,7 +454,7 @@ class Store:
     # --- progress samples: per pass, the counts of each batch (the forecast's throughput) ---------
 
     def record_progress(self, samples: Iterable[ProgressSample]) -> None:
-        """Add the samples of one pass in one transaction; a batch keeps its newest PROGRESS_KEPT."""
+        """Add the samples of one pass in one transaction, and thin the older samples of each batch."""
         rows = [
             (s.batch.lower(), s.observed_at.timestamp(), s.status, s.synced, s.failed, s.total)
             for s in samples
@@ -462,11 +469,15 @@ class Store:
                 "total = excluded.total",
                 rows,
             )
-            db.executemany(
-                "DELETE FROM progress WHERE batch = ? AND observed_at < (SELECT observed_at FROM progress "
-                "WHERE batch = ? ORDER BY observed_at DESC LIMIT 1 OFFSET ?)",
-                [(batch, batch, PROGRESS_KEPT - 1) for batch in {row[0] for row in rows}],
-            )
+            for batch in sorted({row[0] for row in rows}):
+                kept = db.execute(
+                    "SELECT observed_at, status, total FROM progress WHERE batch = ? ORDER BY observed_at",
+                    (batch,),
+                ).fetchall()
+                db.executemany(
+                    "DELETE FROM progress WHERE batch = ? AND observed_at = ?",
+                    [(batch, observed) for observed in _thinned(kept)],
+                )
 
     def progress(self, batches: Collection[str]) -> dict[str, list[ProgressSample]]:
         """The samples of these batches (by name, any case), oldest first; a batch without any is absent."""
@@ -491,6 +502,31 @@ class Store:
                 )
             )
         return found
+
+
+def _thinned(rows: list[tuple[float, str, int]]) -> list[float]:
+    """The times of the samples to drop (rows oldest first: time, status, total). Kept: the first sample
+    of each status and member count, every one of the newest PROGRESS_ALL, the first of each clock hour
+    up to PROGRESS_HOURLY and of each day beyond; then at most PROGRESS_KEPT, the newest. A sample kept
+    once stays kept as it ages, until it is the oldest of a day or passes the bound."""
+    if not rows:
+        return []
+    newest = rows[-1][0]
+    every, hourly = PROGRESS_ALL.total_seconds(), PROGRESS_HOURLY.total_seconds()
+    kept: list[float] = []
+    dropped: list[float] = []
+    buckets: set[tuple[int, int]] = set()
+    previous: tuple[str, int] | None = None
+    for observed, status, total in rows:
+        age = newest - observed
+        bucket = (0, int(observed // 3600)) if age <= hourly else (1, int(observed // 86400))
+        if (status, total) != previous or age <= every or bucket not in buckets:
+            kept.append(observed)
+            buckets.add(bucket)
+        else:
+            dropped.append(observed)
+        previous = (status, total)
+    return dropped + kept[:-PROGRESS_KEPT]
 
 
 def _canonical(value: object) -> str:
