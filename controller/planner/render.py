@@ -305,8 +305,9 @@ def to_pr_markdown(
         out += [
             "Applies exactly this plan at this revision, with `--repo` and the controller's `--config` "
             "added (a merge commit is a new revision with its own checksum; `stagectl apply` refuses any "
-            "other plan and names what changed, from this comment saved as a file and given as `--reviewed "
-            "FILE`). It shows the plan it made and asks before applying; add `--yes` where no one can answer:",
+            "other plan and names what changed, from this comment saved as a file and given as "
+            "`--reviewed FILE`). It shows the plan it made and asks before applying; add `--yes` where no "
+            "one can answer:",
             "",
             f"`stagectl apply --rev {plan.revision} --checksum {plan.checksum}`",
             "",
