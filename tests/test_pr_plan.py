@@ -364,7 +364,8 @@ def test_the_published_snapshot_holds_no_secret_and_reads_as_a_snapshot(pull_req
         assert part.encode() not in published
     data = json.loads(published)
     assert data["published"]["revision"] == pull_request.base
-    assert data["published"]["actionsApplied"] == 0
+    # the pass sent nothing after observing (the pipeline test's `stagectl apply` may have, since)
+    assert data["published"]["actionsApplied"] == data["published"]["applyActions"]
     snapshot = Snapshot.from_json(published)
     assert snapshot.exchange.endpoints and snapshot.exchange.endpoints[0].Identity == "StagedEndpoint"
     # the pilot's members were looked up when it was found ready: the snapshot carries them for CI
@@ -436,3 +437,35 @@ def test_a_branch_behind_that_conflicts_is_planned_as_it_is_and_says_so(tmp_path
     assert tables(text)[0][1][:2] == ["batch/Pilot", "changed"]
     assert tables(text)[0][1][2].startswith("state planned -> created")
     assert code_spans(text)[-1].startswith(f"stagectl apply --rev {conflicting} --checksum sha256:")
+
+
+def test_a_plan_after_a_manual_apply_says_the_tenant_changed_since_the_snapshot(tmp_path: Path) -> None:
+    """`stagectl apply` with the controller's state directory counts what it sent in the published
+    snapshot, so a pull-request plan made before the next pass says the tenant changed since."""
+    published = tmp_path / "www" / "snapshot.json"
+    ws = make_workspace(tmp_path, publish={"snapshot": str(published)})
+    while ws.run_pass().plan.actions:
+        pass
+    before = json.loads(published.read_bytes())["published"]
+    assert before["actionsApplied"] == 0 == before["applyActions"]
+    base = ws.repo.head()
+    head = ws.commit_desired(pilot="started", message="Start the pilot")
+    applied = ws.stagectl(
+        "apply", "--repo", str(ws.repo.path), "--rev", head, "--config", str(ws.config_path), "--yes"
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    sent = int(re.search(r"applied (\d+) actions", applied.stdout).group(1))  # type: ignore[union-attr]
+    assert sent > 0
+    after = json.loads(published.read_bytes())
+    assert after["published"]["actionsApplied"] == sent == after["published"]["applyActions"]
+    assert published.read_bytes() == (ws.state_dir / "snapshot.json").read_bytes()
+    assert stat.S_IMODE(published.stat().st_mode) == 0o644
+    Snapshot.from_json(published.read_bytes())  # still a snapshot
+
+    result = ws.stagectl(
+        "plan", "--repo", str(ws.repo.path), "--base", base, "--head", head,
+        "--observed", str(published), "--format", "markdown",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert f"stagectl apply sent {sent} actions after observing it: the tenant changed since" in text

@@ -19,7 +19,7 @@ from controller.commands import common, progress, reviewed
 from controller.model.actions import Action, Plan
 from controller.planner import render
 from controller.planner.plan import plan
-from controller.runtime import audit
+from controller.runtime import audit, publish
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 from controller.runtime.audit import AuditLog
 from controller.runtime.intents import Journal
@@ -107,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
             result, exchange=backends.exchange, dns=backends.dns, on_start=start, on_outcome=after
         )
         common.save_memory(directory, report.memory)  # under the state lock
+        if directory is not None and report.outcomes:  # the published snapshot predates these actions
+            published = [directory / publish.SNAPSHOT_FILE]
+            if config is not None and config.publish.snapshot:
+                published.append(config.path(config.publish.snapshot))
+            publish.mark_applied(published, len(report.outcomes))
     code = _account(report)
     return code if code else _unknown_exit(unread)
 

@@ -247,10 +247,15 @@ def _context(args: argparse.Namespace, review: Review, snapshot: Snapshot) -> st
         words.append(f" while the controller served {revision[:12]}")
     words.append(".")
     acted = meta.get("actionsApplied")
+    by_apply = meta.get("applyActions")
     if isinstance(acted, int) and acted > 0:
+        which = (
+            f" ({by_apply} by stagectl apply)" if isinstance(by_apply, int) and 0 < by_apply < acted else ""
+        )
+        who = "stagectl apply sent" if by_apply == acted else "The controller applied"
         words.append(
-            f" The controller applied {acted} actions after observing it; the plan may repeat what they did "
-            "until its next pass publishes a new snapshot."
+            f" {who} {acted} actions after observing it{which}: the tenant changed since, and the plan may "
+            "repeat what they did until the controller's next pass publishes a new snapshot."
         )
     if review.observed_for is None:
         words.append(

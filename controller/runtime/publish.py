@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -73,8 +75,33 @@ def document(snapshot: Snapshot, served: Served, actions_applied: int) -> bytes:
         "refused": served.refused,
         "observedAt": at(snapshot.observedAt),
         "actionsApplied": actions_applied,  # sent after observing: the snapshot predates their effect
+        "applyActions": 0,  # of them, sent by `stagectl apply` (mark_applied)
     }
     return (json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def mark_applied(paths: Iterable[Path], actions: int) -> list[Path]:
+    """`stagectl apply` sent `actions` after the published snapshot was observed: count them in its
+    `actionsApplied` (and `applyActions`), so that a pull-request plan made from it says the tenant changed
+    since, until the next pass publishes anew. Files that do not exist are left; a failure is a warning."""
+    marked: list[Path] = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_bytes())
+            published = data.get(PUBLISHED_KEY) if isinstance(data, dict) else None
+            if not isinstance(published, dict):
+                continue
+            for key in ("actionsApplied", "applyActions"):
+                before = published.get(key)
+                published[key] = (before if isinstance(before, int) else 0) + actions
+            body = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+            write_atomic(path, body, mode=stat.S_IMODE(path.stat().st_mode))
+            marked.append(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as error:
+            log.warning("the published snapshot %s could not be marked as predating apply: %s", path, error)
+    return marked
 
 
 def _redacted(data: dict[str, Any]) -> dict[str, object]:
