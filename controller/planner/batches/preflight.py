@@ -258,6 +258,10 @@ def endpoint_check(draft: Draft, context: Context) -> Check:
     )
     found = context.endpoint_check
     if found is None:
+        if context.endpoint_problem:  # the endpoint could not be read (or is not one): no test was possible
+            return Check(
+                name, "unknown", f"Test-MigrationServerAvailability was not run: {context.endpoint_problem}"
+            )
         if context.endpoint_check_error:
             return Check(
                 name,
