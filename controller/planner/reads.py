@@ -77,13 +77,17 @@ def users_to_read(
     desired: DesiredState, memory: Memory, batches: Iterable[ObservedBatch]
 ) -> list[ObservedBatch]:
     """The observed batches of the repository whose migration users this pass reads; and, in a pass where
-    a batch is about to be created or started, those of the batches Exchange has that the repository does
-    not name (the preflight's "in no other batch": every other batch's users are then known — a finished
-    or quietly syncing batch of the repository holds exactly its repository members, which validation
-    keeps out of every other batch)."""
+    a batch is about to be created or started or may gain members, those of the batches Exchange has that
+    the repository does not name (the preflight's "in no other batch": every other batch's users are then
+    known — a finished or quietly syncing batch of the repository holds exactly its repository members,
+    which validation keeps out of every other batch)."""
     batches = list(batches)
     wanted = {batch.key: batch for batch in desired.batches}
-    starting = bool(about_to_start(desired, batches))
+    starting = bool(about_to_start(desired, batches)) or any(
+        _may_add(wanted[found.Identity.lower()], found, memory)
+        for found in batches
+        if found.Identity.lower() in wanted
+    )
     chosen = []
     for found in batches:
         batch = wanted.get(found.Identity.lower())
@@ -93,6 +97,15 @@ def users_to_read(
         elif not skipped(batch, found, memory):
             chosen.append(found)
     return chosen
+
+
+def _may_add(batch: Batch, found: ObservedBatch, memory: Memory) -> bool:
+    """A batch read this pass whose users have not been seen to match the repository's member list (new
+    members may be added with -AddUsers, whose preflight needs every other batch's users too)."""
+    if skipped(batch, found, memory):
+        return False
+    known = memory.memberships.get(batch.key)
+    return known is None or known.members != batch.members_digest
 
 
 def about_to_start(desired: DesiredState, batches: Iterable[ObservedBatch]) -> list[Batch]:

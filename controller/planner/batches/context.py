@@ -34,6 +34,9 @@ class Context:
     endpoint_check: EndpointCheck | None = None  # Test-MigrationServerAvailability, when it ran
     endpoint_check_error: str | None = None  # why it could not run, when it could not
     force: bool = False  # the command's --force (contract §4)
+    # Batches Exchange has that the repository does not name and whose users were not read this pass: who
+    # they hold is unknown (the preflight's "in no other batch" cannot pass while any is left unread).
+    unnamed_unread: tuple[str, ...] = ()
 
     def read_users_of(self, batch: Batch) -> bool:
         """Whether this batch's migration users were read (a finished batch's are not)."""
@@ -80,7 +83,19 @@ class Context:
             endpoint_check=exchange.endpointCheck,
             endpoint_check_error=endpoint_check_error,
             force=force,
+            unnamed_unread=_unnamed_unread(desired, exchange),
         )
+
+
+def _unnamed_unread(desired: DesiredState, exchange: ExchangeObserved) -> tuple[str, ...]:
+    named = {batch.key for batch in desired.batches}
+    return tuple(
+        found.Identity
+        for found in exchange.batches or ()
+        if found.Identity.lower() not in named
+        and found.Status.lower() != "removing"
+        and not exchange.users_read(found.Identity)
+    )
 
 
 def users_by_batch(users: list[ObservedUser] | None) -> dict[str, dict[str, ObservedUser]] | None:

@@ -198,6 +198,13 @@ def _other_batch(batch: Batch, keys: list[str], address: dict[str, str], context
     name = "in no other batch"
     if context.users is None:
         return Check(name, "unknown", "migration users could not be read")
+    if context.unnamed_unread:
+        return Check(
+            name,
+            "unknown",
+            f"the users of {', '.join(context.unnamed_unread[:5])} (batches the repository does not name) "
+            "were not read this pass",
+        )
     holders: dict[str, str] = {}
     for batch_key, users in context.users.items():
         if batch_key == batch.key:
