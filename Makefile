@@ -14,13 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# BIND is needed by the DNS tests and ssh-keygen by the signed-commit tests; as root, install them from Debian.
+# BIND is needed by the DNS tests, ssh-keygen by the signed-commit tests and systemd-analyze by the operator
+# guide's unit test; as root, install them from Debian.
 bind:
-	@if { ! command -v named && ! test -x /usr/sbin/named; } >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then \
+	@if { ! command -v named && ! test -x /usr/sbin/named; } >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1 \
+	    || ! command -v systemd-analyze >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    echo "installing bind9 and openssh-client for the DNS and signed-commit tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 bind9-utils openssh-client git >/dev/null; \
-	  else echo "named or ssh-keygen is missing and this is not root: install bind9 bind9-utils openssh-client"; exit 1; fi; \
+	    echo "installing bind9, openssh-client and systemd for the DNS, signed-commit and unit-file tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9 bind9-utils openssh-client git systemd >/dev/null; \
+	  else echo "named, ssh-keygen or systemd-analyze is missing and this is not root: install bind9 bind9-utils openssh-client systemd"; exit 1; fi; \
 	fi
 
 # The migration page's browser test drives Debian's chromium through Debian's chromedriver (Selenium);
