@@ -19,7 +19,8 @@ from controller import errors, faults
 from controller.desired.models import DesiredState
 from controller.model.actions import Action, Blocked, Note, Plan
 from controller.model.snapshot import Snapshot
-from controller.planner import coexistence, render
+from controller.planner import coexistence, records, render
+from controller.planner.batches.context import batch_object
 from controller.planner.settle import Verdict, settle
 from controller.runtime import audit
 from controller.runtime.applier import Outcome
@@ -191,6 +192,6 @@ def desired_objects(desired: DesiredState) -> set[str]:
     """The plan's names (lower case) of what the desired state manages: its endpoint, batches, records."""
     return {
         f"endpoint/{desired.migration.endpoint.name}".lower(),
-        *(f"batch/{batch.name}".lower() for batch in desired.batches),
-        *(f"dns/{record.key}".lower() for record in desired.records),
+        *(batch_object(batch).lower() for batch in desired.batches),
+        *(records.obj(record).lower() for record in desired.records),
     }
