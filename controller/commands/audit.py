@@ -10,6 +10,7 @@ from pathlib import Path
 
 from controller import errors
 from controller.runtime import audit, notes
+from controller.runtime.config import load_config
 from controller.runtime.source import GitSource
 
 
@@ -20,7 +21,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = commands.add_parser(
         "verify", help="check the hash chain and its recorded head; exit 1 naming the first broken record"
     )
-    verify.add_argument("--state", type=Path, required=True, metavar="DIR", help="the state directory")
+    where = verify.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state", type=Path, metavar="DIR", help="the state directory")
+    where.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a configuration: with coordination, the tenant's chain in etcd (every leader's records)",
+    )
     verify.add_argument(
         "--repo",
         metavar="PATH",
@@ -48,6 +56,13 @@ def _log_path(state_dir: Path) -> Path:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        config = load_config(args.config)
+        if config.coordination is not None:
+            from controller.coordination import status as shared
+
+            return shared.verify_chain(config)
+        args.state = config.path(config.state_dir)
     path = _log_path(args.state)
     found = audit.find_break(path)
     if found is not None:

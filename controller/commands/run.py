@@ -1,4 +1,5 @@
-"""`stagectl run --config FILE [--once] [--http ADDR]`: the controller loop, and the migration page."""
+"""`stagectl run --config FILE [--once] [--http ADDR]`: the controller loop, and the migration page;
+`stagectl run --tenants DIR [--instance NAME]`: many tenants shared by many instances (docs/ha.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from rich.logging import RichHandler
 
+from controller import errors
 from controller.commands import progress
 from controller.planner import render
 from controller.runtime.config import ControllerConfig, load_config
@@ -22,7 +24,23 @@ log = logging.getLogger("stagectl.run")
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="follow the repository and converge Exchange and DNS")
-    parser.add_argument("--config", type=Path, required=True, help="the controller configuration file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", type=Path, help="the controller configuration file")
+    which.add_argument(
+        "--tenants",
+        type=Path,
+        metavar="DIR",
+        help="a directory of configurations (*.yaml), one per tenant, each with coordination: (docs/ha.md)",
+    )
+    parser.add_argument(
+        "--instance", metavar="NAME", help="with coordination: this instance's name (default: host-pid)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="with --tenants: serve each tenant's leadership on /metrics",
+    )
     parser.add_argument("--once", action="store_true", help="one pass, then exit")
     parser.add_argument(
         "--http",
@@ -36,7 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tenants is not None:
+        return _coordinated(args, tenant_configs(args.tenants), metrics_port=args.metrics_port)
     config = load_config(args.config)
+    if config.coordination is not None:
+        return _coordinated(args, [config], metrics_port=config.metrics_port)
     listen = args.http or config.web.listen
     page = None if listen is None or args.once else _page_starter(config, listen)
     shown: progress.LiveProgress | progress.PlainProgress
@@ -59,6 +81,43 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         shown.close()
+
+
+def tenant_configs(directory: Path) -> list[ControllerConfig]:
+    """One configuration per tenant: every *.yaml and *.yml of `directory`, in name order."""
+    if not directory.is_dir():
+        raise errors.InvalidInput(f"--tenants {directory}: not a directory")
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        raise errors.InvalidInput(f"--tenants {directory}: no configuration (*.yaml) in it")
+    configs = [load_config(path) for path in files]
+    for path, config in zip(files, configs, strict=True):
+        if config.coordination is None:
+            raise errors.InvalidInput(f"{path}: a tenant of --tenants needs a coordination: section")
+    return configs
+
+
+def _coordinated(
+    args: argparse.Namespace, configs: list[ControllerConfig], *, metrics_port: int | None
+) -> int:
+    """Plain lines (many tenants' passes interleave), each prefixed with its tenant."""
+    from controller.coordination import service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shown = progress.PlainProgress()
+
+    def report(tenant: str, result: PassResult) -> None:
+        shown.show([f"[{tenant}] {line}" for line in pass_lines(result)])
+
+    return service.run(
+        configs,
+        instance=args.instance,
+        once=args.once,
+        report=report,
+        rehearsal=REHEARSAL,
+        metrics_port=metrics_port,
+        metrics_address=configs[0].metrics_address,
+    )
 
 
 def _page_starter(config: ControllerConfig, listen: str) -> Callable[[], Callable[[], None]]:

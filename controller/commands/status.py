@@ -22,6 +22,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     data = status.read(config.path(config.state_dir))
+    if config.coordination is not None:
+        from controller.coordination import status as shared
+
+        leadership = shared.leadership(config)
+        if data is None:  # a standby that never led: who leads is still worth saying
+            data = {}
+        data["leadership"] = leadership
+        if args.format == "text":
+            sys.stdout.write(
+                shared.as_text(leadership) + (status.as_text(data) if "conditions" in data else "")
+            )
+            return 0
     if data is None:
         raise errors.InvalidInput(
             f"no status yet in {config.path(config.state_dir)}: run `stagectl run` first"

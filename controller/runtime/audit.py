@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -105,12 +105,24 @@ def check_head(
         head = read_head(path)
     except (OSError, ValueError, KeyError, TypeError):
         return Break(max(newest, 1), f"the recorded head {head_path(path).name} is unreadable")
+    return compare_head(head, head_path(path).name, newest, newest_hash, newest_prev, hash_at_head)
+
+
+def compare_head(
+    head: Head | None,
+    name: str,
+    newest: int,
+    newest_hash: str,
+    newest_prev: str,
+    hash_at_head: str | None = None,
+) -> Break | None:
+    """`check_head` against a head already read (`name` says where it is kept)."""
     if head is None:
         if newest == 0 or (newest == 1 and newest_prev == GENESIS):
             return None
         return Break(
             newest,
-            f"record {newest} (the newest) has no recorded head ({head_path(path).name} is missing): "
+            f"record {newest} (the newest) has no recorded head ({name} is missing): "
             "an edit or removal of the newest records cannot be ruled out",
         )
     if newest == head.seq and newest_hash == head.hash:
@@ -148,8 +160,9 @@ def line_hash(line: bytes) -> str:
 class AuditLog:
     """Appends records; one writer per state directory (the state lock), serialised across threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, instance: str | None = None) -> None:
         self.path = path
+        self.instance = instance  # coordinated mode: each record names the instance that wrote it
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._last: dict[str, object] | None = None
@@ -225,6 +238,7 @@ class AuditLog:
                 "time": at(time),
                 "revision": revision,
                 "author": redact.redact_text(author),
+                **({"instance": self.instance} if self.instance else {}),
                 "phase": phase,
                 "pass": pass_id,
                 "key": key,
@@ -263,6 +277,14 @@ class AuditLog:
         finally:
             os.close(fd)
 
+    def refresh(self) -> None:
+        """Before each pass; a log kept elsewhere too (coordination) catches its local copy up here."""
+
+    @property
+    def head(self) -> Head:
+        with self._lock:
+            return Head(self._seq, self._prev)
+
     def recorded_result(self, pass_id: int, key: str) -> str | None:
         """The result of this action when it is the newest record: the process died after recording it
         in the log and before closing its journal row (the log is written first)."""
@@ -274,6 +296,17 @@ class AuditLog:
         return result
 
 
+def append_lines(path: Path, lines: Iterable[bytes], head: Head) -> None:
+    """Append records already chained elsewhere (a copy caught up), fsynced, then record `head`."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    write_head(path, head)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -281,7 +314,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _lines(path: Path) -> Iterator[bytes]:
+def iter_lines(path: Path) -> Iterator[bytes]:
     if not path.exists():
         return
     with path.open("rb") as handle:
@@ -295,14 +328,14 @@ def find_break(path: Path) -> Break | None:
         head = read_head(path)
     except (OSError, ValueError, KeyError, TypeError):
         head = None  # check_head names it
-    walked = _walk(path, remember=head.seq if head is not None else None)
+    walked = walk(iter_lines(path), remember=head.seq if head is not None else None)
     if walked.broken is not None:
         return walked.broken
     return check_head(path, walked.newest, walked.newest_hash, walked.newest_prev, walked.remembered)
 
 
 @dataclass(frozen=True, slots=True)
-class _Walk:
+class Walk:
     broken: Break | None
     newest: int = 0
     newest_hash: str = GENESIS
@@ -310,30 +343,30 @@ class _Walk:
     remembered: str | None = None
 
 
-def _walk(path: Path, remember: int | None = None) -> _Walk:
-    """The chain's first break; else the newest record's seq, line hash and `prev`, and the line hash of
-    record `remember`."""
+def walk(lines: Iterable[bytes], remember: int | None = None) -> Walk:
+    """The chain's first break over `lines` (each as written, newline included); else the newest record's
+    seq, line hash and `prev`, and the line hash of record `remember`."""
     prev_line: bytes | None = None
     expected_prev = GENESIS
     newest, newest_prev, remembered = 0, GENESIS, None
-    for seq, raw in enumerate(_lines(path), start=1):
+    for seq, raw in enumerate(lines, start=1):
         if not raw.endswith(b"\n"):
-            return _Walk(Break(seq, f"record {seq} is incomplete (the write was interrupted)"))
+            return Walk(Break(seq, f"record {seq} is incomplete (the write was interrupted)"))
         line = raw.rstrip(b"\n")
         try:
             record = json.loads(line)
             recorded_seq, recorded_prev = record["seq"], record["prev"]
         except (ValueError, KeyError, TypeError):
-            return _Walk(Break(seq, f"record {seq} is not a readable audit record"))
+            return Walk(Break(seq, f"record {seq} is not a readable audit record"))
         if recorded_seq != seq:
-            return _Walk(
+            return Walk(
                 Break(seq, f"record {seq} is missing or out of place (found seq {recorded_seq} there)")
             )
         if recorded_prev != expected_prev:
             if prev_line is None:
-                return _Walk(Break(seq, f"record {seq} does not start the chain"))
+                return Walk(Break(seq, f"record {seq} does not start the chain"))
             # The hash this record holds no longer matches the line before it: that line was changed.
-            return _Walk(
+            return Walk(
                 Break(
                     seq - 1,
                     f"record {seq - 1} was changed after it was written (record {seq} does not match it)",
@@ -343,7 +376,7 @@ def _walk(path: Path, remember: int | None = None) -> _Walk:
         newest, newest_prev = seq, recorded_prev
         if seq == remember:
             remembered = expected_prev
-    return _Walk(None, newest, expected_prev, newest_prev, remembered)
+    return Walk(None, newest, expected_prev, newest_prev, remembered)
 
 
 def verify(path: Path) -> int | None:
@@ -355,7 +388,7 @@ def verify(path: Path) -> int | None:
 def anchor(path: Path) -> Head:
     """Record the head of a log whose chain is intact (one written before the head was kept, or whose head
     was lost); refuses a broken chain. Returns the head recorded."""
-    walked = _walk(path)
+    walked = walk(iter_lines(path))
     if walked.broken is not None:
         raise errors.InvalidInput(
             f"the audit log {path}: {walked.broken.reason}; not anchoring a broken chain"
@@ -366,7 +399,7 @@ def anchor(path: Path) -> Head:
 
 
 def count(path: Path) -> int:
-    return sum(1 for _ in _lines(path))
+    return sum(1 for _ in iter_lines(path))
 
 
 def show(path: Path, revision: str | None = None) -> list[dict[str, object]]:
@@ -374,7 +407,7 @@ def show(path: Path, revision: str | None = None) -> list[dict[str, object]]:
     if revision is not None and len(revision) < 4:
         raise errors.InvalidInput("give at least 4 characters of the revision")
     records: list[dict[str, object]] = []
-    for seq, raw in enumerate(_lines(path), start=1):
+    for seq, raw in enumerate(iter_lines(path), start=1):
         try:
             record = json.loads(raw)
         except ValueError as error:

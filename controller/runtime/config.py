@@ -110,6 +110,52 @@ class WebConfig(Model):
         return value
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class EtcdConfig(Model):
+    """The etcd cluster that elects one leader per tenant and holds the state a standby resumes from."""
+
+    endpoints: list[str] = Field(min_length=1, description="client URLs of the members: https://host:2379")
+    ca_bundle: str | None = Field(default=None, description="PEM file of the CA that signed the members")
+    certificate_pem: str | None = Field(default=None, description="client certificate file (mutual TLS)")
+    certificate_key_pem: str | None = Field(default=None, description="its private key file")
+    username: str | None = Field(default=None, description="etcd's own authentication: a user name")
+    password_ref: SecretRef | None = Field(default=None, description="its password: env:NAME, file:PATH")
+    timeout: Duration = Field(default=timedelta(seconds=2), description="one request to one member")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, values: list[str]) -> list[str]:
+        for value in values:
+            scheme, _, rest = value.partition("://")
+            if scheme not in ("https", "http") or not rest.rpartition(":")[2].rstrip("/").isdigit():
+                raise ValueError(f"an endpoint is https://host:port (or http:// on loopback), not {value!r}")
+        return values
+
+
+class CoordinationConfig(Model):
+    """High availability and many tenants (docs/ha.md): absent, one process holds the state directory's
+    file lock; present, instances elect one leader per tenant through an etcd lease."""
+
+    etcd: EtcdConfig
+    tenant: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="the tenant's name in etcd; default: the file's name"
+    )
+    instance: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="this instance's name; default: host-pid (--instance)"
+    )
+    lease_ttl: Duration = Field(default=timedelta(seconds=10), description="how long a dead leader holds on")
+    prefix: str = Field(default="/stagectl", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=3) <= value <= timedelta(seconds=300) or value.microseconds:
+            raise ValueError("leaseTtl is whole seconds from 3s to 300s")
+        return value
+
+
 class ControllerConfig(Model):
     api_version: Literal["stagectl/v1"]
     kind: Literal["ControllerConfig"]
@@ -127,9 +173,11 @@ class ControllerConfig(Model):
     web: WebConfig = WebConfig()
     publish: PublishConfig = PublishConfig()
     notes: NotesConfig = NotesConfig()
+    coordination: CoordinationConfig | None = None
     base_dir: str = Field(
         default=".", exclude=True, description="set by the loader: relative paths start here"
     )
+    name: str = Field(default="stagectl", exclude=True, description="set by the loader: the file's name")
 
     def path(self, value: str) -> Path:
         """A path from the file, relative to the file's directory."""
@@ -160,7 +208,7 @@ def load_config(path: Path) -> ControllerConfig:
     problems = _backend_problems(config, document, path)
     if problems:
         raise errors.InvalidInput(f"{path}: {len(problems)} problems in the configuration", problems)
-    return config.model_copy(update={"base_dir": str(path.parent.resolve())})
+    return config.model_copy(update={"base_dir": str(path.parent.resolve()), "name": path.stem})
 
 
 def _backend_problems(config: ControllerConfig, document: yamlsafe.Document, path: Path) -> list[str]:

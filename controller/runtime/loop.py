@@ -62,12 +62,12 @@ def run(
         reconciler = wiring.build(config, rehearsal=rehearsal, should_stop=stop.is_set)
         if watcher is not None:
             reconciler.watcher = watcher
-        stop_metrics = stop_webhook = stop_page = _nothing
+        stop_metrics = stop_webhook = stop_page = nothing
         try:
-            metrics, stop_metrics = _start_metrics(config)
-            stop_webhook = _start_webhook(config, wake) if not once else _nothing
-            stop_page = page() if page is not None else _nothing
-            return _loop(reconciler, config, stop, once=once, report=report, metrics=metrics, wake=wake)
+            metrics, stop_metrics = start_metrics(config)
+            stop_webhook = _start_webhook(config, wake) if not once else nothing
+            stop_page = page() if page is not None else nothing
+            return passes(reconciler, config, stop, once=once, report=report, metrics=metrics, wake=wake)
         finally:
             stop_page()
             stop_webhook()
@@ -77,7 +77,7 @@ def run(
                 signal.signal(sig, handler)
 
 
-def _loop(
+def passes(
     reconciler: Reconciler,
     config: ControllerConfig,
     stop: threading.Event,
@@ -130,14 +130,14 @@ def _loop(
     return 0
 
 
-def _nothing() -> None:
+def nothing() -> None:
     pass
 
 
-def _start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[], None]]:
+def start_metrics(config: ControllerConfig) -> tuple[Metrics | None, Callable[[], None]]:
     """The /metrics endpoint on `metricsPort`, when one is set; and the function that stops it."""
     if config.metrics_port is None:
-        return None, _nothing
+        return None, nothing
     from controller.runtime.metrics import Metrics
 
     metrics = Metrics()
@@ -199,7 +199,7 @@ def _start_webhook(config: ControllerConfig, wake: threading.Event) -> Callable[
     """The push webhook's server, when the source configures one; returns the function that stops it."""
     hook = config.source.webhook if config.source is not None else None
     if hook is None or config.source is None:
-        return _nothing
+        return nothing
     from controller import secrets
     from controller.runtime.webhook import WebhookServer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -51,6 +52,18 @@ class Metrics:
             "Unix time at the end of the last pass that applied without a failure.",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "stagectl_leader",
+            "1 while this instance leads the tenant, 0 while it stands by (coordination).",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.leader_since = Gauge(
+            "stagectl_leader_since_timestamp_seconds",
+            "Unix time this instance won the tenant's leadership; 0 while it stands by.",
+            ["tenant"],
+            registry=self.registry,
+        )
         for kind in ("cmdlet", "dns"):  # exported from the start, so a rate over them is never empty
             for result in ("ok", "error"):
                 self.actions.labels(kind=kind, result=result)
@@ -66,6 +79,11 @@ class Metrics:
             self._batches(status.get("batches", []))
         if result.report.failed is None:
             self.last_success.set(self._clock())
+
+    def record_leadership(self, tenant: str, *, leading: bool, since: str | None) -> None:
+        self.leader.labels(tenant=tenant).set(1 if leading else 0)
+        won = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() if (leading and since) else 0
+        self.leader_since.labels(tenant=tenant).set(won)
 
     def record_failure(self, *, seconds: float) -> None:
         """A pass that raised (Exchange, DNS or git failed): only its duration counts."""

@@ -50,8 +50,13 @@ class Reconciler:
     should_stop: Callable[[], bool] = lambda: False
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     watcher: PassWatcher = field(default_factory=Unwatched)  # terminal progress, when a command shows it
+    # The last look before each action is sent, after its intent is recorded: coordination raises here
+    # when this instance can no longer confirm that it leads the tenant (the action is then not sent).
+    fence: Callable[[], None] = lambda: None
 
     def run_pass(self) -> PassResult:
+        self.store.refresh()
+        self.audit.refresh()
         served = serve(self.source, self.store)
         self.store.record_attempted(served.commit.sha)
         self.watcher.pass_started(served)
@@ -228,6 +233,7 @@ class Reconciler:
         def start(action: Action) -> bool:
             sending = before(action)
             if sending:
+                self.fence()
                 self.watcher.acting(action)
             return sending
 

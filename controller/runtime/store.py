@@ -133,6 +133,45 @@ class ProgressSample:
     total: int
 
 
+# What another instance may have written: a new leader takes these from the shared copy (coordination).
+SHARED_SETTINGS = (
+    "memory",
+    "pass",
+    "revision.attempted",
+    "revision.applied",
+    "revision.good",
+    "revision.refused",
+    "revision.refused_reason",
+)
+StatusRow = tuple[str, str | None, str | None, str, str, str]  # object, desired, observed, phase, message, at
+AlertRow = tuple[str, str, str | None, str | None, str]  # fingerprint, object, desired, observed, opened at
+IntentRow = tuple[str, int, str, str, str]  # revision, pass, action key, action, started at
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRows:
+    """The shared part of the state, as stored text: settings, object statuses, open alerts, open intents."""
+
+    settings: Mapping[str, str]
+    statuses: list[StatusRow]
+    alerts: list[AlertRow]
+    intents: list[IntentRow]
+
+
+def status_row(
+    object: str, desired: object, observed: object, *, phase: str, message: str, now: datetime
+) -> StatusRow:
+    return (object, _data(desired), _data(observed), phase, redact.redact_text(message), at(now))
+
+
+def alert_row(fingerprint: str, object: str, desired: object, observed: object, now: datetime) -> AlertRow:
+    return (fingerprint, object, _data(desired), _data(observed), at(now))
+
+
+def intent_row(revision: str, pass_id: int, key: str, action: Action, now: datetime) -> IntentRow:
+    return (revision, pass_id, key, _data(action.as_data()) or "{}", at(now))
+
+
 def action_key(action: Action) -> str:
     """A stable identity for an action: sha256 of its canonical data (secrets are references there)."""
     return hashlib.sha256(_canonical(action.as_data()).encode()).hexdigest()
@@ -162,6 +201,9 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def refresh(self) -> None:
+        """Before each pass; a store kept elsewhere too (coordination) re-reads what it may have missed."""
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -276,6 +318,55 @@ class Store:
             self._set(db, "pass", str(current))
         return current
 
+    def pass_number(self) -> int:
+        """The number of the newest pass (0 before the first)."""
+        return int(self._get("pass") or 0)
+
+    def has_action(self, *, revision: str, pass_id: int, key: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM actions WHERE revision = ? AND pass_id = ? AND action_key = ?",
+            (revision, pass_id, key),
+        )
+        return bool(rows)
+
+    def has_alert(self, fingerprint: str) -> bool:
+        return bool(self._query("SELECT 1 FROM open_alerts WHERE fingerprint = ?", (fingerprint,)))
+
+    def adopt(self, rows: SharedRows, *, now: datetime, closed: str) -> None:
+        """Replace the shared part of the state with `rows` in one transaction (a new leader takes what
+        the one before left). An intent open here and not in `rows` was settled by another instance: it is
+        closed with `closed`; the rest of this database (the progress samples, finished actions) stays."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM settings WHERE name = ?", [(name,) for name in SHARED_SETTINGS])
+            db.executemany(
+                "INSERT INTO settings (name, value) VALUES (?, ?)",
+                [(name, value) for name, value in rows.settings.items() if name in SHARED_SETTINGS],
+            )
+            db.execute("DELETE FROM object_status")
+            db.executemany(
+                "INSERT INTO object_status (object, desired, observed, phase, message, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows.statuses,
+            )
+            db.execute("DELETE FROM open_alerts")
+            db.executemany(f"INSERT INTO open_alerts ({_ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows.alerts)
+            still_open = {(revision, pass_id, key) for revision, pass_id, key, _, _ in rows.intents}
+            for revision, pass_id, key in db.execute(
+                "SELECT revision, pass_id, action_key FROM actions WHERE finished_at IS NULL"
+            ).fetchall():
+                if (revision, pass_id, key) not in still_open:
+                    db.execute(
+                        "UPDATE actions SET finished_at = ?, result = ? "
+                        "WHERE revision = ? AND pass_id = ? AND action_key = ?",
+                        (at(now), closed, revision, pass_id, key),
+                    )
+            db.executemany(
+                "INSERT INTO actions (revision, pass_id, action_key, action, started_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(revision, pass_id, action_key) "
+                "DO UPDATE SET finished_at = NULL, result = NULL",
+                rows.intents,
+            )
+
     # --- per-object status -----------------------------------------------------------------------
 
     def set_status(
@@ -294,7 +385,7 @@ class Store:
                 "observed = excluded.observed, phase = excluded.phase, message = excluded.message, "
                 "updated_at = excluded.updated_at",
                 [
-                    (obj, _data(desired), _data(observed), phase, redact.redact_text(message), at(now))
+                    status_row(obj, desired, observed, phase=phase, message=message, now=now)
                     for obj, desired, observed in rows
                 ],
             )
@@ -358,7 +449,7 @@ class Store:
             cursor = db.execute(
                 "INSERT INTO open_alerts (fingerprint, object, desired, observed, opened_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO NOTHING",
-                (fingerprint, object, _data(desired), _data(observed), at(now)),
+                alert_row(fingerprint, object, desired, observed, now),
             )
             return cursor.rowcount == 1
 
@@ -394,7 +485,7 @@ class Store:
                 "INSERT INTO actions (revision, pass_id, action_key, action, started_at) "
                 "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(revision, pass_id, action_key) DO NOTHING",
-                (revision, pass_id, key, _data(action.as_data()), at(now)),
+                intent_row(revision, pass_id, key, action, now),
             )
             if cursor.rowcount != 1:
                 return False

@@ -55,14 +55,17 @@ def build(
     *,
     rehearsal: Rehearsal | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    store: Callable[[Path], Store] = Store.open,
+    audit_log: Callable[[Path], audit.AuditLog] = audit.AuditLog,
 ) -> Reconciler:
-    """A reconciler over the configured backends; `rehearsal` opens `sim` backends (the commands pass it)."""
+    """A reconciler over the configured backends; `rehearsal` opens `sim` backends (the commands pass it).
+    `store` and `audit_log` open the state database and the audit log (coordination shares them in etcd)."""
     state_dir: Path = config.path(config.state_dir)
     return Reconciler(
         config=config,
         source=source_of(config),
-        store=Store.open(state_dir),
-        audit=audit.AuditLog(audit.path_in(state_dir)),
+        store=store(state_dir),
+        audit=audit_log(audit.path_in(state_dir)),
         backends=open_backends(exchange=None, dns=None, config=config, rehearsal=rehearsal),
         alerts=delivery.AlertDispatcher(sinks_of(config)),
         should_stop=should_stop,

@@ -1,0 +1,329 @@
+"""`stagectl run` with `coordination:`: this instance stands by for each tenant, leads those it wins (no
+more than its share), and steps down the moment it cannot confirm its lease.
+
+One thread per tenant (`TenantWorker`) campaigns and, while leading, runs the ordinary loop of passes
+(`runtime.loop.passes`) over a reconciler whose store and audit log are the shared ones. The main thread
+supervises: it stops a tenant's passes when the session is lost or a fenced write was refused, and keeps
+the tenants spread evenly over the live instances (at most ceil(tenants / instances) each; an instance
+over its share hands the surplus over between two passes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller import errors
+from controller.coordination.etcd import Etcd, Unavailable
+from controller.coordination.leadership import Leadership, LeadershipLost
+from controller.coordination.session import Session
+from controller.coordination.shared_audit import SharedAudit
+from controller.coordination.shared_store import SharedStore
+from controller.runtime import loop, wiring
+from controller.runtime.backends import Rehearsal
+from controller.runtime.config import NAME_PATTERN, ControllerConfig, CoordinationConfig
+from controller.runtime.lock import StateLock
+from controller.runtime.reconciler import PassResult, Reconciler
+
+if TYPE_CHECKING:
+    from controller.runtime.metrics import Metrics
+
+log = logging.getLogger("stagectl.coordination")
+
+LEADERSHIP_FILE = "leadership.json"  # in each tenant's state directory: what this instance last knew
+SUPERVISE = 0.25  # seconds between two looks of the supervisor
+SHARE_EVERY = 4  # looks between two counts of the live instances (one etcd read a second)
+RETRY_FAILED_START = 30.0  # a tenant whose backends could not be opened is tried again after this
+
+
+def tenant_name(config: ControllerConfig) -> str:
+    name = (config.coordination.tenant if config.coordination else None) or config.name
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise errors.InvalidInput(
+            f"{config.name}: the tenant name {name!r} is not [A-Za-z0-9._-]; set coordination.tenant"
+        )
+    return name
+
+
+def instance_name(config: ControllerConfig, given: str | None) -> str:
+    if given is not None:
+        if not re.fullmatch(NAME_PATTERN, given):
+            raise errors.InvalidInput(f"--instance {given!r}: use letters, digits, '.', '_' and '-'")
+        return given
+    named = config.coordination.instance if config.coordination else None
+    return named or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+class TenantWorker:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        session: Session,
+        *,
+        stop: threading.Event,
+        once: bool,
+        report: Callable[[str, PassResult], None],
+        rehearsal: Rehearsal | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self.config = config
+        self.tenant = tenant_name(config)
+        self.session = session
+        self.leadership = Leadership(session, self.tenant)
+        self.stop = stop
+        self.once = once
+        self.report = report
+        self.rehearsal = rehearsal
+        self.metrics = metrics
+        self.may_campaign = threading.Event()
+        self.may_campaign.set()
+        self.leading = threading.Event()
+        self.step_down = threading.Event()  # the supervisor asks: end the passes, then resign or forget
+        self.wake = threading.Event()
+        self.exit_code = 0
+        self.finished = threading.Event()
+        self.reconciler: Reconciler | None = None
+        self._started: float | None = None  # --once: when this instance began to wait for the tenant
+        self.thread = threading.Thread(target=self._run, name=f"tenant-{self.tenant}", daemon=True)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.path(self.config.state_dir)
+
+    def ask_to_step_down(self, why: str) -> None:
+        if self.leading.is_set() and not self.step_down.is_set():
+            log.warning("instance %s steps down from tenant %s: %s", self.session.instance, self.tenant, why)
+            self.step_down.set()
+            self.wake.set()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self._campaign():
+                    self._lead()
+                    if self.once:
+                        return
+                elif self.once and self._waited_enough():
+                    log.info("tenant %s is led by another instance: this run does nothing", self.tenant)
+                    return
+                else:
+                    self.stop.wait(self._retry())
+        finally:
+            self.finished.set()
+
+    def _retry(self) -> float:
+        return min(1.0, self.session.ttl / 5)
+
+    def _waited_enough(self) -> bool:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        return now - self._started > 2 * self.session.ttl
+
+    def _campaign(self) -> bool:
+        if not self.session.held() or not self.may_campaign.is_set():
+            return False
+        try:
+            return self.leadership.campaign()
+        except errors.ExternalFailure as error:
+            log.debug("tenant %s: campaign: %s", self.tenant, error)
+            return False
+
+    def _lead(self) -> None:
+        self.step_down.clear()
+        self.wake.clear()
+        self.leading.set()
+        self._tell(leading=True)
+        stopped = threading.Event()  # the passes end: a stop, a step down
+        watcher = threading.Thread(target=self._relay, args=(stopped,), daemon=True)
+        watcher.start()
+        resign = True
+        try:
+            self.reconciler = wiring.build(
+                self.config,
+                rehearsal=self.rehearsal,
+                should_stop=stopped.is_set,
+                store=lambda state_dir: SharedStore.open_shared(
+                    state_dir, self.leadership, clock=lambda: datetime.now(UTC)
+                ),
+                audit_log=lambda path: SharedAudit(path, self.leadership),
+            )
+            self.reconciler.fence = self.leadership.check
+            self.exit_code = loop.passes(
+                self.reconciler,
+                self.config,
+                stopped,
+                once=self.once,
+                report=lambda result: self.report(self.tenant, result),
+                metrics=self.metrics,
+                wake=self.wake,
+            )
+        except LeadershipLost as error:
+            log.warning("%s", error)
+            resign = False
+        except errors.StagectlError as error:
+            log.error("tenant %s could not be led: %s", self.tenant, error)
+            self.exit_code = 3
+            self.stop.wait(0 if self.once else RETRY_FAILED_START)
+        finally:
+            stopped.set()
+            if self.reconciler is not None:
+                wiring.close(self.reconciler)
+                self.reconciler = None
+            if resign and self.leadership.held():
+                self.leadership.resign()  # a clean hand-over: a standby need not wait for the TTL
+            self.leadership.forget()
+            self.leading.clear()
+            self._tell(leading=False)
+            watcher.join()
+
+    def _relay(self, stopped: threading.Event) -> None:
+        """End the passes when the instance stops, the supervisor asks, or a fenced write was refused."""
+        while not stopped.is_set():
+            if self.stop.is_set() or self.step_down.is_set() or self.leadership.lost.is_set():
+                stopped.set()
+                self.wake.set()
+                return
+            stopped.wait(SUPERVISE)
+
+    def _tell(self, *, leading: bool) -> None:
+        """What this instance knows of the tenant's leadership, beside its status (the page, `status`)."""
+        won = self.leadership.won
+        body = {
+            "tenant": self.tenant,
+            "instance": self.session.instance,
+            "leading": leading,
+            "since": won.since if (leading and won) else None,
+        }
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target = self.state_dir / LEADERSHIP_FILE
+            temporary = target.with_name(f".{target.name}.tmp")
+            temporary.write_text(json.dumps(body) + "\n", encoding="utf-8")
+            temporary.replace(target)
+        except OSError as error:
+            log.warning("tenant %s: %s was not written: %s", self.tenant, LEADERSHIP_FILE, error)
+        if self.metrics is not None:
+            self.metrics.record_leadership(self.tenant, leading=leading, since=won.since if won else None)
+
+
+def run(
+    configs: list[ControllerConfig],
+    *,
+    instance: str | None,
+    once: bool,
+    report: Callable[[str, PassResult], None],
+    rehearsal: Rehearsal | None = None,
+    metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
+) -> int:
+    """Stand by for and lead the tenants of `configs` (each with `coordination:`) until SIGTERM/SIGINT."""
+    first = configs[0]
+    settings = _shared_settings(configs)
+    name = instance_name(first, instance)
+    names = [tenant_name(config) for config in configs]
+    if len(set(names)) != len(names):
+        raise errors.InvalidInput(f"two configurations name the same tenant: {sorted(names)}")
+    etcd = Etcd(settings.etcd, base_dir=Path(first.base_dir))
+    stop = threading.Event()
+
+    def stopping(*_: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop_metrics: Callable[[], None] = loop.nothing
+    with ExitStack() as held:
+        for config in configs:  # one process per state directory, as without coordination
+            held.enter_context(StateLock.acquire(config.path(config.state_dir)))
+        try:
+            metrics = None
+            if metrics_port is not None:
+                metrics, stop_metrics = loop.start_metrics(
+                    first.model_copy(
+                        update={"metrics_port": metrics_port, "metrics_address": metrics_address}
+                    )
+                )
+            session = Session(
+                etcd, instance=name, ttl=int(settings.lease_ttl.total_seconds()), prefix=settings.prefix
+            ).start()
+            workers = [
+                TenantWorker(
+                    config, session, stop=stop, once=once, report=report, rehearsal=rehearsal, metrics=metrics
+                )
+                for config in configs
+            ]
+            log.info("instance %s stands by for %d tenant(s): %s", name, len(workers), ", ".join(names))
+            for worker in workers:
+                worker.thread.start()
+            _supervise(session, workers, stop)
+            for worker in workers:
+                worker.thread.join()
+            session.close()
+            return max((worker.exit_code for worker in workers), default=0)
+        finally:
+            stop.set()
+            stop_metrics()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Event) -> None:
+    """Until every worker has finished (a stop, or `--once`): step down when the lease is not confirmed,
+    and keep to this instance's share of the tenants."""
+    looks = 0
+    while not stop.is_set() and not all(w.finished.is_set() for w in workers):
+        if not session.held():
+            for worker in workers:
+                worker.ask_to_step_down("its lease is not confirmed (etcd unreachable or the quorum lost)")
+        elif looks % SHARE_EVERY == 0:
+            _share(session, workers)
+        looks += 1
+        stop.wait(SUPERVISE)
+    stop.set()
+    for worker in workers:
+        worker.wake.set()
+
+
+def _share(session: Session, workers: list[TenantWorker]) -> None:
+    """At most ceil(tenants / live instances) tenants each: campaign below the share, hand over above it."""
+    try:
+        live = max(1, len(session.live_instances()))
+    except Unavailable:
+        return
+    share = math.ceil(len(workers) / live)
+    leading = [w for w in workers if w.leading.is_set() and not w.step_down.is_set()]
+    for worker in workers:
+        if len(leading) < share:
+            worker.may_campaign.set()
+        else:
+            worker.may_campaign.clear()
+    for worker in leading[share:]:
+        worker.may_campaign.clear()
+        worker.ask_to_step_down(f"{len(leading)} tenants led, more than its share of {share}")
+
+
+def _shared_settings(configs: list[ControllerConfig]) -> CoordinationConfig:
+    first = configs[0].coordination
+    if first is None:
+        raise errors.InvalidInput(f"{configs[0].name}: no coordination section")
+    for config in configs[1:]:
+        theirs = config.coordination
+        if theirs is None:
+            raise errors.InvalidInput(f"{config.name}: every tenant needs the coordination section")
+        if (theirs.etcd, theirs.prefix, theirs.lease_ttl) != (first.etcd, first.prefix, first.lease_ttl):
+            raise errors.InvalidInput(
+                f"{config.name}: coordination.etcd, prefix and leaseTtl must be the same for every tenant "
+                f"of one instance ({configs[0].name} differs)"
+            )
+    return first
