@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo lint schemas bench bind browser clean
+.PHONY: setup test demo lint schemas bench bind browser etcd clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,17 @@ browser:
 	  else echo "chromium or chromedriver is missing and this is not root: install chromium chromium-driver"; exit 1; fi; \
 	fi
 
-test: setup bind browser
+# The high-availability tests (issue 17) start a real 3-member etcd cluster on loopback (free ports, never
+# 2379/2380); as root, install Debian's etcd-server and etcd-client like BIND.
+etcd:
+	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing etcd-server and etcd-client for the high-availability tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; \
+	  else echo "etcd or etcdctl is missing and this is not root: install etcd-server etcd-client"; exit 1; fi; \
+	fi
+
+test: setup bind browser etcd
 	@$(BIN)/pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: that is a failure' >&2; exit 1; fi; exit $$rc
 
