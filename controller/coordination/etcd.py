@@ -116,6 +116,10 @@ class Etcd:
             return str(candidate if candidate.is_absolute() else base_dir / candidate)
 
         session = requests.Session()
+        # REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE in the environment would override the bundle named here
+        # (requests merges them over the session's own), and a proxy variable would route loopback members
+        # through a proxy: the configuration says how to reach etcd, the environment does not.
+        session.trust_env = False
         session.verify = path(s.ca_bundle) or True
         if s.certificate_pem and s.certificate_key_pem:
             session.cert = (str(path(s.certificate_pem)), str(path(s.certificate_key_pem)))
