@@ -148,7 +148,7 @@ class TenantWorker:
         stopped = threading.Event()  # the passes end: a stop, a step down
         watcher = threading.Thread(target=self._relay, args=(stopped,), daemon=True)
         watcher.start()
-        resign = True
+        resign, failed = True, False
         try:
             self.reconciler = wiring.build(
                 self.config,
@@ -175,7 +175,7 @@ class TenantWorker:
         except errors.StagectlError as error:
             log.error("tenant %s could not be led: %s", self.tenant, error)
             self.exit_code = 3
-            self.stop.wait(0 if self.once else RETRY_FAILED_START)
+            failed = True
         finally:
             stopped.set()
             if self.reconciler is not None:
@@ -187,6 +187,8 @@ class TenantWorker:
             self.leading.clear()
             self._tell(leading=False)
             watcher.join()
+        if failed and not self.once:  # handed over: another instance may open what this one could not
+            self.stop.wait(RETRY_FAILED_START)
 
     def _relay(self, stopped: threading.Event) -> None:
         """End the passes when the instance stops, the supervisor asks, or a fenced write was refused."""
