@@ -8,6 +8,7 @@ be confirmed is not read as absent."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +32,21 @@ PAGE = 500  # keys per range request when a prefix is read whole
 
 class Unavailable(errors.ExternalFailure):
     """No member answered, or none could confirm (quorum lost): the state in etcd is unknown."""
+
+
+class Refused(errors.ExternalFailure):
+    """A member answered with a definite error (not found, invalid, permission denied): asking another
+    member would get the same answer."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+NOT_FOUND = 5
+# gRPC codes that say the member could not serve the request now (no leader, a request timed out inside
+# etcd, cancelled, too many requests): another member may.
+_PASS_OVER = {1, 4, 8, 14}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +172,9 @@ class Etcd:
             try:
                 answer = self._post(member, path, body)
             except (exceptions.Etcd3Exception, requests.RequestException, OSError) as error:
+                code = _code(error)
+                if code is not None and code not in _PASS_OVER:
+                    raise Refused(f"etcd refused {path}: {_reason(error)}", code) from None
                 failures.append(f"{self.settings.endpoints[index]}: {_reason(error)}")
                 with self._lock:
                     if self._preferred == index:  # the next request starts with the next member
@@ -252,7 +271,11 @@ class Etcd:
         return int(result.get("TTL", 0) or 0)
 
     def revoke(self, lease: int) -> None:
-        self.call("/lease/revoke", {"ID": str(lease)})
+        try:
+            self.call("/lease/revoke", {"ID": str(lease)})
+        except Refused as error:
+            if error.code != NOT_FOUND:  # already expired: what hung on it is gone, as asked
+                raise
 
 
 def _b64(data: str | bytes) -> str:
@@ -274,6 +297,18 @@ def _kv(item: Mapping[str, Any]) -> KeyValue:
         create_revision=int(item.get("create_revision", 0)),
         lease=int(item.get("lease", 0)),
     )
+
+
+def _code(error: BaseException) -> int | None:
+    """The gRPC status code of an error etcd's gateway answered with, None when there was no such answer."""
+    detail = getattr(error, "detail_text", None)
+    if not isinstance(detail, str) or not detail.startswith("{"):
+        return None
+    try:
+        code = json.loads(detail).get("code")
+    except ValueError:
+        return None
+    return code if isinstance(code, int) else None
 
 
 def _refused(error: BaseException) -> bool:
