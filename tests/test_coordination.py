@@ -27,6 +27,7 @@ from controller.runtime.audit import AuditLog
 from controller.runtime.config import EtcdConfig, load_config
 from controller.runtime.intents import Journal
 from controller.runtime.store import Store
+from tests.support.controller import make_workspace
 from tests.support.etcd import EtcdCluster, etcd_cluster, free_ports
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
@@ -338,3 +339,43 @@ def test_a_bad_coordination_section_is_one_sentence_per_problem_naming_its_line(
     problems = raised.value.problems
     assert any(f"{path}:8:" in p and "https://host:port" in p for p in problems), problems
     assert any(f"{path}:9:" in p and "leaseTtl is whole seconds from 3s" in p for p in problems), problems
+
+
+# --- `stagectl apply` on a coordinated tenant ------------------------------------------------------------
+
+
+def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_otherwise_acts_as_its_leader(
+    cluster: EtcdCluster, prefix: str, sessions: Callable[[str], Session], tmp_path: Path
+) -> None:
+    workspace = make_workspace(tmp_path / "ws", pilot="started")
+    coordination = {
+        "etcd": {
+            "endpoints": cluster.endpoints,
+            "caBundle": str(cluster.ca),
+            "certificatePem": str(cluster.client_cert),
+            "certificateKeyPem": str(cluster.client_key),
+        },
+        "tenant": "contoso",
+        "prefix": prefix,
+        "leaseTtl": "3s",
+    }
+    workspace.write_config(coordination=coordination)
+    desired = str(workspace.repo.path / "desired")
+    running = leader(cluster, sessions, "controller-1")
+
+    refused = workspace.stagectl("apply", desired, "--config", str(workspace.config_path), "--yes")
+    assert refused.returncode != 0
+    assert "tenant contoso is led by instance controller-1 since" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sum(workspace.writes().values()) == 0
+
+    running.resign()
+    applied = workspace.stagectl("apply", desired, "--config", str(workspace.config_path), "--yes")
+    assert applied.returncode == 0, applied.stderr
+    assert workspace.writes()["New-MigrationBatch"] == 1
+    etcd = Etcd(settings(cluster))
+    records = [json.loads(line) for line in shared_lines(etcd, f"{prefix}/tenants/contoso/")]
+    assert {r["phase"] for r in records} == {"intent", "result"}
+    assert all(str(r["instance"]).endswith("-apply") for r in records)
+    assert verify_shared(etcd, f"{prefix}/tenants/contoso/") is None
+    assert read_leader(etcd, prefix, "contoso") is None  # apply resigned when it finished

@@ -17,11 +17,13 @@ from pathlib import Path
 from controller import errors
 from controller.commands import common, progress, reviewed
 from controller.model.actions import Action, Plan
+from controller.model.snapshot import Memory
 from controller.planner import render
 from controller.planner.plan import plan
 from controller.runtime import audit, publish
 from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 from controller.runtime.audit import AuditLog
+from controller.runtime.config import ControllerConfig
 from controller.runtime.intents import Journal
 from controller.runtime.lock import StateLock
 from controller.runtime.observe import unknown
@@ -57,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         backends = common.backends_of(args, config)
         stack.callback(backends.close)
-        journal = _journal(stack, directory, backends.clock)
-        memory = common.load_memory(directory)
+        journal, fence = _journal(stack, directory, backends.clock, config)
+        memory = journal.store.load_memory() if journal is not None else common.load_memory(directory)
         snapshot, findings = common.observe_live(desired, backends, memory)
         for finding in findings:  # said even when there is nothing to apply
             print(f"note: {finding}", file=sys.stderr)
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if reviewed_checksum and reviewed_checksum != result.checksum:
             _refuse(reviewed_checksum, result, directory, args.reviewed)
         if not result.actions:
-            common.save_memory(directory, result.memory)
+            _save_memory(journal, directory, result.memory)
             return _unknown_exit(unread)
         if not args.yes and not _confirmed(len(result.actions)):
             raise errors.Refused("nothing applied: pass --yes, or answer y at the prompt")
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             before: Callable[[Action], bool] = lambda action: True  # noqa: E731
             after = on_outcome
         else:
-            common.save_memory(directory, result.memory)  # what this observation taught survives a crash
+            _save_memory(journal, directory, result.memory)  # what this observation taught survives a crash
             before, after = journal.recorder(
                 revision=desired.revision or f"worktree {Path(args.dir).resolve()}",
                 author=f"{getpass.getuser()} (stagectl apply)",
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
         def start(action: Action) -> bool:
             sending = before(action)
+            if sending:
+                fence()
             if sending and shown is not None:
                 shown.acting(action)
             return sending
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         report = apply_plan(
             result, exchange=backends.exchange, dns=backends.dns, on_start=start, on_outcome=after
         )
-        common.save_memory(directory, report.memory)  # under the state lock
+        _save_memory(journal, directory, report.memory)  # under the state lock
         if directory is not None and report.outcomes:  # the published snapshot predates these actions
             published = [directory / publish.SNAPSHOT_FILE]
             if config is not None and config.publish.snapshot:
@@ -117,17 +121,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _journal(
-    stack: contextlib.ExitStack, directory: Path | None, clock: Callable[[], datetime]
-) -> Journal | None:
+    stack: contextlib.ExitStack,
+    directory: Path | None,
+    clock: Callable[[], datetime],
+    config: ControllerConfig | None,
+) -> tuple[Journal | None, Callable[[], None]]:
     """With a state directory, `apply` holds its lock (a running controller refuses it: one writer to a
-    tenant) and records every action's intent and result as `stagectl run` does."""
+    tenant) and records every action's intent and result as `stagectl run` does. On a coordinated tenant it
+    also wins the tenant's leadership in etcd (refused while a controller leads it), and its journal and
+    audit chain are the shared ones; the second value is the fence checked before each action is sent."""
     if directory is None:
-        return None
+        return None, lambda: None
     lock = StateLock.acquire(directory)
     stack.callback(lock.release)
+    if config is not None and config.coordination is not None:
+        from controller.coordination import service
+
+        shared, log, claim = stack.enter_context(service.leading_once(config))
+        return Journal(shared, log, clock, directory), claim.check
     store = Store.open(directory)
     stack.callback(store.close)
-    return Journal(store, AuditLog(audit.path_in(directory)), clock, directory)
+    return Journal(store, AuditLog(audit.path_in(directory)), clock, directory), lambda: None
+
+
+def _save_memory(journal: Journal | None, directory: Path | None, memory: Memory) -> None:
+    if journal is not None:
+        journal.store.save_memory(memory)
+    else:
+        common.save_memory(directory, memory)
 
 
 def _normalized(checksum: str) -> str:

@@ -58,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
         return _coordinated(args, tenant_configs(args.tenants), metrics_port=args.metrics_port)
     config = load_config(args.config)
     if config.coordination is not None:
-        return _coordinated(args, [config], metrics_port=config.metrics_port)
+        listen = args.http or config.web.listen
+        stop_page = _page_starter(config, listen)() if listen and not args.once else None
+        try:  # the page reads this instance's state directory: current where it leads
+            return _coordinated(args, [config], metrics_port=config.metrics_port)
+        finally:
+            if stop_page is not None:
+                stop_page()
     listen = args.http or config.web.listen
     page = None if listen is None or args.once else _page_starter(config, listen)
     shown: progress.LiveProgress | progress.PlainProgress

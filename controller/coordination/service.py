@@ -18,19 +18,19 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller import errors
 from controller.coordination.etcd import Etcd, Unavailable
-from controller.coordination.leadership import Leadership, LeadershipLost
+from controller.coordination.leadership import Leadership, LeadershipLost, read_leader
 from controller.coordination.session import Session
 from controller.coordination.shared_audit import SharedAudit
 from controller.coordination.shared_store import SharedStore
-from controller.runtime import loop, wiring
+from controller.runtime import audit, loop, wiring
 from controller.runtime.backends import Rehearsal
 from controller.runtime.config import NAME_PATTERN, ControllerConfig, CoordinationConfig
 from controller.runtime.lock import StateLock
@@ -220,6 +220,45 @@ class TenantWorker:
             self.metrics.record_leadership(self.tenant, leading=leading, since=won.since if won else None)
 
 
+@contextmanager
+def leading_once(config: ControllerConfig) -> Iterator[tuple[SharedStore, SharedAudit, Leadership]]:
+    """`stagectl apply` on a coordinated tenant acts as its leader, or not at all: with the tenant led by a
+    running controller it is refused (one writer to a tenant), as the state lock refuses it alone."""
+    settings = config.coordination
+    assert settings is not None
+    name = f"{instance_name(config, None)}-apply"
+    session = Session(
+        Etcd(settings.etcd, base_dir=Path(config.base_dir)),
+        instance=name,
+        ttl=int(settings.lease_ttl.total_seconds()),
+        prefix=settings.prefix,
+    ).start()
+    try:
+        deadline = time.monotonic() + session.ttl
+        while not session.held() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not session.held():
+            raise Unavailable(f"etcd gave {name} no lease within {session.ttl} s: nothing applied")
+        claim = Leadership(session, tenant_name(config))
+        if not claim.campaign():
+            current = read_leader(session.etcd, settings.prefix, claim.tenant)
+            who = f"instance {current.instance} since {current.since}" if current else "another instance"
+            raise errors.Refused(
+                f"tenant {claim.tenant} is led by {who}: apply acts only on a tenant no controller leads "
+                "(let the leader act, or stop the controllers first)"
+            )
+        state_dir = config.path(config.state_dir)
+        store = SharedStore.open_shared(state_dir, claim, clock=lambda: datetime.now(UTC))
+        try:
+            yield store, SharedAudit(audit.path_in(state_dir), claim), claim
+        finally:
+            store.close()
+            if claim.held():
+                claim.resign()
+    finally:
+        session.close()
+
+
 def run(
     configs: list[ControllerConfig],
     *,
@@ -265,6 +304,8 @@ def run(
                 )
                 for config in configs
             ]
+            for worker in workers:  # a push wakes the tenant's passes where this instance leads it
+                held.callback(loop.start_webhook(worker.config, worker.wake) if not once else loop.nothing)
             log.info("instance %s stands by for %d tenant(s): %s", name, len(workers), ", ".join(names))
             for worker in workers:
                 worker.thread.start()

@@ -65,7 +65,7 @@ def run(
         stop_metrics = stop_webhook = stop_page = nothing
         try:
             metrics, stop_metrics = start_metrics(config)
-            stop_webhook = _start_webhook(config, wake) if not once else nothing
+            stop_webhook = start_webhook(config, wake) if not once else nothing
             stop_page = page() if page is not None else nothing
             return passes(reconciler, config, stop, once=once, report=report, metrics=metrics, wake=wake)
         finally:
@@ -195,7 +195,7 @@ def _wait(
             break
 
 
-def _start_webhook(config: ControllerConfig, wake: threading.Event) -> Callable[[], None]:
+def start_webhook(config: ControllerConfig, wake: threading.Event) -> Callable[[], None]:
     """The push webhook's server, when the source configures one; returns the function that stops it."""
     hook = config.source.webhook if config.source is not None else None
     if hook is None or config.source is None:
