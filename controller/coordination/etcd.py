@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from etcd3gw import exceptions
 from etcd3gw.client import Etcd3Client
+from requests.adapters import HTTPAdapter
 
 from controller import errors, secrets
 from controller.runtime.config import EtcdConfig
@@ -106,9 +107,20 @@ Operation = Put | Delete
 
 
 @dataclass(frozen=True, slots=True)
+class Get:
+    """A read inside a transaction (its answer is in `TxnResult.found`)."""
+
+    key: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"request_range": {"key": _b64(self.key)}}
+
+
+@dataclass(frozen=True, slots=True)
 class TxnResult:
     succeeded: bool
     revision: int  # the cluster's revision after the transaction (a key it put has this mod_revision)
+    found: tuple[KeyValue, ...] = ()  # what the branch taken read (`Get`)
 
 
 class Etcd:
@@ -132,6 +144,8 @@ class Etcd:
             return str(candidate if candidate.is_absolute() else base_dir / candidate)
 
         session = requests.Session()
+        # One instance's threads share the client: a worker per tenant, the keep-alive, the supervisor.
+        session.mount(f"{parts.scheme}://", HTTPAdapter(pool_connections=1, pool_maxsize=64))
         # REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE in the environment would override the bundle named here
         # (requests merges them over the session's own), and a proxy variable would route loopback members
         # through a proxy: the configuration says how to reach etcd, the environment does not.
@@ -244,18 +258,31 @@ class Etcd:
                 return
             start = kvs[-1].key + "\0"
 
-    def txn(self, compare: Sequence[Compare], success: Sequence[Operation]) -> TxnResult:
-        """All of `success` if every `compare` holds, else nothing; at most MAX_TXN_OPS operations."""
+    def txn(
+        self, compare: Sequence[Compare], success: Sequence[Operation], failure: Sequence[Get] = ()
+    ) -> TxnResult:
+        """All of `success` if every `compare` holds, else `failure` (reads only); at most MAX_TXN_OPS
+        operations."""
         if len(success) > MAX_TXN_OPS:
             raise ValueError(f"a transaction of {len(success)} operations (at most {MAX_TXN_OPS})")
         answer = self.call(
             "/kv/txn",
-            {"compare": [c.as_json() for c in compare], "success": [op.as_json() for op in success]},
+            {
+                "compare": [c.as_json() for c in compare],
+                "success": [op.as_json() for op in success],
+                "failure": [op.as_json() for op in failure],
+            },
             idempotent=False,
+        )
+        found = tuple(
+            _kv(item)
+            for response in answer.get("responses") or []
+            for item in (response.get("response_range") or {}).get("kvs") or []
         )
         return TxnResult(
             succeeded=bool(answer.get("succeeded", False)),
             revision=int(answer.get("header", {}).get("revision", 0)),
+            found=found,
         )
 
     # --- leases ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller import errors
-from controller.coordination.etcd import Compare, Delete, Etcd, KeyValue, Put
+from controller.coordination.etcd import Compare, Delete, Etcd, Get, KeyValue, Put
 from controller.coordination.session import Session
 
 log = logging.getLogger("stagectl.coordination")
@@ -77,11 +77,13 @@ class Leadership:
             return False
         since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         body = json.dumps({"instance": self.session.instance, "since": since}).encode()
-        result = self.etcd.txn([Compare(self.key, "CREATE", 0)], [Put(self.key, body, lease=lease)])
+        result = self.etcd.txn(
+            [Compare(self.key, "CREATE", 0)], [Put(self.key, body, lease=lease)], failure=[Get(self.key)]
+        )
         if result.succeeded:
             won = Leader(self.session.instance, since, lease, result.revision)
-        else:
-            current = read_leader(self.etcd, self.session.prefix, self.tenant)
+        else:  # one request a try: the key as it stands comes back with the refusal
+            current = _leader(result.found[0]) if result.found else None
             if current is None or current.instance != self.session.instance or current.lease != lease:
                 return False
             won = current  # ours already: an earlier attempt whose answer was lost, or a session regained

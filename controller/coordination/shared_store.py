@@ -52,11 +52,22 @@ class SharedStore(Store):
         return f"{self.root}{kind}/{name}"
 
     def _write(self, operations: Iterable[Operation]) -> None:
-        """The operations in fenced transactions (MAX_TXN_OPS at a time, less the fence's compares).
+        """The operations in fenced transactions (MAX_TXN_OPS at a time, less the fence's compares); a
+        setting put with the value it already has is not written again (a steady pass writes little).
 
         Refused: this instance no longer leads (LeadershipLost). No answer: unknown whether it was applied,
         so the local copy is re-read from etcd before the next pass."""
-        pending = list(operations)
+        settings = self.root + "settings/"
+        pending = [
+            op
+            for op in operations
+            if not (
+                isinstance(op, Put)
+                and op.key.startswith(settings)
+                and not self._stale
+                and self._get(op.key.removeprefix(settings)) == op.value.decode("utf-8")
+            )
+        ]
         try:
             while pending:
                 chunk, pending = pending[: MAX_TXN_OPS - 2], pending[MAX_TXN_OPS - 2 :]
