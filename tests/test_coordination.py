@@ -5,6 +5,7 @@ pauses are in tests/ha/."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -379,3 +380,52 @@ def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_o
     assert all(str(r["instance"]).endswith("-apply") for r in records)
     assert verify_shared(etcd, f"{prefix}/tenants/contoso/") is None
     assert read_leader(etcd, prefix, "contoso") is None  # apply resigned when it finished
+
+
+# --- etcd's own users: a password by reference -------------------------------------------------------
+
+
+def test_etcd_users_and_passwords_by_reference_confine_the_controller_to_its_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS without client certificates, and etcd's authentication: a user whose role reaches `/stagectl/`
+    only. etcd 3.4's JSON gateway refuses requests carrying both a client certificate and a user, so a
+    deployment chooses one (docs/ha.md)."""
+    with etcd_cluster(tmp_path / "etcd", members=1, client_cert_auth=False) as single:
+        admin = single.client(0)
+
+        def grant(path: str, body: dict[str, object]) -> None:
+            admin.post(admin.get_url(path), json=body)
+
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        grant("/auth/user/add", {"name": "root", "password": "root-secret"})
+        grant("/auth/user/grant", {"user": "root", "role": "root"})
+        grant("/auth/role/add", {"name": "stagectl"})
+        perm = {"permType": "READWRITE", "key": b64("/stagectl/"), "range_end": b64("/stagectl0")}
+        grant("/auth/role/grant", {"name": "stagectl", "perm": perm})
+        grant("/auth/user/add", {"name": "controller", "password": "etcd-password-123"})
+        grant("/auth/user/grant", {"user": "controller", "role": "stagectl"})
+        grant("/auth/enable", {})
+
+        monkeypatch.setenv("STAGECTL_ETCD_PASSWORD", "etcd-password-123")
+        config = EtcdConfig(
+            endpoints=single.endpoints,
+            ca_bundle=str(single.ca),
+            username="controller",
+            password_ref="env:STAGECTL_ETCD_PASSWORD",
+        )
+        session = Session(Etcd(config), instance="a", ttl=TTL, prefix="/stagectl").start()
+        try:
+            until("the session", session.held)
+            assert Leadership(session, "contoso").campaign()
+        finally:
+            session.close()
+        with pytest.raises(errors.ExternalFailure, match="permission denied"):
+            Etcd(config).txn([], [Put("/elsewhere/key", b"v")])
+
+        monkeypatch.setenv("STAGECTL_ETCD_PASSWORD", "not-the-password")
+        with pytest.raises(errors.ExternalFailure, match="authentication failed") as refused:
+            Etcd(config).get("/stagectl/tenants/contoso/leader")
+        assert "not-the-password" not in str(refused.value)

@@ -188,6 +188,7 @@ class EtcdCluster:
     root: Path
     pki: EtcdPki
     members: list[EtcdMember] = field(default_factory=list)
+    client_cert_auth: bool = True  # the members demand a client certificate
 
     @property
     def endpoints(self) -> list[str]:
@@ -323,8 +324,8 @@ class EtcdCluster:
             "--election-timeout", "1000",
             "--cert-file", str(self.pki.server_cert),
             "--key-file", str(self.pki.server_key),
-            "--trusted-ca-file", str(self.pki.ca),
-            "--client-cert-auth",
+            # A trusted CA alone makes etcd ask for a client certificate: both or neither.
+            *(["--trusted-ca-file", str(self.pki.ca), "--client-cert-auth"] if self.client_cert_auth else []),
             "--logger", "zap",
             "--log-outputs", "stderr",
         ]  # fmt: skip
@@ -359,12 +360,14 @@ class EtcdCluster:
 
 
 @contextmanager
-def etcd_cluster(root: Path, members: int = 3) -> Iterator[EtcdCluster]:
+def etcd_cluster(root: Path, members: int = 3, *, client_cert_auth: bool = True) -> Iterator[EtcdCluster]:
     """Start `members` etcd members under `root` and wait until all answer and a put succeeds (20 s at
-    most; the error carries each member's log tail). On exit every member is SIGKILLed and waited for."""
+    most; the error carries each member's log tail). On exit every member is SIGKILLed and waited for.
+    `client_cert_auth=False`: TLS without client certificates (etcd's users and passwords instead: etcd
+    3.4's JSON gateway refuses requests that carry both)."""
     etcd_binary()  # a clear error before anything is created
     root.mkdir(parents=True, exist_ok=True)
-    cluster = EtcdCluster(root=root, pki=make_etcd_pki(root / "pki"))
+    cluster = EtcdCluster(root=root, pki=make_etcd_pki(root / "pki"), client_cert_auth=client_cert_auth)
     ports = free_ports(2 * members)
     for i in range(members):
         cluster.members.append(
