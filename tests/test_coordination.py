@@ -364,6 +364,18 @@ def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_o
     desired = str(workspace.repo.path / "desired")
     running = leader(cluster, sessions, "controller-1")
 
+    shown = workspace.stagectl("status", "--config", str(workspace.config_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "leader      controller-1 since 20" in shown.stdout
+    assert "instances   controller-1" in shown.stdout
+    as_json = json.loads(
+        workspace.stagectl("status", "--config", str(workspace.config_path), "--format", "json").stdout
+    )
+    assert (
+        as_json["leadership"]["leader"] == "controller-1"
+        and as_json["leadership"]["since"] == running.won.since
+    )
+
     refused = workspace.stagectl("apply", desired, "--config", str(workspace.config_path), "--yes")
     assert refused.returncode != 0
     assert "tenant contoso is led by instance controller-1 since" in refused.stderr
@@ -429,3 +441,17 @@ def test_etcd_users_and_passwords_by_reference_confine_the_controller_to_its_pre
         with pytest.raises(errors.ExternalFailure, match="authentication failed") as refused:
             Etcd(config).get("/stagectl/tenants/contoso/leader")
         assert "not-the-password" not in str(refused.value)
+
+
+def test_status_says_leadership_is_unknown_when_etcd_does_not_answer_never_that_nobody_leads(
+    tmp_path: Path,
+) -> None:
+    workspace = make_workspace(tmp_path / "ws")
+    nowhere = [f"https://127.0.0.1:{port}" for port in free_ports(3)]
+    workspace.write_config(
+        coordination={"etcd": {"endpoints": nowhere, "timeout": "1s"}, "tenant": "contoso"}
+    )
+    shown = workspace.stagectl("status", "--config", str(workspace.config_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "leader      unknown: etcd did not answer" in shown.stdout
+    assert "none" not in shown.stdout.split("leader", 1)[1].splitlines()[0]
