@@ -103,9 +103,6 @@ class Delete:
         return {"request_delete_range": {"key": _b64(self.key)}}
 
 
-Operation = Put | Delete
-
-
 @dataclass(frozen=True, slots=True)
 class Get:
     """A read inside a transaction (its answer is in `TxnResult.found`)."""
@@ -114,6 +111,9 @@ class Get:
 
     def as_json(self) -> dict[str, object]:
         return {"request_range": {"key": _b64(self.key)}}
+
+
+Operation = Put | Delete | Get
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +262,7 @@ class Etcd:
         self, compare: Sequence[Compare], success: Sequence[Operation], failure: Sequence[Get] = ()
     ) -> TxnResult:
         """All of `success` if every `compare` holds, else `failure` (reads only); at most MAX_TXN_OPS
-        operations."""
+        operations. What a `Get` of the branch taken read is in `found`, in order (a missing key: none)."""
         if len(success) > MAX_TXN_OPS:
             raise ValueError(f"a transaction of {len(success)} operations (at most {MAX_TXN_OPS})")
         answer = self.call(

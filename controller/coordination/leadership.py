@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from controller import errors
-from controller.coordination.etcd import Compare, Delete, Etcd, Get, KeyValue, Put
+from controller.coordination.etcd import MAX_TXN_OPS, Compare, Delete, Etcd, Get, KeyValue, Put
 from controller.coordination.session import Session
 
 log = logging.getLogger("stagectl.coordination")
@@ -42,6 +42,19 @@ def read_leader(etcd: Etcd, prefix: str, tenant: str) -> Leader | None:
     """The tenant's leader, None when no instance leads it; `Unavailable` when etcd cannot say."""
     kv = etcd.get(tenant_prefix(prefix, tenant) + "leader")
     return None if kv is None else _leader(kv)
+
+
+def read_leaders(etcd: Etcd, prefix: str, tenants: list[str]) -> dict[str, Leader]:
+    """The leaders of these tenants (a tenant no one leads is absent), read at one revision a request."""
+    leaders: dict[str, Leader] = {}
+    for start in range(0, len(tenants), MAX_TXN_OPS):
+        chunk = tenants[start : start + MAX_TXN_OPS]
+        found = etcd.txn([], [Get(tenant_prefix(prefix, tenant) + "leader") for tenant in chunk]).found
+        for kv in found:
+            leaders[kv.key.removeprefix(prefix.rstrip("/") + "/tenants/").removesuffix("/leader")] = _leader(
+                kv
+            )
+    return leaders
 
 
 def _leader(kv: KeyValue) -> Leader:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from controller import errors
 from controller.coordination.etcd import Etcd, Unavailable
-from controller.coordination.leadership import Leadership, LeadershipLost, read_leader
+from controller.coordination.leadership import Leadership, LeadershipLost, read_leader, read_leaders
 from controller.coordination.session import Session
 from controller.coordination.shared_audit import SharedAudit
 from controller.coordination.shared_store import SharedStore
@@ -86,8 +86,7 @@ class TenantWorker:
         self.report = report
         self.rehearsal = rehearsal
         self.metrics = metrics
-        self.may_campaign = threading.Event()
-        self.may_campaign.set()
+        self.may_campaign = threading.Event()  # the supervisor's leave to campaign (this instance's share)
         self.leading = threading.Event()
         self.step_down = threading.Event()  # the supervisor asks: end the passes, then resign or forget
         self.wake = threading.Event()
@@ -95,11 +94,18 @@ class TenantWorker:
         self.finished = threading.Event()
         self.reconciler: Reconciler | None = None
         self._started: float | None = None  # --once: when this instance began to wait for the tenant
+        self._held_off_until = 0.0  # handed over for the share: others take it first
         self.thread = threading.Thread(target=self._run, name=f"tenant-{self.tenant}", daemon=True)
 
     @property
     def state_dir(self) -> Path:
         return self.config.path(self.config.state_dir)
+
+    def hold_off(self, seconds: float) -> None:
+        self._held_off_until = time.monotonic() + seconds
+
+    def holding_off(self) -> bool:
+        return time.monotonic() < self._held_off_until
 
     def ask_to_step_down(self, why: str) -> None:
         if self.leading.is_set() and not self.step_down.is_set():
@@ -339,20 +345,34 @@ def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Ev
 
 
 def _share(session: Session, workers: list[TenantWorker]) -> None:
-    """At most ceil(tenants / live instances) tenants each: campaign below the share, hand over above it."""
+    """At most ceil(tenants / live instances) tenants each. Below the share, only as many workers as there
+    are free places campaign, each for a tenant no one leads (or one this instance held before its lease
+    was confirmed again); above it (another instance joined), the surplus is handed over, and this instance
+    leaves those tenants alone for a lease TTL so that an instance below its share takes them."""
     try:
         live = max(1, len(session.live_instances()))
-    except Unavailable:
+        leaders = read_leaders(session.etcd, session.prefix, [w.tenant for w in workers])
+    except errors.ExternalFailure:
+        for worker in workers:
+            worker.may_campaign.clear()
         return
     share = math.ceil(len(workers) / live)
     leading = [w for w in workers if w.leading.is_set() and not w.step_down.is_set()]
+    free = [
+        w
+        for w in workers
+        if not w.leading.is_set()
+        and not w.holding_off()
+        and (w.tenant not in leaders or leaders[w.tenant].instance == session.instance)
+    ]
+    allowed = {w.tenant for w in free[: max(0, share - len(leading))]}
     for worker in workers:
-        if len(leading) < share:
+        if worker.tenant in allowed:
             worker.may_campaign.set()
         else:
             worker.may_campaign.clear()
     for worker in leading[share:]:
-        worker.may_campaign.clear()
+        worker.hold_off(session.ttl)
         worker.ask_to_step_down(f"{len(leading)} tenants led, more than its share of {share}")
 
 
