@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -455,3 +456,13 @@ def test_status_says_leadership_is_unknown_when_etcd_does_not_answer_never_that_
     assert shown.returncode == 0, shown.stderr
     assert "leader      unknown: etcd did not answer" in shown.stdout
     assert "none" not in shown.stdout.split("leader", 1)[1].splitlines()[0]
+
+
+def test_every_command_line_in_the_ha_guide_is_one_stagectl_accepts() -> None:
+    from controller.commands import cli
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "ha.md").read_text(encoding="utf-8")
+    commands = [line for line in guide.splitlines() if line.startswith("stagectl ")]
+    assert len(commands) >= 4
+    for command in commands:
+        cli.build_parser().parse_args(shlex.split(command)[1:])
