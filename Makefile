@@ -62,7 +62,7 @@ lint: setup
 schemas: setup
 	$(BIN)/stagectl schema --out schemas
 
-bench: setup bind
+bench: setup bind etcd
 	$(BIN)/python -m bench
 
 clean:
