@@ -1,0 +1,542 @@
+"""Review of issue 17 (coordination on etcd): defects found, each shown on the real 3-member cluster where it
+can be, and a few paths checked and found sound.
+
+A test marked `xfail(strict=True)` shows a defect that is not fixed yet: it fails today, and it will turn
+into an unexpected pass (a failure of the suite) once the defect is fixed, so the mark is removed then."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from controller import errors
+from controller.coordination import service
+from controller.coordination.etcd import Etcd, Operation, TxnResult, Unavailable
+from controller.coordination.leadership import Leadership
+from controller.coordination.session import Session
+from controller.coordination.shared_audit import SharedAudit, head_key, verify_shared
+from controller.coordination.shared_store import SharedStore
+from controller.exchange.client import ExchangeClient
+from controller.exchange.errors import ThrottledError
+from controller.exchange.runner import CmdletOutput
+from controller.model.actions import ExchangeAction
+from controller.model.snapshot import Memory
+from controller.runtime import audit, serving
+from controller.runtime.applier import ApplyReport, Outcome
+from controller.runtime.audit import AuditLog, Head, line_hash
+from controller.runtime.config import EtcdConfig
+from controller.runtime.intents import Journal
+from controller.runtime.metrics import Metrics
+from controller.runtime.reconciler import Reconciler
+from controller.runtime.store import Store
+from tests.support.controller import make_workspace
+from tests.support.etcd import EtcdCluster, etcd_cluster, free_ports
+
+NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
+TTL = 3
+BOUND = 15.0
+
+START = ExchangeAction(
+    cmdlet="Start-MigrationBatch",
+    parameters=(("Identity", "Batch0-IT"),),
+    object="batch/Batch0-IT",
+    reason="the repository asks for it started",
+)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    with etcd_cluster(tmp_path_factory.mktemp("etcd")) as running:
+        yield running
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/r{uuid.uuid4().hex[:10]}"
+
+
+def settings(cluster: EtcdCluster) -> EtcdConfig:
+    return EtcdConfig(
+        endpoints=cluster.endpoints,
+        ca_bundle=str(cluster.ca),
+        certificate_pem=str(cluster.client_cert),
+        certificate_key_pem=str(cluster.client_key),
+    )
+
+
+def until(what: str, check: Callable[[], object], timeout: float = BOUND) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+@pytest.fixture
+def sessions(cluster: EtcdCluster, prefix: str) -> Iterator[Callable[[str], Session]]:
+    opened: list[Session] = []
+
+    def open_session(name: str) -> Session:
+        session = Session(Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix).start()
+        until(f"the session of {name}", session.held)
+        opened.append(session)
+        return session
+
+    yield open_session
+    for session in opened:
+        session.close()
+
+
+def cut_off(session: Session) -> None:
+    """Its keep-alives stop reaching etcd (a partition between the instance and etcd, or a pause)."""
+    session._stop.set()
+    if session._thread is not None:
+        session._thread.join()
+
+
+def leader(sessions: Callable[[str], Session], name: str) -> Leadership:
+    claim = Leadership(sessions(name), "contoso")
+    assert claim.campaign()
+    return claim
+
+
+def _append(log: AuditLog, result: str) -> None:
+    log.append(revision="c0ffee", author="ada", action=START, result=result, duration_ms=1, time=NOW)
+
+
+# === 1. the fence: an Exchange write retried after the lease was lost ===================================
+
+
+class ThrottledOnce:
+    """A PowerShell gateway that answers the first call 'busy' (HTTP 503 before the cmdlet ran) and runs
+    every later one; it notes whether the sender still led the tenant when each call reached it."""
+
+    def __init__(self, claim: Leadership) -> None:
+        self.claim = claim
+        self.calls: list[tuple[str, bool]] = []
+
+    def run(self, cmdlet: str, parameters: object, select: object = ()) -> CmdletOutput:
+        self.calls.append((cmdlet, self.claim.held()))
+        if len(self.calls) == 1:
+            raise ThrottledError("the PowerShell gateway is busy (HTTP 503)", delay=5.0)
+        return CmdletOutput([])
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: the fence is checked once before ExchangeClient.call, whose write retries (throttled, "
+    "gateway unreachable, up to 5 attempts, backoff up to 60 s each) send the cmdlet again after the lease "
+    "was lost and another instance leads",
+)
+def test_a_write_retried_after_a_throttle_is_not_sent_by_an_instance_that_lost_its_lease(
+    cluster: EtcdCluster, sessions: Callable[[str], Session], tmp_path: Path
+) -> None:
+    a = leader(sessions, "a")
+    b = Leadership(sessions("b"), "contoso")
+    store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
+    log = SharedAudit(audit.path_in(tmp_path / "a"), a)
+    gateway = ThrottledOnce(a)
+
+    def backoff(seconds: float) -> None:
+        # While the client waits to retry, the instance is cut off from etcd (the gateway still answers):
+        # its lease runs out and the standby wins the tenant.
+        cut_off(a.session)
+        until("b leads", b.campaign, timeout=TTL + 5)
+
+    exchange = ExchangeClient(gateway, sleep=backoff)
+    reconciler = Reconciler(
+        config=SimpleNamespace(state_dir="a", path=lambda p: tmp_path / p),  # type: ignore[arg-type]
+        source=None,  # type: ignore[arg-type]
+        store=store,
+        audit=log,
+        backends=SimpleNamespace(exchange=exchange, dns=None, clock=lambda: NOW),  # type: ignore[arg-type]
+        alerts=None,  # type: ignore[arg-type]
+        fence=a.check,
+    )
+    served = SimpleNamespace(commit=SimpleNamespace(sha="c0ffee", author="ada"))
+    planned = SimpleNamespace(actions=(START,), memory=Memory())
+    with contextlib.suppress(errors.StagectlError):  # its result cannot be recorded: it no longer leads
+        reconciler._apply(served, planned)  # type: ignore[arg-type]
+
+    assert b.held()  # another instance leads now, and will settle the open intent by observation
+    after_loss = [cmdlet for cmdlet, leading in gateway.calls if not leading]
+    assert after_loss == [], f"sent by an instance that no longer led the tenant: {after_loss}"
+
+
+# === 2. the audit copy: a crash between a record and its head ===========================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: SharedAudit._sync takes the local copy's recorded head (not its last line) as its tail, "
+    "so a copy left one record ahead of its head by a crash gets that record appended a second time",
+)
+def test_a_copy_left_one_record_ahead_of_its_head_is_caught_up_without_a_duplicate(
+    cluster: EtcdCluster, sessions: Callable[[str], Session], tmp_path: Path
+) -> None:
+    a = leader(sessions, "a")
+    path = audit.path_in(tmp_path / "a")
+    log = SharedAudit(path, a)
+    _append(log, "ok 1")
+    _append(log, "ok 2")
+    _append(log, "ok 3")
+    # The crash window of AuditLog._write: record 3 is in etcd and fsynced in the copy, the process dies
+    # before the copy's head is replaced. (check_head accepts exactly this state.)
+    lines = list(audit.iter_lines(path))
+    audit.write_head(path, Head(2, line_hash(lines[1])))
+    assert audit.find_break(path) is None
+
+    SharedAudit(path, a)  # the instance starts again and leads again
+
+    assert audit.count(path) == 3
+    assert audit.find_break(path) is None, audit.find_break(path)
+
+
+# === 3. `audit verify --config` while the leader writes ==================================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: verify_shared reads the head and the records in two requests at different revisions, "
+    "so two records appended between them make an intact chain fail verification",
+)
+def test_verify_of_the_chain_in_etcd_is_not_fooled_by_records_appended_while_it_reads(
+    cluster: EtcdCluster, sessions: Callable[[str], Session], tmp_path: Path
+) -> None:
+    a = leader(sessions, "a")
+    log = SharedAudit(audit.path_in(tmp_path / "a"), a)
+    _append(log, "ok 1")
+    head = head_key(a.prefix)
+
+    class ReadsWhileTheLeaderWrites(Etcd):
+        raced = False
+
+        def get(self, key: str):  # type: ignore[no-untyped-def]
+            found = super().get(key)
+            if key == head and not self.raced:
+                self.raced = True
+                _append(log, "sending")  # an action's intent...
+                _append(log, "ok")  # ...and its result, meanwhile
+            return found
+
+    found = verify_shared(ReadsWhileTheLeaderWrites(settings(cluster)), a.prefix)
+    assert verify_shared(Etcd(settings(cluster)), a.prefix) is None  # the chain is intact
+    assert found is None, found
+
+
+# === 4. the share rule counts every live instance under the prefix =======================================
+
+
+class FakeWorker:
+    """What `_share` reads and sets of a TenantWorker."""
+
+    def __init__(self, tenant: str, *, leading: bool = False) -> None:
+        self.tenant = tenant
+        self.leading = threading.Event()
+        if leading:
+            self.leading.set()
+        self.step_down = threading.Event()
+        self.may_campaign = threading.Event()
+        self.asked: list[str] = []
+
+    def holding_off(self) -> bool:
+        return False
+
+    def hold_off(self, seconds: float) -> None:
+        pass
+
+    def ask_to_step_down(self, why: str) -> None:
+        self.asked.append(why)
+        self.step_down.set()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: _share divides this instance's tenants by every live instance under the prefix, "
+    "including ones that serve none of them (another --tenants set, a single --config run, a `stagectl "
+    "apply` session): tenants are handed over or never campaigned for, and stay unled",
+)
+def test_an_instance_that_serves_none_of_these_tenants_does_not_shrink_the_share(
+    cluster: EtcdCluster, sessions: Callable[[str], Session]
+) -> None:
+    ops1 = sessions("ops-1")
+    sessions("fabrikam-only")  # e.g. `stagectl run --config fabrikam.yaml`, or `stagectl apply`'s session
+    idle = [FakeWorker(t) for t in ("contoso", "northwind", "tailspin")]
+    service._share(ops1, idle)  # type: ignore[arg-type]
+    allowed = [w.tenant for w in idle if w.may_campaign.is_set()]
+
+    busy = [FakeWorker(t, leading=True) for t in ("contoso", "northwind", "tailspin")]
+    service._share(ops1, busy)  # type: ignore[arg-type]
+    handed_over = [w.tenant for w in busy if w.asked]
+
+    assert allowed == ["contoso", "northwind", "tailspin"], f"only {allowed} may be led; no one else serves"
+    assert handed_over == [], f"{handed_over} handed over to no one"
+
+
+# === 5. switching coordination on loses the single-machine state ==========================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: the first leader adopts an empty etcd over the single-machine database (the audit log "
+    "is carried into etcd, the state is not): memory, revisions, baselines and alerts are dropped and an "
+    "open intent is closed as 'settled by the instance that led before' without any observation",
+)
+def test_switching_coordination_on_keeps_the_state_of_the_single_machine_controller(
+    cluster: EtcdCluster, sessions: Callable[[str], Session], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    alone = Store.open(state)
+    memory = Memory(cutoverAt=NOW, ttlBeforeLowering={"contoso.com/@/MX": 3600})
+    alone.save_memory(memory)
+    alone.record_good("c0ffee")
+    alone.set_statuses([("dns/contoso.com/@/MX", "f1", {"ttl": 300})], phase="baseline", message="", now=NOW)
+    assert alone.open_alert("drift-1", object="dns/contoso.com/@/MX", now=NOW)
+    passes = alone.next_pass()
+    # The single-machine controller died with this action in flight: the next pass must settle it.
+    assert alone.record_action_started(revision="c0ffee", pass_id=passes, key="k1", action=START, now=NOW)
+    alone.close()
+
+    a = leader(sessions, "a")
+    shared = SharedStore.open_shared(state, a, clock=lambda: NOW)
+
+    assert [(r.pass_id, r.action_key) for r in shared.unfinished_actions()] == [(passes, "k1")]
+    assert shared.load_memory() == memory
+    assert shared.revisions().good == "c0ffee"
+    assert [s.object for s in shared.statuses()] == ["dns/contoso.com/@/MX"]
+    assert [alert.fingerprint for alert in shared.open_alerts()] == ["drift-1"]
+    assert shared.next_pass() > passes
+
+
+# === 6. a refused request ends the keep-alive thread for good ==============================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: Session._beat catches Unavailable only; a Refused grant (a wrong or rotated etcd "
+    "password, permission denied on the instances key) ends the keep-alive thread, and the instance never "
+    "holds a session again, silently, even once the password is right",
+)
+def test_a_refused_sign_in_does_not_end_the_keep_alive_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with etcd_cluster(tmp_path / "etcd", members=1, client_cert_auth=False) as single:
+        admin = single.client(0)
+
+        def grant(path: str, body: dict[str, object]) -> None:
+            admin.post(admin.get_url(path), json=body)
+
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        grant("/auth/user/add", {"name": "root", "password": "root-secret"})
+        grant("/auth/user/grant", {"user": "root", "role": "root"})
+        grant("/auth/role/add", {"name": "stagectl"})
+        perm = {"permType": "READWRITE", "key": b64("/stagectl/"), "range_end": b64("/stagectl0")}
+        grant("/auth/role/grant", {"name": "stagectl", "perm": perm})
+        grant("/auth/user/add", {"name": "controller", "password": "etcd-password-123"})
+        grant("/auth/user/grant", {"user": "controller", "role": "stagectl"})
+        grant("/auth/enable", {})
+
+        monkeypatch.setenv("STAGECTL_ETCD_PASSWORD", "the-old-password")  # rotated in etcd, not here yet
+        config = EtcdConfig(
+            endpoints=single.endpoints,
+            ca_bundle=str(single.ca),
+            username="controller",
+            password_ref="env:STAGECTL_ETCD_PASSWORD",
+        )
+        session = Session(Etcd(config), instance="a", ttl=TTL, prefix="/stagectl").start()
+        try:
+            time.sleep(1.0)
+            assert not session.held()
+            monkeypatch.setenv("STAGECTL_ETCD_PASSWORD", "etcd-password-123")  # the secret is fixed
+            until("the session once the password is right", session.held, timeout=2 * TTL)
+        finally:
+            session.close()
+
+
+# === 7. `run --once` with etcd unreachable =================================================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: TenantWorker._run with --once says 'led by another instance: this run does nothing' "
+    "and exits 0 whenever it could not campaign, also when it never held a session (etcd unreachable)",
+)
+def test_run_once_without_etcd_is_not_a_success_that_says_another_instance_leads(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path / "ws")
+    nowhere = [f"https://127.0.0.1:{port}" for port in free_ports(3)]
+    workspace.write_config(
+        coordination={"etcd": {"endpoints": nowhere, "timeout": "1s"}, "tenant": "contoso", "leaseTtl": "3s"}
+    )
+    ran = workspace.stagectl("run", "--config", str(workspace.config_path), "--once", timeout=60)
+    assert "led by another instance" not in ran.stderr, ran.stderr
+    assert ran.returncode != 0
+
+
+# === 8. one metrics registry for many tenants =============================================================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: run --tenants hands one Metrics to every tenant's passes; the batch gauges, open drift "
+    "and last successful pass have no tenant label, so each tenant's pass removes or overwrites the others'",
+)
+def test_the_metrics_of_one_tenant_are_not_wiped_by_another_tenants_pass() -> None:
+    metrics = Metrics()
+    passed = SimpleNamespace(report=ApplyReport())
+    contoso = {
+        "drift": [{"object": "dns/contoso.com/@/MX"}],
+        "batches": [{"name": "Pilot", "synced": 1, "total": 2}],
+    }
+    fabrikam = {"drift": [], "batches": [{"name": "Wave1", "synced": 0, "total": 3}]}
+    metrics.record_pass(passed, seconds=1.0, status=contoso)  # type: ignore[arg-type]
+    metrics.record_pass(passed, seconds=1.0, status=fabrikam)  # type: ignore[arg-type]
+    batches = {
+        sample.labels["batch"] for metric in metrics.batch_total.collect() for sample in metric.samples
+    }
+    assert batches == {"Pilot", "Wave1"}
+    assert metrics.registry.get_sample_value("stagectl_drift_open") == 1  # contoso's drift is still open
+
+
+# === 9. the desired-state cache is shared by the tenant threads without a lock ============================
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: serving._LOADED is a module dict shared by every TenantWorker thread; its eviction "
+    "(check, then delete the oldest) races, and the KeyError escapes loop.passes and TenantWorker._lead, "
+    "ending the tenant's thread for good",
+)
+def test_two_tenant_threads_evicting_the_desired_state_cache_at_once_do_not_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    met = threading.Barrier(2, timeout=5)
+    once: set[str] = set()
+
+    class Interleaved(dict):  # type: ignore[type-arg]
+        """Both threads look for the oldest entry before either removes it (a switch the GIL allows)."""
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            keys = list(super().__iter__())
+            name = threading.current_thread().name
+            if name not in once:
+                once.add(name)
+                met.wait()
+            return iter(keys)
+
+    monkeypatch.setattr(serving, "_LOADED", Interleaved({("r", "d", "1"): 1, ("r", "d", "2"): 2}))
+    monkeypatch.setattr(serving.loader, "load_files", lambda files, root, revision: revision)
+
+    class Source:
+        name, desired_dir, policy = "r", "d", None
+
+        def read_tree(self, revision: str) -> dict[str, bytes]:
+            return {}
+
+    failures: list[BaseException] = []
+
+    def load(revision: str) -> None:
+        try:
+            serving._load(Source(), revision)  # type: ignore[arg-type]
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=load, args=(f"tenant-{n}",), name=f"t{n}") for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+# === checked and found sound ==============================================================================
+
+
+class AnswerLost(Etcd):
+    """etcd applies the next transaction matching `when`, and its answer is lost (a member's timeout)."""
+
+    when: Callable[[list[Operation]], bool] | None = None
+
+    def txn(self, compare, success, failure=()) -> TxnResult:  # type: ignore[no-untyped-def]
+        result = super().txn(compare, success, failure)
+        if self.when is not None and self.when(list(success)):
+            self.when = None
+            raise Unavailable("etcd did not answer (the answer was lost)")
+        return result
+
+
+def _leader_with(etcd: Etcd, cluster: EtcdCluster, prefix: str, name: str) -> Leadership:
+    session = Session(etcd, instance=name, ttl=TTL, prefix=prefix).start()
+    until("the session", session.held)
+    claim = Leadership(session, "contoso")
+    assert claim.campaign()
+    return claim
+
+
+def test_an_intent_whose_answer_was_lost_is_not_sent_and_is_settled_from_etcd_next_pass(
+    cluster: EtcdCluster, prefix: str, tmp_path: Path
+) -> None:
+    etcd = AnswerLost(settings(cluster))
+    a = _leader_with(etcd, cluster, prefix, "a")
+    try:
+        store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
+        log = SharedAudit(audit.path_in(tmp_path / "a"), a)
+        before, _ = Journal(store, log, lambda: NOW, tmp_path / "a").recorder(revision="c0ffee", author="ada")
+        etcd.when = lambda ops: any("/intents/" in op.key for op in ops)
+        with pytest.raises(errors.ExternalFailure, match="it was not sent"):
+            before(START)
+        assert store.unfinished_actions() == []  # the local copy never saw it...
+        store.refresh()
+        assert [r.action_key for r in store.unfinished_actions()]  # ...and takes it from etcd: settled next
+    finally:
+        a.session.close()
+
+
+def test_a_result_whose_answer_was_lost_is_found_in_the_chain_after_the_copy_catches_up(
+    cluster: EtcdCluster, prefix: str, tmp_path: Path
+) -> None:
+    etcd = AnswerLost(settings(cluster))
+    a = _leader_with(etcd, cluster, prefix, "a")
+    try:
+        store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
+        log = SharedAudit(audit.path_in(tmp_path / "a"), a)
+        journal = Journal(store, log, lambda: NOW, tmp_path / "a")
+        before, after = journal.recorder(revision="c0ffee", author="ada")
+        assert before(START)
+        etcd.when = lambda ops: any(op.key.endswith("audit/head") for op in ops)
+        with pytest.raises(errors.ExternalFailure, match="the next pass settles it"):
+            after(Outcome(START, True, "ok", 0.1))
+        store.refresh()
+        log.refresh()
+        (open_intent,) = store.unfinished_actions()
+        assert log.recorded_result(open_intent.pass_id, open_intent.action_key) == "ok"
+        assert audit.find_break(log.path) is None
+        assert verify_shared(Etcd(settings(cluster)), a.prefix) is None
+    finally:
+        a.session.close()
+
+
+def test_a_keep_alive_of_an_expired_lease_is_not_taken_for_leadership(
+    cluster: EtcdCluster, sessions: Callable[[str], Session]
+) -> None:
+    a = leader(sessions, "a")
+    lease = a.won.lease if a.won else 0
+    Etcd(settings(cluster)).revoke(lease)
+    until("a's session notices", lambda: a.session.lease != lease, timeout=TTL + 2)
+    assert not a.held()
+    until("a new session lease", a.session.held, timeout=TTL + 2)
+    assert a.campaign() and a.won is not None and a.won.lease != lease  # a new term, never the old one
