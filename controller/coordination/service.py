@@ -348,7 +348,8 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
     """At most ceil(tenants / live instances) tenants each. Below the share, only as many workers as there
     are free places campaign, each for a tenant no one leads (or one this instance held before its lease
     was confirmed again); above it (another instance joined), the surplus is handed over, and this instance
-    leaves those tenants alone for a lease TTL so that an instance below its share takes them."""
+    leaves those tenants alone for a lease TTL so that an instance below its share takes them (or until one
+    has: a tenant that instance gives up again, say on a clean stop, is anyone's at once)."""
     try:
         live = max(1, len(session.live_instances()))
         leaders = read_leaders(session.etcd, session.prefix, [w.tenant for w in workers])
@@ -357,6 +358,9 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
             worker.may_campaign.clear()
         return
     share = math.ceil(len(workers) / live)
+    for worker in workers:
+        if worker.tenant in leaders and leaders[worker.tenant].instance != session.instance:
+            worker.hold_off(0)  # another instance took it: the hold-off has done its work
     leading = [w for w in workers if w.leading.is_set() and not w.step_down.is_set()]
     free = [
         w
