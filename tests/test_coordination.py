@@ -79,7 +79,9 @@ def sessions(cluster: EtcdCluster, prefix: str) -> Iterator[Callable[[str], Sess
     opened: list[Session] = []
 
     def open_session(name: str) -> Session:
-        session = Session(Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix).start()
+        session = Session(
+            Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix, tenants=["contoso"]
+        ).start()
         until(f"the session of {name}", session.held)
         opened.append(session)
         return session

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller import errors
+from controller import fence as sending
 from controller.commands import common, progress, reviewed
 from controller.model.actions import Action, Plan
 from controller.model.snapshot import Memory
@@ -107,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
                 shown.acting(action)
             return sending
 
-        report = apply_plan(
-            result, exchange=backends.exchange, dns=backends.dns, on_start=start, on_outcome=after
-        )
+        with sending.guarded(fence):
+            report = apply_plan(
+                result, exchange=backends.exchange, dns=backends.dns, on_start=start, on_outcome=after
+            )
         _save_memory(journal, directory, report.memory)  # under the state lock
         if directory is not None and report.outcomes:  # the published snapshot predates these actions
             published = [directory / publish.SNAPSHOT_FILE]

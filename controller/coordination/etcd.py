@@ -233,13 +233,18 @@ class Etcd:
     # --- the key-value store -----------------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
+        return self.read(key)[0]
+
+    def read(self, key: str) -> tuple[KeyValue | None, int]:
+        """The key and the cluster's revision it was read at (read more at that revision: `prefix`)."""
         answer = self.call("/kv/range", {"key": _b64(key)})
         kvs = answer.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return (_kv(kvs[0]) if kvs else None), int(answer.get("header", {}).get("revision", 0))
 
-    def prefix(self, prefix: str) -> Iterator[KeyValue]:
-        """Every key under `prefix`, in key order, a page at a time, all at one revision."""
-        start, end, revision = prefix, _range_end(prefix), 0
+    def prefix(self, prefix: str, *, revision: int = 0) -> Iterator[KeyValue]:
+        """Every key under `prefix`, in key order, a page at a time, all at one revision (`revision`, or
+        the cluster's current one)."""
+        start, end = prefix, _range_end(prefix)
         while True:
             body: dict[str, object] = {
                 "key": _b64(start),

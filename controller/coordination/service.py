@@ -85,7 +85,8 @@ class TenantWorker:
         self.once = once
         self.report = report
         self.rehearsal = rehearsal
-        self.metrics = metrics
+        self.metrics = metrics  # the leadership gauges
+        self.pass_metrics = metrics  # a pass's figures: one tenant's only (see run)
         self.may_campaign = threading.Event()  # the supervisor's leave to campaign (this instance's share)
         self.leading = threading.Event()
         self.step_down = threading.Event()  # the supervisor asks: end the passes, then resign or forget
@@ -121,12 +122,32 @@ class TenantWorker:
                     if self.once:
                         return
                 elif self.once and self._waited_enough():
-                    log.info("tenant %s is led by another instance: this run does nothing", self.tenant)
+                    self.exit_code = self._not_led_here()
                     return
                 else:
                     self.stop.wait(self._retry())
         finally:
             self.finished.set()
+
+    def _not_led_here(self) -> int:
+        """`--once` without winning the tenant: 0 when another instance leads it, 3 when it is unknown."""
+        try:
+            current = read_leader(self.session.etcd, self.session.prefix, self.tenant)
+        except errors.ExternalFailure as error:
+            log.error("tenant %s: nothing done: %s", self.tenant, error)
+            return 3
+        if current is None or current.instance == self.session.instance:
+            log.error(
+                "tenant %s: nothing done: this instance could not win it (no lease from etcd)", self.tenant
+            )
+            return 3
+        log.info(
+            "tenant %s is led by instance %s since %s: this run does nothing",
+            self.tenant,
+            current.instance,
+            current.since,
+        )
+        return 0
 
     def _retry(self) -> float:
         return min(1.0, self.session.ttl / 5)
@@ -172,7 +193,7 @@ class TenantWorker:
                 stopped,
                 once=self.once,
                 report=lambda result: self.report(self.tenant, result),
-                metrics=self.metrics,
+                metrics=self.pass_metrics,
                 wake=self.wake,
             )
         except LeadershipLost as error:
@@ -302,7 +323,11 @@ def run(
                     )
                 )
             session = Session(
-                etcd, instance=name, ttl=int(settings.lease_ttl.total_seconds()), prefix=settings.prefix
+                etcd,
+                instance=name,
+                ttl=int(settings.lease_ttl.total_seconds()),
+                prefix=settings.prefix,
+                tenants=names,
             ).start()
             workers = [
                 TenantWorker(
@@ -310,6 +335,9 @@ def run(
                 )
                 for config in configs
             ]
+            if len(workers) > 1:  # the pass metrics (batches, drift, last success) carry no tenant label:
+                for worker in workers:  # with many tenants only the leadership gauges are served
+                    worker.pass_metrics = None
             for worker in workers:  # a push wakes the tenant's passes where this instance leads it
                 held.callback(loop.start_webhook(worker.config, worker.wake) if not once else loop.nothing)
             log.info("instance %s stands by for %d tenant(s): %s", name, len(workers), ", ".join(names))
@@ -350,8 +378,9 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
     was confirmed again); above it (another instance joined), the surplus is handed over, and this instance
     leaves those tenants alone for a lease TTL so that an instance below its share takes them (or until one
     has: a tenant that instance gives up again, say on a clean stop, is anyone's at once)."""
-    try:
-        live = max(1, len(session.live_instances()))
+    mine = {w.tenant for w in workers}
+    try:  # the instances that stand by for any of these tenants (not those serving other tenants only)
+        live = max(1, sum(1 for tenants in session.live_instances().values() if mine & set(tenants)))
         leaders = read_leaders(session.etcd, session.prefix, [w.tenant for w in workers])
     except errors.ExternalFailure:
         for worker in workers:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from controller import errors
 from controller.coordination.etcd import Etcd, Put, Unavailable
 
 log = logging.getLogger("stagectl.coordination")
@@ -36,10 +37,12 @@ class Session:
         instance: str,
         ttl: int,
         prefix: str,
+        tenants: list[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.etcd = etcd
         self.instance = instance
+        self.tenants = sorted(tenants or [])  # what it stands by for; none: `stagectl apply`, unlisted
         self.ttl = ttl
         self.prefix = prefix.rstrip("/")
         self._clock = clock
@@ -49,6 +52,7 @@ class Session:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed = threading.Event()  # set whenever the session is lost or (re)made
+        self._refusal = ""  # the last refusal said, so a wrong password is logged once, not every try
 
     @property
     def member_key(self) -> str:
@@ -121,6 +125,12 @@ class Session:
         except Unavailable as error:
             log.debug("keep-alive of %s: %s", self.instance, error)
             return min(1.0, self.ttl / 10)
+        except errors.ExternalFailure as error:  # refused (a wrong or rotated password, no permission):
+            if str(error) != self._refusal:  # said once, and tried again until the secret is right
+                log.error("instance %s holds no lease: %s", self.instance, error)
+                self._refusal = str(error)
+            return min(5.0, self.ttl / 3)
+        self._refusal = ""
         with self._lock:
             self._lease = lease
             self._deadline = sent + ttl * SAFETY
@@ -135,14 +145,23 @@ class Session:
             with contextlib.suppress(Unavailable):
                 self.etcd.revoke(old)  # what hung on the old lease is freed now, not a TTL later
         lease = self.etcd.grant(self.ttl)
-        body = json.dumps({"instance": self.instance, "since": _now()}).encode()
-        self.etcd.txn([], [Put(self.member_key, body, lease=lease)])
+        if self.tenants:  # `stagectl apply` leads one tenant for a moment and shares in no one's count
+            body = json.dumps({"instance": self.instance, "since": _now(), "tenants": self.tenants}).encode()
+            self.etcd.txn([], [Put(self.member_key, body, lease=lease)])
         log.info("instance %s: session lease %x, ttl %d s", self.instance, lease, self.ttl)
         return lease, self.ttl
 
-    def live_instances(self) -> list[str]:
-        """The instances whose sessions are alive (their membership keys), this one included when held."""
-        return sorted(kv.key.rsplit("/", 1)[-1] for kv in self.etcd.prefix(f"{self.prefix}/instances/"))
+    def live_instances(self) -> dict[str, list[str]]:
+        """The instances whose sessions are alive (their membership keys) and the tenants each stands by
+        for; this one included when held."""
+        live: dict[str, list[str]] = {}
+        for kv in self.etcd.prefix(f"{self.prefix}/instances/"):
+            try:
+                tenants = json.loads(kv.value).get("tenants", [])
+            except (ValueError, AttributeError):
+                tenants = []
+            live[kv.key.rsplit("/", 1)[-1]] = [str(t) for t in tenants] if isinstance(tenants, list) else []
+        return live
 
 
 def _now() -> str:

@@ -47,14 +47,19 @@ def read_shared_head(etcd: Etcd, tenant_prefix: str) -> tuple[Head | None, bytes
     kv = etcd.get(head_key(tenant_prefix))
     if kv is None:
         return None, b""
-    data = json.loads(kv.value)
-    return Head(int(data["seq"]), str(data["hash"])), kv.value
+    return _head_of(kv.value), kv.value
 
 
-def shared_lines(etcd: Etcd, tenant_prefix: str, after: int = 0) -> Iterator[bytes]:
-    """The chain's records in etcd (each line with its newline), from record `after + 1` on."""
+def _head_of(value: bytes) -> Head:
+    data = json.loads(value)
+    return Head(int(data["seq"]), str(data["hash"]))
+
+
+def shared_lines(etcd: Etcd, tenant_prefix: str, after: int = 0, *, revision: int = 0) -> Iterator[bytes]:
+    """The chain's records in etcd (each line with its newline), from record `after + 1` on (as of
+    `revision`, or now)."""
     start = records_prefix(tenant_prefix)
-    for kv in etcd.prefix(start):
+    for kv in etcd.prefix(start, revision=revision):
         if int(kv.key.removeprefix(start)) > after:
             yield kv.value.rstrip(b"\n") + b"\n"
 
@@ -62,8 +67,11 @@ def shared_lines(etcd: Etcd, tenant_prefix: str, after: int = 0) -> Iterator[byt
 def verify_shared(etcd: Etcd, tenant_prefix: str) -> Break | None:
     """The first break of the tenant's chain in etcd, or None: every record links to the one before, the
     sequence has no gap, and the newest record is the recorded head."""
-    head, _ = read_shared_head(etcd, tenant_prefix)
-    walked = audit.walk(shared_lines(etcd, tenant_prefix), remember=head.seq if head else None)
+    kv, revision = etcd.read(head_key(tenant_prefix))  # the head and the records at one revision: the
+    head = None if kv is None else _head_of(kv.value)  # leader may append while this reads
+    walked = audit.walk(
+        shared_lines(etcd, tenant_prefix, revision=revision), remember=head.seq if head else None
+    )
     if walked.broken is not None:
         return walked.broken
     return audit.compare_head(
@@ -179,8 +187,10 @@ def _local_tail(path: Path) -> Head | None:
         return Head(0, audit.GENESIS)
     if audit.find_break(path) is not None:
         return None
-    head = audit.read_head(path)
-    return head
+    # The newest line, not the recorded head: a crash between a record and its head leaves the copy one
+    # record ahead of the head (which find_break accepts), and that record is the tail.
+    walked = audit.walk(audit.iter_lines(path))
+    return Head(walked.newest, walked.newest_hash)
 
 
 def _local_hash_at(path: Path, seq: int) -> str:

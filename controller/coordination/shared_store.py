@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller import errors, redact
-from controller.coordination.etcd import MAX_TXN_OPS, Delete, Etcd, Operation, Put
+from controller.coordination.etcd import MAX_TXN_OPS, Delete, Etcd, KeyValue, Operation, Put
 from controller.coordination.leadership import Leadership
 from controller.model.actions import Action
 from controller.model.snapshot import Memory
@@ -85,12 +85,51 @@ class SharedStore(Store):
             raise
 
     def adopt_shared(self) -> None:
-        """Take the shared state from etcd into this instance's database."""
+        """Take the shared state from etcd into this instance's database; when etcd holds none for the
+        tenant and this database does (coordination switched on for a tenant served alone until now), carry
+        it into etcd instead, as the audit chain is carried: memory, revisions, baselines, alerts and the
+        intents a crash left open go on, and the open intents are settled by observation, not closed."""
+        found = list(self.etcd.prefix(self.root))
+        carried = any(kv.key == self._key("settings", "pass") for kv in found)  # written last by a carry
+        if not carried and self.pass_number() > 0:
+            self._carry()
+            self._stale = False
+            return
+        self._adopt(found)
+        self._stale = False
+
+    def _carry(self) -> None:
+        rows = self.shared_rows()
+        operations: list[Operation] = []
+        for obj, desired, observed, phase, message, at in rows.statuses:
+            operations.append(
+                Put(self._key("status", obj), _status((obj, desired, observed, phase, message, at)))
+            )
+        for fingerprint, obj, desired, observed, at in rows.alerts:
+            body = {"object": obj, "desired": desired, "observed": observed, "at": at}
+            operations.append(Put(self._key("alerts", fingerprint), json.dumps(body).encode()))
+        for revision, pass_id, key, action, at in rows.intents:
+            intent = {"revision": revision, "pass": pass_id, "key": key, "action": action, "at": at}
+            operations.append(Put(self._intent_key(revision, pass_id, key), json.dumps(intent).encode()))
+        # The settings last, the pass number the very last: a carry cut short is carried again.
+        for name, value in sorted(rows.settings.items(), key=lambda item: item[0] == "pass"):
+            operations.append(Put(self._key("settings", name), value.encode("utf-8")))
+        self._stale = True  # until every part is in etcd, nothing is skipped as unchanged
+        self._write(operations)
+        log.info(
+            "tenant %s: the single-machine state (pass %d, %d statuses, %d open intents) now goes on in etcd",
+            self.leadership.tenant,
+            self.pass_number(),
+            len(rows.statuses),
+            len(rows.intents),
+        )
+
+    def _adopt(self, found: list[KeyValue]) -> None:
         settings: dict[str, str] = {}
         statuses: list[local.StatusRow] = []
         alerts: list[local.AlertRow] = []
         intents: list[local.IntentRow] = []
-        for kv in self.etcd.prefix(self.root):
+        for kv in found:
             kind, _, name = kv.key.removeprefix(self.root).partition("/")
             if kind == "settings":
                 settings[name] = kv.text()
@@ -107,7 +146,6 @@ class SharedStore(Store):
         super().adopt(
             SharedRows(settings, statuses, alerts, intents), now=self._clock(), closed=CLOSED_ELSEWHERE
         )
-        self._stale = False
 
     def refresh(self) -> None:
         if self._stale:

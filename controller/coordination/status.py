@@ -30,7 +30,11 @@ def leadership(config: ControllerConfig) -> dict[str, Any]:
     here = _local(config)
     try:
         leader = read_leader(etcd, prefix, tenant)
-        live = sorted(kv.key.rsplit("/", 1)[-1] for kv in etcd.prefix(f"{prefix.rstrip('/')}/instances/"))
+        live = sorted(
+            kv.key.rsplit("/", 1)[-1]
+            for kv in etcd.prefix(f"{prefix.rstrip('/')}/instances/")
+            if tenant in json.loads(kv.value).get("tenants", [])
+        )
     except errors.ExternalFailure as error:
         return {
             "tenant": tenant,

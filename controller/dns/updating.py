@@ -24,6 +24,7 @@ import dns.rdataset
 import dns.tsig
 import dns.update
 
+from controller import fence
 from controller.dns.base import DnsError, DnsIndeterminateError, DnsPermanentError, DnsTransientError
 from controller.dns.questions import Unanswered
 from controller.dns.reading import read_rrset
@@ -55,6 +56,7 @@ def apply_update(
     `held`: the rdata the primary held when read, the prerequisite when it still means the action's
     previous values."""
     update = update_message(action, key, held=held)
+    fence.check()  # the primary was just read: the UPDATE must still be ours to send
     try:
         counts.updates += 1
         response = dns.query.tcp(update, primary.address(), port=primary.port, timeout=timeout)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from controller import secrets
+from controller import fence, secrets
 from controller.exchange.errors import (
     AuthenticationError,
     CmdletError,
@@ -251,6 +251,8 @@ class ExchangeClient:
         """One cmdlet, retried on TransientError up to `max_attempts` times with full-jitter backoff; a
         `write` is not retried after an IndeterminateError (it may have run: the next pass observes)."""
         for attempt in range(self.max_attempts):
+            if write:  # every attempt: a retry after a backoff must still be ours to send
+                fence.check()
             try:
                 output = self.runner.run(cmdlet, parameters, select)
             except TransientError as error:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller import errors
+from controller import errors, fence
 from controller.desired.models import DesiredState, DriftAction
 from controller.model.actions import Action, Blocked, Drift, Plan
 from controller.model.snapshot import Snapshot
@@ -237,14 +237,15 @@ class Reconciler:
                 self.watcher.acting(action)
             return sending
 
-        return apply_plan(
-            planned,
-            exchange=self.backends.exchange,
-            dns=self.backends.dns,
-            on_start=start,
-            on_outcome=after,
-            should_stop=self.should_stop,
-        )
+        with fence.guarded(self.fence):
+            return apply_plan(
+                planned,
+                exchange=self.backends.exchange,
+                dns=self.backends.dns,
+                on_start=start,
+                on_outcome=after,
+                should_stop=self.should_stop,
+            )
 
 
 def _changed(expected: dict[str, object], observed: dict[str, object]) -> str:

@@ -4,6 +4,7 @@ else the last good revision, with the refusal reported and remembered."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from controller import errors
@@ -59,24 +60,33 @@ def _listed(problems: list[str]) -> str:
 
 
 # The desired state of the revisions served last, by (repository, directory, commit): a commit's tree
-# never changes, so a pass on an unchanged head neither reads the tree nor parses it again.
+# never changes, so a pass on an unchanged head neither reads the tree nor parses it again. Two revisions of
+# each repository are kept (the head and the last good one), and `run --tenants` serves many repositories
+# from one process, each tenant on its own thread: the cache is shared under a lock.
 _LOADED: dict[tuple[str, str, str], DesiredState] = {}
-_LOADED_MAX = 2
+_LOADED_PER_SOURCE = 2
+_LOADED_MAX = 64
+_LOADED_LOCK = threading.Lock()
 
 
 def _load(source: GitSource, revision: str, *, check: bool = True) -> DesiredState:
     if check and source.policy is not None:
         source.verify(revision)
     key = (source.name, str(source.desired_dir), revision)
-    desired = _LOADED.get(key)
+    with _LOADED_LOCK:
+        desired = _LOADED.get(key)
     if desired is None:
         files = source.read_tree(revision)
         desired = loader.load_files(
             files, root=f"{source.name}@{revision[:12]}/{source.desired_dir}", revision=revision
         )
-        while len(_LOADED) >= _LOADED_MAX:
-            del _LOADED[next(iter(_LOADED))]
-        _LOADED[key] = desired
+        with _LOADED_LOCK:
+            same = [k for k in _LOADED if k[:2] == key[:2]]
+            for old in same[: max(0, len(same) - _LOADED_PER_SOURCE + 1)]:
+                _LOADED.pop(old, None)
+            while len(_LOADED) >= _LOADED_MAX:
+                _LOADED.pop(next(iter(_LOADED)), None)
+            _LOADED[key] = desired
     return desired
 
 

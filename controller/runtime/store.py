@@ -332,6 +332,25 @@ class Store:
     def has_alert(self, fingerprint: str) -> bool:
         return bool(self._query("SELECT 1 FROM open_alerts WHERE fingerprint = ?", (fingerprint,)))
 
+    def shared_rows(self) -> SharedRows:
+        """The shared part of the state as stored (what `adopt` takes): carried into etcd when coordination
+        is switched on for a tenant this database served alone."""
+        names = ", ".join("?" * len(SHARED_SETTINGS))
+        settings = self._query(f"SELECT name, value FROM settings WHERE name IN ({names})", SHARED_SETTINGS)
+        statuses = self._query(
+            "SELECT object, desired, observed, phase, message, updated_at FROM object_status"
+        )
+        alerts = self._query(f"SELECT {_ALERT_COLUMNS} FROM open_alerts")
+        intents = self._query(
+            "SELECT revision, pass_id, action_key, action, started_at FROM actions WHERE finished_at IS NULL"
+        )
+        return SharedRows(
+            settings={str(name): str(value) for name, value in settings},
+            statuses=[_row(row) for row in statuses],  # type: ignore[misc]
+            alerts=[_row(row) for row in alerts],  # type: ignore[misc]
+            intents=[(str(r), int(str(p)), str(k), str(a), str(s)) for r, p, k, a, s in intents],
+        )
+
     def adopt(self, rows: SharedRows, *, now: datetime, closed: str) -> None:
         """Replace the shared part of the state with `rows` in one transaction (a new leader takes what
         the one before left). An intent open here and not in `rows` was settled by another instance: it is
@@ -618,6 +637,10 @@ def _thinned(rows: list[tuple[float, str, int]]) -> list[float]:
             dropped.append(observed)
         previous = (status, total)
     return dropped + kept[:-PROGRESS_KEPT]
+
+
+def _row(row: tuple[object, ...]) -> tuple[str | None, ...]:
+    return tuple(None if cell is None else str(cell) for cell in row)
 
 
 def _canonical(value: object) -> str:

@@ -29,7 +29,7 @@ import dns.exception
 import dns.rdata
 import dns.rdataclass
 
-from controller import faults
+from controller import faults, fence
 from controller.dns.base import DnsObserved, DnsPermanentError, DnsTransientError
 from controller.dns.wildcards import questions_without_wildcards
 from controller.dns.wire import MessageCounts, describe, same_data, to_rdata, to_text
@@ -209,6 +209,7 @@ class DnsSimBackend:
         return DnsObserved(zones=zones, findings=tuple(findings), errors=errors)
 
     def apply(self, action: DnsAction) -> None:
+        fence.check()  # as the RFC 2136 backend does before its UPDATE
         with self._locked(write=True) as state:
             data = self._zone(state, action.zone)
             if data is None:
