@@ -26,7 +26,7 @@ from controller.runtime.applier import ApplyReport, Outcome, apply_plan
 from controller.runtime.audit import AuditLog
 from controller.runtime.config import ControllerConfig
 from controller.runtime.intents import Journal
-from controller.runtime.lock import StateLock
+from controller.runtime.lock import StateLock, refuse_if_coordinated
 from controller.runtime.observe import unknown
 from controller.runtime.store import Store
 
@@ -141,6 +141,7 @@ def _journal(
 
         shared, log, claim = stack.enter_context(service.leading_once(config))
         return Journal(shared, log, clock, directory), claim.check
+    refuse_if_coordinated(directory)
     store = Store.open(directory)
     stack.callback(store.close)
     return Journal(store, AuditLog(audit.path_in(directory)), clock, directory), lambda: None

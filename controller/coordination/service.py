@@ -33,7 +33,7 @@ from controller.coordination.shared_store import SharedStore
 from controller.runtime import audit, loop, wiring
 from controller.runtime.backends import Rehearsal
 from controller.runtime.config import NAME_PATTERN, ControllerConfig, CoordinationConfig
-from controller.runtime.lock import StateLock
+from controller.runtime.lock import StateLock, mark_coordinated
 from controller.runtime.reconciler import PassResult, Reconciler
 
 if TYPE_CHECKING:
@@ -275,6 +275,7 @@ def leading_once(config: ControllerConfig) -> Iterator[tuple[SharedStore, Shared
                 "(let the leader act, or stop the controllers first)"
             )
         state_dir = config.path(config.state_dir)
+        mark_coordinated(state_dir, tenant=claim.tenant, prefix=settings.prefix)
         store = SharedStore.open_shared(state_dir, claim, clock=lambda: datetime.now(UTC))
         try:
             yield store, SharedAudit(audit.path_in(state_dir), claim), claim
@@ -313,7 +314,9 @@ def run(
     stop_metrics: Callable[[], None] = loop.nothing
     with ExitStack() as held:
         for config in configs:  # one process per state directory, as without coordination
-            held.enter_context(StateLock.acquire(config.path(config.state_dir)))
+            state_dir = config.path(config.state_dir)
+            held.enter_context(StateLock.acquire(state_dir))
+            mark_coordinated(state_dir, tenant=tenant_name(config), prefix=settings.prefix)
         try:
             metrics = None
             if metrics_port is not None:

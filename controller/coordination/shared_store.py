@@ -17,7 +17,7 @@ from pathlib import Path
 
 from controller import errors, redact
 from controller.coordination.etcd import MAX_TXN_OPS, Delete, Etcd, KeyValue, Operation, Put
-from controller.coordination.leadership import Leadership
+from controller.coordination.leadership import Leadership, LeadershipLost
 from controller.model.actions import Action
 from controller.model.snapshot import Memory
 from controller.runtime import store as local
@@ -36,6 +36,9 @@ class SharedStore(Store):
         self.root = leadership.prefix + "state/"
         self._clock = clock
         self._stale = True  # until adopted
+        self._trust_unchanged = (
+            True  # a setting equal here is equal in etcd (until a write's fate is unknown)
+        )
 
     @classmethod
     def open_shared(
@@ -65,6 +68,7 @@ class SharedStore(Store):
                 isinstance(op, Put)
                 and op.key.startswith(settings)
                 and not self._stale
+                and self._trust_unchanged
                 and self._get(op.key.removeprefix(settings)) == op.value.decode("utf-8")
             )
         ]
@@ -73,8 +77,14 @@ class SharedStore(Store):
                 chunk, pending = pending[: MAX_TXN_OPS - 2], pending[MAX_TXN_OPS - 2 :]
                 if not self.etcd.txn(self.leadership.fence(), chunk).succeeded:
                     raise self.leadership.refused()
-        except errors.ExternalFailure:
+        except LeadershipLost:
             self._stale = True
+            raise
+        except errors.ExternalFailure:
+            # Applied or not, unknown, and such a write may still commit after the re-read: from now on
+            # every setting is written even when unchanged here, so etcd ends with this copy's values.
+            self._stale = True
+            self._trust_unchanged = False
             raise
 
     def _local(self, write: Callable[[], object]) -> object:

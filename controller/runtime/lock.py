@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 from types import TracebackType
@@ -11,6 +12,7 @@ from types import TracebackType
 from controller import errors
 
 LOCK_FILE = "stagectl.lock"
+COORDINATED_FILE = "coordinated.json"  # this directory serves a tenant coordinated through etcd
 
 
 class AlreadyRunning(errors.Refused):
@@ -65,6 +67,36 @@ class StateLock:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.release()
+
+
+def mark_coordinated(state_dir: Path, *, tenant: str, prefix: str) -> None:
+    """Say in the state directory that it serves a tenant coordinated through etcd (docs/ha.md), so that
+    nothing acts on it alone, beside the leader elected there (`refuse_if_coordinated`)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = json.dumps({"tenant": tenant, "prefix": prefix}) + "\n"
+    target = state_dir / COORDINATED_FILE
+    if not target.exists() or target.read_text(encoding="utf-8") != body:
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text(body, encoding="utf-8")
+        temporary.replace(target)
+
+
+def refuse_if_coordinated(state_dir: Path) -> None:
+    """Refuse to act alone on a state directory that serves a coordinated tenant: its leader is elected in
+    etcd, and a process holding only this directory's lock would act beside it, unfenced."""
+    marker = state_dir / COORDINATED_FILE
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        data = {}
+    tenant = data.get("tenant", "?") if isinstance(data, dict) else "?"
+    raise errors.Refused(
+        f"{state_dir} serves tenant {tenant}, coordinated through etcd: act on it with the configuration "
+        f"that has its coordination section, so that only the leader elected there acts (to serve it alone "
+        f"again, stop every instance and remove {marker})"
+    )
 
 
 def _read_pid(fd: int) -> int | None:

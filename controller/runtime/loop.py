@@ -18,7 +18,7 @@ from controller.exchange.errors import ExchangeError
 from controller.runtime import status, wiring
 from controller.runtime.backends import Rehearsal
 from controller.runtime.config import ControllerConfig
-from controller.runtime.lock import StateLock
+from controller.runtime.lock import StateLock, refuse_if_coordinated
 from controller.runtime.reconciler import PassResult, Reconciler
 from controller.runtime.watch import PassWatcher
 
@@ -58,6 +58,7 @@ def run(
         wake.set()
 
     with StateLock.acquire(state_dir):
+        refuse_if_coordinated(state_dir)
         previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
         reconciler = wiring.build(config, rehearsal=rehearsal, should_stop=stop.is_set)
         if watcher is not None:
