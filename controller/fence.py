@@ -12,12 +12,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from controller import errors
+
+
+class Refused(errors.ExternalFailure):
+    """This process may no longer send writes: nothing was sent (the check raises it before the request)."""
+
+
 _CHECK: ContextVar[Callable[[], None] | None] = ContextVar("stagectl_fence", default=None)
 
 
 @contextmanager
 def guarded(check: Callable[[], None]) -> Iterator[None]:
-    """Writes sent inside the block are sent only if `check()` returns (it raises to refuse them)."""
+    """Writes sent inside the block are sent only if `check()` returns (it raises `Refused` otherwise)."""
     token = _CHECK.set(check)
     try:
         yield

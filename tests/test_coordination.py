@@ -363,6 +363,7 @@ def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_o
         "prefix": prefix,
         "leaseTtl": "3s",
     }
+    coordination["etcd"]["timeout"] = "1s"  # type: ignore[index]
     workspace.write_config(coordination=coordination)
     desired = str(workspace.repo.path / "desired")
     running = leader(cluster, sessions, "controller-1")

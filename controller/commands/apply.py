@@ -139,7 +139,7 @@ def _journal(
     if config is not None and config.coordination is not None:
         from controller.coordination import service
 
-        shared, log, claim = stack.enter_context(service.leading_once(config))
+        shared, log, claim = stack.enter_context(service.leading_once(config, directory))
         return Journal(shared, log, clock, directory), claim.check
     refuse_if_coordinated(directory)
     store = Store.open(directory)

@@ -77,6 +77,16 @@ def state_dir(args: argparse.Namespace, config: ControllerConfig | None) -> Path
     return config.path(config.state_dir) if config is not None else None
 
 
+def memory_of(config: ControllerConfig | None, directory: Path | None) -> Memory:
+    """What the controller remembers: from etcd for a coordinated tenant (a standby's or a CI machine's
+    copy may be old or empty, and the plan would differ from the leader's), else the state directory's."""
+    if config is not None and config.coordination is not None:
+        from controller.coordination import status as shared
+
+        return shared.memory(config)
+    return load_memory(directory)
+
+
 def load_memory(directory: Path | None) -> Memory:
     if directory is None or not (directory / DATABASE_FILE).exists():
         return Memory()
@@ -123,7 +133,7 @@ def observe_once(args: argparse.Namespace, desired: DesiredState) -> Snapshot:
     config = config_of(args)
     backends = backends_of(args, config)
     try:
-        snapshot, findings = observe_live(desired, backends, load_memory(state_dir(args, config)))
+        snapshot, findings = observe_live(desired, backends, memory_of(config, state_dir(args, config)))
     finally:
         backends.close()
     for finding in findings:

@@ -264,7 +264,12 @@ class Etcd:
             start = kvs[-1].key + "\0"
 
     def txn(
-        self, compare: Sequence[Compare], success: Sequence[Operation], failure: Sequence[Get] = ()
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Operation],
+        failure: Sequence[Get] = (),
+        *,
+        reads_only: bool = False,
     ) -> TxnResult:
         """All of `success` if every `compare` holds, else `failure` (reads only); at most MAX_TXN_OPS
         operations. What a `Get` of the branch taken read is in `found`, in order (a missing key: none)."""
@@ -277,7 +282,7 @@ class Etcd:
                 "success": [op.as_json() for op in success],
                 "failure": [op.as_json() for op in failure],
             },
-            idempotent=False,
+            idempotent=reads_only,  # a read may be asked of the next member; a write may have been applied
         )
         found = tuple(
             _kv(item)

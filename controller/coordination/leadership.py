@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller import errors
+from controller import errors, fence
 from controller.coordination.etcd import MAX_TXN_OPS, Compare, Delete, Etcd, Get, KeyValue, Put
 from controller.coordination.session import Session
 
 log = logging.getLogger("stagectl.coordination")
 
 
-class LeadershipLost(errors.ExternalFailure):
+class LeadershipLost(fence.Refused):
     """This instance no longer leads the tenant (or cannot confirm it does): nothing more is sent."""
 
 
@@ -49,7 +50,8 @@ def read_leaders(etcd: Etcd, prefix: str, tenants: list[str]) -> dict[str, Leade
     leaders: dict[str, Leader] = {}
     for start in range(0, len(tenants), MAX_TXN_OPS):
         chunk = tenants[start : start + MAX_TXN_OPS]
-        found = etcd.txn([], [Get(tenant_prefix(prefix, tenant) + "leader") for tenant in chunk]).found
+        reads = [Get(tenant_prefix(prefix, tenant) + "leader") for tenant in chunk]
+        found = etcd.txn([], reads, reads_only=True).found
         for kv in found:
             leaders[kv.key.removeprefix(prefix.rstrip("/") + "/tenants/").removesuffix("/leader")] = _leader(
                 kv
@@ -77,6 +79,7 @@ class Leadership:
         self._lock = threading.Lock()
         self._won: Leader | None = None
         self.lost = threading.Event()  # set when a fenced write was refused: step down
+        self.before_resign: list[Callable[[], None]] = []  # what must reach etcd before a hand-over
 
     @property
     def won(self) -> Leader | None:
@@ -141,6 +144,11 @@ class Leadership:
 
     def resign(self) -> None:
         """Give the tenant up at once (a clean stop, or more tenants than this instance's share)."""
+        for flush in self.before_resign:
+            try:
+                flush()
+            except errors.ExternalFailure as error:
+                log.warning("tenant %s: before handing over: %s", self.tenant, error)
         won = self.won
         with self._lock:
             self._won = None

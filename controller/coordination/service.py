@@ -9,6 +9,7 @@ over its share hands the surplus over between two passes)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -96,6 +97,8 @@ class TenantWorker:
         self.reconciler: Reconciler | None = None
         self._started: float | None = None  # --once: when this instance began to wait for the tenant
         self._held_off_until = 0.0  # handed over for the share: others take it first
+        self.unled_since: float | None = None  # when the supervisor first saw no one lead the tenant
+        self.rescued = False  # allowed beyond the share because no one led it for a lease TTL
         self.thread = threading.Thread(target=self._run, name=f"tenant-{self.tenant}", daemon=True)
 
     @property
@@ -248,7 +251,9 @@ class TenantWorker:
 
 
 @contextmanager
-def leading_once(config: ControllerConfig) -> Iterator[tuple[SharedStore, SharedAudit, Leadership]]:
+def leading_once(
+    config: ControllerConfig, state_dir: Path
+) -> Iterator[tuple[SharedStore, SharedAudit, Leadership]]:
     """`stagectl apply` on a coordinated tenant acts as its leader, or not at all: with the tenant led by a
     running controller it is refused (one writer to a tenant), as the state lock refuses it alone."""
     settings = config.coordination
@@ -274,7 +279,6 @@ def leading_once(config: ControllerConfig) -> Iterator[tuple[SharedStore, Shared
                 f"tenant {claim.tenant} is led by {who}: apply acts only on a tenant no controller leads "
                 "(let the leader act, or stop the controllers first)"
             )
-        state_dir = config.path(config.state_dir)
         mark_coordinated(state_dir, tenant=claim.tenant, prefix=settings.prefix)
         store = SharedStore.open_shared(state_dir, claim, clock=lambda: datetime.now(UTC))
         try:
@@ -325,6 +329,7 @@ def run(
                         update={"metrics_port": metrics_port, "metrics_address": metrics_address}
                     )
                 )
+            _name_free(etcd, settings.prefix, name, ttl=int(settings.lease_ttl.total_seconds()))
             session = Session(
                 etcd,
                 instance=name,
@@ -356,6 +361,30 @@ def run(
             stop_metrics()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _name_free(etcd: Etcd, prefix: str, name: str, *, ttl: int) -> None:
+    """Refuse a name a live instance holds (a configuration copied with its `instance` to every machine):
+    the audit records could no longer tell the writers apart. A session this instance left by a crash
+    expires within one TTL, so that long is waited for first."""
+    key = f"{prefix.rstrip('/')}/instances/{name}"
+    deadline = time.monotonic() + ttl + 1
+    try:
+        held = etcd.get(key)
+    except Unavailable as error:  # not checked now: the session keeps trying, and so does the fence
+        log.warning("instance name %s not checked (%s)", name, error)
+        return
+    if held is not None:
+        log.info("instance name %s is held by a live session: waiting up to %d s for it to expire", name, ttl)
+    while held is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with contextlib.suppress(Unavailable):
+            held = etcd.get(key)
+    if held is not None:
+        raise errors.Refused(
+            f"another live instance is named {name}: give each instance its own name (--instance, "
+            "coordination.instance)"
+        )
 
 
 def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Event) -> None:
@@ -390,10 +419,16 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
             worker.may_campaign.clear()
         return
     share = math.ceil(len(workers) / live)
+    now = time.monotonic()
     for worker in workers:
         if worker.tenant in leaders and leaders[worker.tenant].instance != session.instance:
             worker.hold_off(0)  # another instance took it: the hold-off has done its work
-    leading = [w for w in workers if w.leading.is_set() and not w.step_down.is_set()]
+        worker.unled_since = None if worker.tenant in leaders else (worker.unled_since or now)
+        if not worker.leading.is_set():
+            worker.rescued = False
+    # A rescued tenant (taken beyond the share, see below) does not count against it: handing it over
+    # would leave it unled again.
+    leading = [w for w in workers if w.leading.is_set() and not w.step_down.is_set() and not w.rescued]
     free = [
         w
         for w in workers
@@ -402,6 +437,16 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
         and (w.tenant not in leaders or leaders[w.tenant].instance == session.instance)
     ]
     allowed = {w.tenant for w in free[: max(0, share - len(leading))]}
+    # Instances that serve overlapping sets of tenants can each be at their share with a tenant no one
+    # leads: a tenant unled for a whole lease TTL is taken by whoever serves it, whatever the share.
+    for worker in free:
+        if (
+            worker.tenant not in allowed
+            and worker.unled_since is not None
+            and now - worker.unled_since > session.ttl
+        ):
+            allowed.add(worker.tenant)
+            worker.rescued = True
     for worker in workers:
         if worker.tenant in allowed:
             worker.may_campaign.set()

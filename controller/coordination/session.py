@@ -38,17 +38,18 @@ class Session:
         ttl: int,
         prefix: str,
         tenants: list[str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.etcd = etcd
         self.instance = instance
         self.tenants = sorted(tenants or [])  # what it stands by for; none: `stagectl apply`, unlisted
         self.ttl = ttl
         self.prefix = prefix.rstrip("/")
-        self._clock = clock
+        self._clock = clock or elapsed
         self._lock = threading.Lock()
         self._lease = 0
         self._deadline = 0.0
+        self._wall_deadline = 0.0  # the same moment on the wall clock: whichever says "past" first wins
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed = threading.Event()  # set whenever the session is lost or (re)made
@@ -62,7 +63,7 @@ class Session:
     def lease(self) -> int:
         """The lease while the session is held, else 0."""
         with self._lock:
-            return self._lease if self._clock() < self._deadline else 0
+            return self._lease if self._clock() < self._deadline and time.time() < self._wall_deadline else 0
 
     def held(self) -> bool:
         return self.lease != 0
@@ -109,7 +110,7 @@ class Session:
                 self.instance,
             )
             self.changed.set()
-        sent = self._clock()
+        sent, wall = self._clock(), time.time()
         try:
             if lease:
                 ttl = self.etcd.keepalive(lease)
@@ -134,6 +135,7 @@ class Session:
         with self._lock:
             self._lease = lease
             self._deadline = sent + ttl * SAFETY
+            self._wall_deadline = wall + ttl * SAFETY
         if expired or not lease:
             self.changed.set()
         return self.ttl / 3
@@ -162,6 +164,14 @@ class Session:
                 tenants = []
             live[kv.key.rsplit("/", 1)[-1]] = [str(t) for t in tenants] if isinstance(tenants, list) else []
         return live
+
+
+def elapsed() -> float:
+    """Seconds on a clock that runs while the process is stopped and while the machine is suspended
+    (CLOCK_BOOTTIME on Linux; the monotonic clock elsewhere). A VM paused by its host may stop both; the
+    wall clock, checked too, catches up once the guest's time is synchronised."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def _now() -> str:

@@ -36,9 +36,9 @@ class SharedStore(Store):
         self.root = leadership.prefix + "state/"
         self._clock = clock
         self._stale = True  # until adopted
-        self._trust_unchanged = (
-            True  # a setting equal here is equal in etcd (until a write's fate is unknown)
-        )
+        # A setting equal here is equal in etcd, until a write's fate is unknown.
+        self._trust_unchanged = True
+        leadership.before_resign.append(self.flush)
 
     @classmethod
     def open_shared(
@@ -156,6 +156,20 @@ class SharedStore(Store):
         super().adopt(
             SharedRows(settings, statuses, alerts, intents), now=self._clock(), closed=CLOSED_ELSEWHERE
         )
+
+    def flush(self) -> None:
+        """Before a hand-over: after a write whose fate was unknown (it may have committed since, over newer
+        values), write every setting again, so the next leader adopts this copy's memory and revisions."""
+        if self._trust_unchanged or self._stale:
+            return
+        names = ", ".join("?" * len(local.SHARED_SETTINGS))
+        rows = self._query(f"SELECT name, value FROM settings WHERE name IN ({names})", local.SHARED_SETTINGS)
+        self._write([Put(self._key("settings", str(n)), str(v).encode("utf-8")) for n, v in rows])
+
+    def close(self) -> None:
+        if self.flush in self.leadership.before_resign:
+            self.leadership.before_resign.remove(self.flush)
+        super().close()
 
     def refresh(self) -> None:
         if self._stale:

@@ -14,6 +14,7 @@ from controller.coordination.etcd import Etcd
 from controller.coordination.leadership import read_leader, tenant_prefix
 from controller.coordination.service import LEADERSHIP_FILE, tenant_name
 from controller.coordination.shared_audit import shared_lines, verify_shared
+from controller.model.snapshot import Memory
 from controller.runtime.config import ControllerConfig
 
 
@@ -51,6 +52,14 @@ def leadership(config: ControllerConfig) -> dict[str, Any]:
         "instances": live,
         "thisInstance": here,
     }
+
+
+def memory(config: ControllerConfig) -> Memory:
+    """The tenant's memory as its leaders keep it in etcd (read only: no leadership needed); `Unavailable`
+    when etcd cannot say, never an empty memory in its place."""
+    etcd, prefix = _etcd(config)
+    kv = etcd.get(f"{tenant_prefix(prefix, tenant_name(config))}state/settings/memory")
+    return Memory() if kv is None else Memory.model_validate_json(kv.value)
 
 
 def _local(config: ControllerConfig) -> dict[str, Any] | None:

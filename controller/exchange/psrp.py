@@ -20,7 +20,7 @@ from pypsrp.powershell import Fragmenter, PowerShell, RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
-from controller import secrets
+from controller import fence, secrets
 from controller.desired.models import Model, SecretRef
 from controller.exchange import errors, psrp_values
 from controller.exchange.runner import CmdletOutput
@@ -321,6 +321,7 @@ class PsrpRunner:
         if select:  # a second command of the same pipeline, not script text
             shell.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         fragmenter.completed.clear()
+        fence.check()  # after the pool was (re)opened and the keys exchanged, right before the command
         self._transport(shell.begin_invoke, phase="send")
         output = self._transport(shell.end_invoke, phase="receive")
         # A short read taken for the truth makes the planner act on rows that exist but did not arrive:

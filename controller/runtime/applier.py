@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller import errors, faults
+from controller import errors, faults, fence
 from controller.dns.base import DnsBackend, DnsError, DnsIndeterminateError
 from controller.exchange.errors import CmdletError, ExchangeError, IndeterminateError
 from controller.exchange.refusals import Refusal, completion_refusal, explain
@@ -101,6 +101,8 @@ def _apply_one(action: Action, *, exchange: ExchangeWriter, dns: DnsBackend, rep
         return Outcome(action, False, str(error), time.monotonic() - started, indeterminate=True)
     except (ExchangeError, DnsError) as error:
         return Outcome(action, False, f"{type(error).__name__}: {error}", time.monotonic() - started)
+    except fence.Refused:
+        raise  # nothing was sent: the pass stops here, the intent stays open and is settled by observation
     except errors.StagectlError as error:
         return Outcome(action, False, str(error), time.monotonic() - started, external=False)
     return Outcome(action, True, "ok", time.monotonic() - started)

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from controller import errors
 from controller.desired import yamlsafe
@@ -154,6 +154,16 @@ class CoordinationConfig(Model):
         if not timedelta(seconds=3) <= value <= timedelta(seconds=300) or value.microseconds:
             raise ValueError("leaseTtl is whole seconds from 3s to 300s")
         return value
+
+    @model_validator(mode="after")
+    def _keep_alive_fits(self) -> CoordinationConfig:
+        # A keep-alive goes every third of the TTL; one member that does not answer costs a whole timeout.
+        if self.etcd.timeout * 3 > self.lease_ttl:
+            raise ValueError(
+                f"etcd.timeout ({self.etcd.timeout.total_seconds():g}s) must be at most a third of leaseTtl "
+                f"({self.lease_ttl.total_seconds():g}s), or one slow member makes every leader step down"
+            )
+        return self
 
 
 class ControllerConfig(Model):
