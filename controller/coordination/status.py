@@ -82,8 +82,10 @@ def as_text(data: dict[str, Any]) -> str:
         lines.append(f"instances   {', '.join(data['instances']) or 'none alive'}")
     here = data.get("thisInstance")
     if here:
-        role = "leads" if here.get("leading") else "stands by"
-        lines.append(f"this state  instance {here.get('instance')} {role}")
+        role = "leading" if here.get("leading") else "standing by"
+        lines.append(
+            f"this state  instance {here.get('instance')}: {role}, as it last recorded (etcd above decides)"
+        )
     return "\n".join(lines) + "\n\n"
 
 
