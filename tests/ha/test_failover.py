@@ -155,6 +155,7 @@ def test_sigstop_of_the_leader_past_its_lease_then_sigcont_it_sends_nothing_more
 
         took_over = ha.watch.wait(lambda s: s.leader in STANDBYS, after=stopped, timeout=3 * TTL)
         measured["takeover"] = took_over.at - stopped
+        assert measured.values["takeover"] <= TAKEOVER_BOUND, ha.diagnostics()
         ha.until(
             lambda: _intent_in_flight(ha.chain(), "batch/Batch2-Sales") is None,
             timeout=3 * TTL,
