@@ -47,6 +47,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 TENANT = "contoso"
 LEASE_TTL = 10  # seconds: the figure, what a dead leader costs
 INTERVAL = 1  # seconds between two passes of the leader
+ETCD_TIMEOUT = 2  # seconds: one request to one member (coordination.etcd.timeout)
 STEP_HOURS = 48
 FREE_RUN = 3.0  # seconds without a pass of the head after which the clock moves anyway
 POLL = 0.05
@@ -160,7 +161,7 @@ def set_latency(world: World, seconds: float) -> None:
 # --- the controllers ------------------------------------------------------------------------------------
 
 
-def etcd_settings(cluster: EtcdCluster, *, timeout: str = "2s") -> dict[str, object]:
+def etcd_settings(cluster: EtcdCluster, *, timeout: str = f"{ETCD_TIMEOUT}s") -> dict[str, object]:
     return {
         "endpoints": cluster.endpoints,
         "caBundle": str(cluster.ca),

@@ -29,6 +29,9 @@ from tests.support.etcd import EtcdCluster, etcd_cluster
 TTL = harness.LEASE_TTL
 # A standby campaigns every second and etcd expires leases on a 0.5 s tick; the watcher polls at 0.05 s.
 TAKEOVER_BOUND = TTL + harness.INTERVAL + 2.0
+# The session counts on 90% of its TTL; the supervisor that logs the step down may be waiting out one etcd
+# request (its read of the live instances) when that runs out.
+STEP_DOWN_BOUND = TTL + harness.ETCD_TIMEOUT + 1.0
 MIGRATION = 150.0  # seconds: a bound for a hung run, never an expectation about speed
 STANDBYS = {"i2", "i3"}
 SALES_STARTS = harness.phase_named("Complete the early adopters")
@@ -262,7 +265,7 @@ def test_quorum_lost_no_instance_acts_and_one_leads_again_when_it_returns(
             time.sleep(0.2)
         merged = ha.driver.merged_phase(LAST_COMPLETIONS)
         assert merged is not None and merged < killed + TTL, "the work came too late to prove anything"
-        assert stepped_down is not None and stepped_down - killed <= TTL + 1.0, leader.log()[-3000:]
+        assert stepped_down is not None and stepped_down - killed <= STEP_DOWN_BOUND, leader.log()[-3000:]
         measured["step_down"] = stepped_down - killed
         shown = ha.stagectl("status", "--config", str(leader.config), "--format", "json")
         assert json.loads(shown.stdout)["leadership"]["leader"] == "unknown", shown.stdout + shown.stderr
