@@ -114,8 +114,7 @@ class TenantWorker:
     def ask_to_step_down(self, why: str) -> None:
         if self.leading.is_set() and not self.step_down.is_set():
             log.warning("instance %s steps down from tenant %s: %s", self.session.instance, self.tenant, why)
-            self.step_down.set()
-            self.wake.set()
+            self.step_down.set()  # the relay ends the passes, then wakes them: no pass begins in between
 
     def _run(self) -> None:
         try:
@@ -390,18 +389,24 @@ def _name_free(etcd: Etcd, prefix: str, name: str, *, ttl: int) -> None:
 def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Event) -> None:
     """Until every worker has finished (a stop, or `--once`): step down when the lease is not confirmed,
     and keep to this instance's share of the tenants."""
-    looks = 0
+    # The share reads etcd, which may take a whole timeout when it does not answer: on a thread of its own,
+    # so that the lease check below is never late.
+    sharing = threading.Thread(target=_sharing, args=(session, workers, stop), name="share", daemon=True)
+    sharing.start()
     while not stop.is_set() and not all(w.finished.is_set() for w in workers):
         if not session.held():
             for worker in workers:
                 worker.ask_to_step_down("its lease is not confirmed (etcd unreachable or the quorum lost)")
-        elif looks % SHARE_EVERY == 0:
-            _share(session, workers)
-        looks += 1
         stop.wait(SUPERVISE)
-    stop.set()
-    for worker in workers:
-        worker.wake.set()
+    stop.set()  # each worker's relay ends its passes, then wakes them
+    sharing.join(timeout=SUPERVISE * SHARE_EVERY)  # a read of etcd in flight is not waited for
+
+
+def _sharing(session: Session, workers: list[TenantWorker], stop: threading.Event) -> None:
+    while not stop.is_set():
+        if session.held():
+            _share(session, workers)
+        stop.wait(SUPERVISE * SHARE_EVERY)
 
 
 def _share(session: Session, workers: list[TenantWorker]) -> None:
