@@ -33,7 +33,7 @@ from controller.runtime.reconciler import Reconciler
 from controller.sim.backends import REHEARSAL
 from controller.sim.demo import phases, services
 from tests.reliability import crashdrive
-from tests.support.etcd import etcd_cluster
+from tests.support.etcd import etcd_cluster, etcd_section
 
 STEP_HOURS = crashdrive.STEP_HOURS
 
@@ -90,12 +90,7 @@ def main() -> None:
         path = crashdrive.make(root / "shared")
         data = yaml.safe_load(path.read_text())
         data["coordination"] = {
-            "etcd": {
-                "endpoints": cluster.endpoints,
-                "caBundle": str(cluster.ca),
-                "certificatePem": str(cluster.client_cert),
-                "certificateKeyPem": str(cluster.client_key),
-            },
+            "etcd": etcd_section(cluster),
             "tenant": "contoso",
         }
         path.write_text(yaml.safe_dump(data), encoding="utf-8")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from controller.runtime.config import EtcdConfig, load_config
 from controller.runtime.intents import Journal
 from controller.runtime.store import Store
 from tests.support.controller import make_workspace
-from tests.support.etcd import EtcdCluster, etcd_cluster, free_ports
+from tests.support.etcd import EtcdCluster, etcd_cluster, etcd_config, etcd_section, free_ports, until
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 TTL = 3  # seconds: the shortest lease the configuration allows, so expiry is seen quickly
@@ -56,31 +55,13 @@ def prefix() -> str:
     return f"/t{uuid.uuid4().hex[:10]}"
 
 
-def settings(cluster: EtcdCluster, endpoints: list[str] | None = None) -> EtcdConfig:
-    return EtcdConfig(
-        endpoints=endpoints or cluster.endpoints,
-        ca_bundle=str(cluster.ca),
-        certificate_pem=str(cluster.client_cert),
-        certificate_key_pem=str(cluster.client_key),
-    )
-
-
-def until(what: str, check: Callable[[], object], timeout: float = BOUND) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 @pytest.fixture
 def sessions(cluster: EtcdCluster, prefix: str) -> Iterator[Callable[[str], Session]]:
     opened: list[Session] = []
 
     def open_session(name: str) -> Session:
         session = Session(
-            Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix, tenants=["contoso"]
+            Etcd(etcd_config(cluster)), instance=name, ttl=TTL, prefix=prefix, tenants=["contoso"]
         ).start()
         until(f"the session of {name}", session.held)
         opened.append(session)
@@ -114,7 +95,7 @@ def test_one_instance_wins_and_a_standby_takes_over_once_the_lease_of_a_dead_lea
     assert a.campaign()
     assert not b.campaign()
     assert b.campaign() is False  # still a's: a standby campaigns again and again
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     current = read_leader(etcd, prefix, "contoso")
     assert current is not None and current.instance == "a"
 
@@ -146,7 +127,7 @@ def test_a_leader_whose_lease_expired_in_etcd_writes_nothing_and_sends_nothing(
     log = SharedAudit(audit.path_in(tmp_path / "a"), a)
     store.save_memory(Memory(cutoverAt=NOW))
     before, _ = Journal(store, log, lambda: NOW, tmp_path / "a").recorder(revision="c0ffee", author="ada")
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     memory_key = f"{a.prefix}state/settings/memory"
     written = etcd.get(memory_key)
     assert written is not None and json.loads(written.value)["cutoverAt"] == "2026-11-24T09:00:00Z"
@@ -236,7 +217,9 @@ def test_a_new_leader_adopts_memory_revisions_baselines_alerts_and_open_intents(
     theirs.record_action_finished(
         revision="c0ffee", pass_id=passes, key="k1", result="settled: applied", now=NOW
     )
-    assert not list(Etcd(settings(cluster)).prefix(f"{b.prefix}state/intents/"))  # etcd keeps open ones only
+    assert not list(
+        Etcd(etcd_config(cluster)).prefix(f"{b.prefix}state/intents/")
+    )  # etcd keeps open ones only
 
 
 # --- one audit chain across leaders -------------------------------------------------------------------
@@ -262,7 +245,7 @@ def test_the_audit_chain_is_one_across_leaders_each_record_naming_its_instance(
     _append(second, "ok 3")
     _append(second, "ok 4")
 
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     assert verify_shared(etcd, b.prefix) is None
     records = [json.loads(line) for line in shared_lines(etcd, b.prefix)]
     assert [(r["seq"], r["instance"]) for r in records] == [(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b")]
@@ -281,7 +264,7 @@ def test_an_edited_record_in_etcd_is_found_by_verify(
     log = SharedAudit(audit.path_in(tmp_path / "a"), a)
     for n in range(3):
         _append(log, f"ok {n}")
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     key = f"{a.prefix}audit/records/{2:012d}"
     record = etcd.get(key)
     assert record is not None
@@ -300,7 +283,7 @@ def test_a_single_machine_audit_log_goes_on_in_etcd_when_coordination_is_switche
     a = leader(cluster, sessions, "a")
     shared = SharedAudit(path, a)
     _append(shared, "ok coordinated")
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     assert verify_shared(etcd, a.prefix) is None
     records = [json.loads(line) for line in shared_lines(etcd, a.prefix)]
     assert [r["result"] for r in records] == ["ok before coordination", "ok still alone", "ok coordinated"]
@@ -315,12 +298,12 @@ def test_the_client_passes_over_a_member_that_refuses_and_says_so_when_none_answ
     cluster: EtcdCluster, prefix: str
 ) -> None:
     dead = [f"https://127.0.0.1:{port}" for port in free_ports(2)]
-    etcd = Etcd(settings(cluster, [dead[0], *cluster.endpoints]))
+    etcd = Etcd(etcd_config(cluster, [dead[0], *cluster.endpoints]))
     assert etcd.txn([], [Put(f"{prefix}/k", b"v")]).succeeded
     value = etcd.get(f"{prefix}/k")
     assert value is not None and value.value == b"v"
 
-    nowhere = Etcd(settings(cluster, dead))
+    nowhere = Etcd(etcd_config(cluster, dead))
     with pytest.raises(
         Unavailable, match=r"etcd did not answer .*leadership and the shared state are unknown"
     ):
@@ -353,17 +336,11 @@ def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_o
 ) -> None:
     workspace = make_workspace(tmp_path / "ws", pilot="started")
     coordination = {
-        "etcd": {
-            "endpoints": cluster.endpoints,
-            "caBundle": str(cluster.ca),
-            "certificatePem": str(cluster.client_cert),
-            "certificateKeyPem": str(cluster.client_key),
-        },
+        "etcd": etcd_section(cluster, timeout="1s"),
         "tenant": "contoso",
         "prefix": prefix,
         "leaseTtl": "3s",
     }
-    coordination["etcd"]["timeout"] = "1s"  # type: ignore[index]
     workspace.write_config(coordination=coordination)
     desired = str(workspace.repo.path / "desired")
     running = leader(cluster, sessions, "controller-1")
@@ -390,7 +367,7 @@ def test_apply_on_a_coordinated_tenant_is_refused_while_a_controller_leads_and_o
     applied = workspace.stagectl("apply", desired, "--config", str(workspace.config_path), "--yes")
     assert applied.returncode == 0, applied.stderr
     assert workspace.writes()["New-MigrationBatch"] == 1
-    etcd = Etcd(settings(cluster))
+    etcd = Etcd(etcd_config(cluster))
     records = [json.loads(line) for line in shared_lines(etcd, f"{prefix}/tenants/contoso/")]
     assert {r["phase"] for r in records} == {"intent", "result"}
     assert all(str(r["instance"]).endswith("-apply") for r in records)

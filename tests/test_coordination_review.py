@@ -42,7 +42,7 @@ from controller.runtime.intents import Journal
 from controller.runtime.reconciler import Reconciler
 from controller.runtime.store import Store
 from tests.support.controller import make_workspace
-from tests.support.etcd import EtcdCluster, etcd_cluster, free_ports
+from tests.support.etcd import EtcdCluster, etcd_cluster, etcd_config, etcd_section, free_ports, until
 
 NOW = datetime(2026, 11, 24, 9, tzinfo=UTC)
 TTL = 3
@@ -67,30 +67,12 @@ def prefix() -> str:
     return f"/r{uuid.uuid4().hex[:10]}"
 
 
-def settings(cluster: EtcdCluster) -> EtcdConfig:
-    return EtcdConfig(
-        endpoints=cluster.endpoints,
-        ca_bundle=str(cluster.ca),
-        certificate_pem=str(cluster.client_cert),
-        certificate_key_pem=str(cluster.client_key),
-    )
-
-
-def until(what: str, check: Callable[[], object], timeout: float = BOUND) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 @pytest.fixture
 def sessions(cluster: EtcdCluster, prefix: str) -> Iterator[Callable[[str], Session]]:
     opened: list[Session] = []
 
     def open_session(name: str) -> Session:
-        session = Session(Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix).start()
+        session = Session(Etcd(etcd_config(cluster)), instance=name, ttl=TTL, prefix=prefix).start()
         until(f"the session of {name}", session.held)
         opened.append(session)
         return session
@@ -219,8 +201,8 @@ def test_verify_of_the_chain_in_etcd_is_not_fooled_by_records_appended_while_it_
                 _append(log, "ok")  # ...and its result, meanwhile
             return found
 
-    found = verify_shared(ReadsWhileTheLeaderWrites(settings(cluster)), a.prefix)
-    assert verify_shared(Etcd(settings(cluster)), a.prefix) is None  # the chain is intact
+    found = verify_shared(ReadsWhileTheLeaderWrites(etcd_config(cluster)), a.prefix)
+    assert verify_shared(Etcd(etcd_config(cluster)), a.prefix) is None  # the chain is intact
     assert found is None, found
 
 
@@ -279,7 +261,7 @@ def test_an_instance_that_serves_none_of_these_tenants_does_not_shrink_the_share
 def _session(cluster: EtcdCluster, prefix: str, name: str, tenants: list[str]) -> Session:
     """A session standing by for `tenants` (where Session takes them; before, every session counted)."""
     extra = {"tenants": tenants} if "tenants" in inspect.signature(Session).parameters else {}
-    session = Session(Etcd(settings(cluster)), instance=name, ttl=TTL, prefix=prefix, **extra).start()
+    session = Session(Etcd(etcd_config(cluster)), instance=name, ttl=TTL, prefix=prefix, **extra).start()
     until(f"the session of {name}", session.held)
     return session
 
@@ -307,12 +289,12 @@ def test_every_tenant_is_led_when_instances_serve_overlapping_sets(cluster: Etcd
                     elif worker.may_campaign.is_set() and not worker.leading.is_set() and claim.campaign():
                         worker.leading.set()
             led = read_leaders(
-                Etcd(settings(cluster)), prefix, ["contoso", "northwind", "tailspin", "fabrikam"]
+                Etcd(etcd_config(cluster)), prefix, ["contoso", "northwind", "tailspin", "fabrikam"]
             )
             if len(led) == 4:
                 break
         leaders = read_leaders(
-            Etcd(settings(cluster)), prefix, ["contoso", "northwind", "tailspin", "fabrikam"]
+            Etcd(etcd_config(cluster)), prefix, ["contoso", "northwind", "tailspin", "fabrikam"]
         )
         assert sorted(leaders) == ["contoso", "fabrikam", "northwind", "tailspin"], {
             t: current.instance for t, current in leaders.items()
@@ -480,7 +462,7 @@ class Deferred(Etcd):
 def test_a_memory_write_that_commits_late_does_not_leave_the_next_leader_an_older_memory(
     cluster: EtcdCluster, prefix: str, sessions: Callable[[str], Session], tmp_path: Path
 ) -> None:
-    etcd = Deferred(settings(cluster))
+    etcd = Deferred(etcd_config(cluster))
     a = _leader_with(etcd, cluster, prefix, "a")
     try:
         store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
@@ -512,13 +494,7 @@ def test_apply_on_a_coordinated_state_directory_without_the_configuration_does_n
     workspace = make_workspace(tmp_path / "ws", pilot="started")
     workspace.write_config(
         coordination={
-            "etcd": {
-                "endpoints": cluster.endpoints,
-                "caBundle": str(cluster.ca),
-                "certificatePem": str(cluster.client_cert),
-                "certificateKeyPem": str(cluster.client_key),
-                "timeout": "1s",
-            },
+            "etcd": etcd_section(cluster, timeout="1s"),
             "tenant": "contoso",
             "prefix": prefix,
             "leaseTtl": "3s",
@@ -572,7 +548,7 @@ def _leader_with(etcd: Etcd, cluster: EtcdCluster, prefix: str, name: str) -> Le
 def test_an_intent_whose_answer_was_lost_is_not_sent_and_is_settled_from_etcd_next_pass(
     cluster: EtcdCluster, prefix: str, tmp_path: Path
 ) -> None:
-    etcd = AnswerLost(settings(cluster))
+    etcd = AnswerLost(etcd_config(cluster))
     a = _leader_with(etcd, cluster, prefix, "a")
     try:
         store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
@@ -591,7 +567,7 @@ def test_an_intent_whose_answer_was_lost_is_not_sent_and_is_settled_from_etcd_ne
 def test_a_result_whose_answer_was_lost_is_found_in_the_chain_after_the_copy_catches_up(
     cluster: EtcdCluster, prefix: str, tmp_path: Path
 ) -> None:
-    etcd = AnswerLost(settings(cluster))
+    etcd = AnswerLost(etcd_config(cluster))
     a = _leader_with(etcd, cluster, prefix, "a")
     try:
         store = SharedStore.open_shared(tmp_path / "a", a, clock=lambda: NOW)
@@ -607,7 +583,7 @@ def test_a_result_whose_answer_was_lost_is_found_in_the_chain_after_the_copy_cat
         (open_intent,) = store.unfinished_actions()
         assert log.recorded_result(open_intent.pass_id, open_intent.action_key) == "ok"
         assert audit.find_break(log.path) is None
-        assert verify_shared(Etcd(settings(cluster)), a.prefix) is None
+        assert verify_shared(Etcd(etcd_config(cluster)), a.prefix) is None
     finally:
         a.session.close()
 
@@ -617,7 +593,7 @@ def test_a_keep_alive_of_an_expired_lease_is_not_taken_for_leadership(
 ) -> None:
     a = leader(sessions, "a")
     lease = a.won.lease if a.won else 0
-    Etcd(settings(cluster)).revoke(lease)
+    Etcd(etcd_config(cluster)).revoke(lease)
     until("a's session notices", lambda: a.session.lease != lease, timeout=TTL + 2)
     assert not a.held()
     until("a new session lease", a.session.held, timeout=TTL + 2)

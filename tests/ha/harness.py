@@ -41,7 +41,7 @@ from controller.sim.dns import DnsSimBackend
 from controller.sim.exchange.simulator import ExchangeSimulator
 from controller.sim.exchange.store import SimStore
 from tests.reliability import crashdrive
-from tests.support.etcd import EtcdCluster
+from tests.support.etcd import EtcdCluster, etcd_section
 
 PROJECT = Path(__file__).resolve().parents[2]
 TENANT = "contoso"
@@ -162,13 +162,7 @@ def set_latency(world: World, seconds: float) -> None:
 
 
 def etcd_settings(cluster: EtcdCluster, *, timeout: str = f"{ETCD_TIMEOUT}s") -> dict[str, object]:
-    return {
-        "endpoints": cluster.endpoints,
-        "caBundle": str(cluster.ca),
-        "certificatePem": str(cluster.client_cert),
-        "certificateKeyPem": str(cluster.client_key),
-        "timeout": timeout,
-    }
+    return etcd_section(cluster, timeout=timeout)
 
 
 def write_config(world: World, cluster: EtcdCluster, *, name: str, prefix: str) -> Path:

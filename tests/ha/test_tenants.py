@@ -29,7 +29,7 @@ from etcd3gw.exceptions import Etcd3Exception
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.controller import Workspace, make_workspace
-from tests.support.etcd import EtcdCluster, etcd_cluster, free_ports
+from tests.support.etcd import EtcdCluster, etcd_cluster, etcd_section, free_ports
 from tests.support.gitrepo import git_env
 
 TENANTS = tuple(f"t{n:02d}" for n in range(10))
@@ -185,12 +185,7 @@ def build_fleet(root: Path, cluster: EtcdCluster) -> Fleet:
         for tenant in TENANTS
     }
     coordination = {
-        "etcd": {
-            "endpoints": cluster.endpoints,
-            "caBundle": str(cluster.ca),
-            "certificatePem": str(cluster.client_cert),
-            "certificateKeyPem": str(cluster.client_key),
-        },
+        "etcd": etcd_section(cluster),
         "leaseTtl": f"{LEASE_TTL}s",
         "prefix": PREFIX,
     }

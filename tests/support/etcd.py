@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
+
+from controller.runtime.config import EtcdConfig
 
 START_DEADLINE = 20.0  # seconds; a fresh cluster elects a leader in ~1-2 s, this only bounds a broken start
 HEALTHY_DEADLINE = 15.0
@@ -388,3 +390,35 @@ def etcd_cluster(root: Path, members: int = 3, *, client_cert_auth: bool = True)
             cluster._wait_answers(i, deadline)
         cluster.wait_healthy(timeout=max(deadline - time.monotonic(), 0.5))
         yield cluster
+
+
+def etcd_section(cluster: EtcdCluster, **extra: object) -> dict[str, object]:
+    """The configuration's `coordination.etcd` for this cluster (mutual TLS), as YAML data; `extra` adds keys
+    such as `timeout`."""
+    return {
+        "endpoints": cluster.endpoints,
+        "caBundle": str(cluster.ca),
+        "certificatePem": str(cluster.client_cert),
+        "certificateKeyPem": str(cluster.client_key),
+        **extra,
+    }
+
+
+def etcd_config(cluster: EtcdCluster, endpoints: list[str] | None = None) -> EtcdConfig:
+    """The same settings as `etcd_section`, as the model the product reads (`endpoints` to name others)."""
+    return EtcdConfig(
+        endpoints=endpoints or cluster.endpoints,
+        ca_bundle=str(cluster.ca),
+        certificate_pem=str(cluster.client_cert),
+        certificate_key_pem=str(cluster.client_key),
+    )
+
+
+def until(what: str, check: Callable[[], object], timeout: float = 15.0) -> float:
+    """Call `check()` until it returns something true; the seconds it took (AssertionError past `timeout`)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
