@@ -37,11 +37,17 @@ browser:
 
 # The high-availability tests (issue 17) start a real 3-member etcd cluster on loopback (free ports, never
 # 2379/2380); as root, install Debian's etcd-server and etcd-client like BIND.
+# Debian's etcd-server would start a system etcd on 2379 as it installs: a policy-rc.d keeps it from starting
+# (the tests start their own members on free ports), and is removed again if this made it.
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
 etcd:
 	@if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing etcd-server and etcd-client for the high-availability tests"; \
+	    policy=$(POLICY_RC_D); made=; \
+	    if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod +x $$policy && made=1; fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; \
+	    rc=$$?; if [ -n "$$made" ]; then rm -f $$policy; fi; [ $$rc -eq 0 ] || exit $$rc; \
 	  else echo "etcd or etcdctl is missing and this is not root: install etcd-server etcd-client"; exit 1; fi; \
 	fi
 
