@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
 
         def start(action: Action) -> bool:
             sending = before(action)
-            if sending:
-                fence()
             if sending and shown is not None:
                 shown.acting(action)
             return sending

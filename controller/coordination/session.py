@@ -154,16 +154,21 @@ class Session:
         return lease, self.ttl
 
     def live_instances(self) -> dict[str, list[str]]:
-        """The instances whose sessions are alive (their membership keys) and the tenants each stands by
-        for; this one included when held."""
-        live: dict[str, list[str]] = {}
-        for kv in self.etcd.prefix(f"{self.prefix}/instances/"):
-            try:
-                tenants = json.loads(kv.value).get("tenants", [])
-            except (ValueError, AttributeError):
-                tenants = []
-            live[kv.key.rsplit("/", 1)[-1]] = [str(t) for t in tenants] if isinstance(tenants, list) else []
-        return live
+        """The instances whose sessions are alive and the tenants each stands by for (this one included
+        when held)."""
+        return live_instances(self.etcd, self.prefix)
+
+
+def live_instances(etcd: Etcd, prefix: str) -> dict[str, list[str]]:
+    """The live instances under `prefix` (their membership keys, on their leases) and their tenants."""
+    live: dict[str, list[str]] = {}
+    for kv in etcd.prefix(f"{prefix.rstrip('/')}/instances/"):
+        try:
+            tenants = json.loads(kv.value).get("tenants", [])
+        except (ValueError, AttributeError):
+            tenants = []
+        live[kv.key.rsplit("/", 1)[-1]] = [str(t) for t in tenants] if isinstance(tenants, list) else []
+    return live
 
 
 def elapsed() -> float:

@@ -107,11 +107,7 @@ class SharedAudit(AuditLog):
             raise errors.ExternalFailure("the audit chain is being caught up from etcd; the next pass writes")
         seq, digest = self._seq + 1, line_hash(line)
         body = _head_body(Head(seq, digest))
-        on_head = (
-            Compare(head_key(self.tenant_prefix), "VALUE", value=self._head_value)
-            if self._head_value
-            else Compare(head_key(self.tenant_prefix), "CREATE", 0)
-        )
+        on_head = self._on_head(self._head_value)
         try:
             result = self.etcd.txn(
                 [*self.leadership.fence(), on_head],
@@ -129,6 +125,11 @@ class SharedAudit(AuditLog):
         except OSError as error:  # etcd holds it; the copy is behind and caught up before the next pass
             self._stale = True
             log.error("the local copy of the audit chain %s missed record %d: %s", self.path, seq, error)
+
+    def _on_head(self, value: bytes) -> Compare:
+        """The chain's head in etcd is still `value` (the one this instance wrote or read), or absent."""
+        key = head_key(self.tenant_prefix)
+        return Compare(key, "VALUE", value=value) if value else Compare(key, "CREATE", 0)
 
     def _sync(self, path: Path) -> bytes:
         """Make the local copy the chain in etcd; returns the head's value in etcd."""
@@ -166,13 +167,9 @@ class SharedAudit(AuditLog):
             ]
             seq += len(chunk)
             body = _head_body(Head(seq, line_hash(chunk[-1])))
-            on_head = (
-                Compare(head_key(self.tenant_prefix), "VALUE", value=value)
-                if value
-                else Compare(head_key(self.tenant_prefix), "CREATE", 0)
-            )
             result = self.etcd.txn(
-                [*self.leadership.fence(), on_head], [*operations, Put(head_key(self.tenant_prefix), body)]
+                [*self.leadership.fence(), self._on_head(value)],
+                [*operations, Put(head_key(self.tenant_prefix), body)],
             )
             if not result.succeeded:
                 raise self.leadership.refused()

@@ -115,12 +115,10 @@ class SharedStore(Store):
             operations.append(
                 Put(self._key("status", obj), _status((obj, desired, observed, phase, message, at)))
             )
-        for fingerprint, obj, desired, observed, at in rows.alerts:
-            body = {"object": obj, "desired": desired, "observed": observed, "at": at}
-            operations.append(Put(self._key("alerts", fingerprint), json.dumps(body).encode()))
-        for revision, pass_id, key, action, at in rows.intents:
-            intent = {"revision": revision, "pass": pass_id, "key": key, "action": action, "at": at}
-            operations.append(Put(self._intent_key(revision, pass_id, key), json.dumps(intent).encode()))
+        for alert in rows.alerts:
+            operations.append(Put(self._key("alerts", alert[0]), _alert(alert)))
+        for intent in rows.intents:
+            operations.append(Put(self._intent_key(*intent[:3]), _intent(intent)))
         # The settings last, the pass number the very last: a carry cut short is carried again.
         for name, value in sorted(rows.settings.items(), key=lambda item: item[0] == "pass"):
             operations.append(Put(self._key("settings", name), value.encode("utf-8")))
@@ -253,8 +251,7 @@ class SharedStore(Store):
         if self.has_alert(fingerprint):
             return False
         row = local.alert_row(fingerprint, object, desired, observed, now)
-        body = {"object": row[1], "desired": row[2], "observed": row[3], "at": row[4]}
-        self._write([Put(self._key("alerts", fingerprint), json.dumps(body).encode())])
+        self._write([Put(self._key("alerts", fingerprint), _alert(row))])
         opened = self._local(
             lambda: super(SharedStore, self).open_alert(
                 fingerprint, object=object, desired=desired, observed=observed, now=now
@@ -282,11 +279,10 @@ class SharedStore(Store):
         if self.has_action(revision=revision, pass_id=pass_id, key=key):
             return False
         row = local.intent_row(revision, pass_id, key, action, now)
-        intent = {"revision": row[0], "pass": row[1], "key": row[2], "action": row[3], "at": row[4]}
         acted = local.status_row(action.object, "", {}, phase="acted", message="sent", now=now)
         self._write(
             [
-                Put(self._intent_key(revision, pass_id, key), json.dumps(intent).encode()),
+                Put(self._intent_key(revision, pass_id, key), _intent(row)),
                 Put(self._key("status", action.object), _status(acted)),
             ]
         )
@@ -316,6 +312,18 @@ class SharedStore(Store):
                 revision=revision, pass_id=pass_id, key=key, result=result, now=now, memory=memory
             )
         )
+
+
+def _alert(row: local.AlertRow) -> bytes:
+    _, obj, desired, observed, at = row
+    return json.dumps({"object": obj, "desired": desired, "observed": observed, "at": at}).encode()
+
+
+def _intent(row: local.IntentRow) -> bytes:
+    revision, pass_id, key, action, at = row
+    return json.dumps(
+        {"revision": revision, "pass": pass_id, "key": key, "action": action, "at": at}
+    ).encode()
 
 
 def _status(row: local.StatusRow) -> bytes:

@@ -13,6 +13,7 @@ from controller import errors
 from controller.coordination.etcd import Etcd
 from controller.coordination.leadership import read_leader, tenant_prefix
 from controller.coordination.service import LEADERSHIP_FILE, tenant_name
+from controller.coordination.session import live_instances
 from controller.coordination.shared_audit import shared_lines, verify_shared
 from controller.model.snapshot import Memory
 from controller.runtime.config import ControllerConfig
@@ -31,11 +32,7 @@ def leadership(config: ControllerConfig) -> dict[str, Any]:
     here = _local(config)
     try:
         leader = read_leader(etcd, prefix, tenant)
-        live = sorted(
-            kv.key.rsplit("/", 1)[-1]
-            for kv in etcd.prefix(f"{prefix.rstrip('/')}/instances/")
-            if tenant in json.loads(kv.value).get("tenants", [])
-        )
+        live = sorted(name for name, tenants in live_instances(etcd, prefix).items() if tenant in tenants)
     except errors.ExternalFailure as error:
         return {
             "tenant": tenant,

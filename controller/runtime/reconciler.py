@@ -50,8 +50,8 @@ class Reconciler:
     should_stop: Callable[[], bool] = lambda: False
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     watcher: PassWatcher = field(default_factory=Unwatched)  # terminal progress, when a command shows it
-    # The last look before each action is sent, after its intent is recorded: coordination raises here
-    # when this instance can no longer confirm that it leads the tenant (the action is then not sent).
+    # The last look before each write is sent (controller.fence: the backends call it right before each
+    # request): coordination raises here when this instance can no longer confirm that it leads the tenant.
     fence: Callable[[], None] = lambda: None
 
     def run_pass(self) -> PassResult:
@@ -233,7 +233,6 @@ class Reconciler:
         def start(action: Action) -> bool:
             sending = before(action)
             if sending:
-                self.fence()
                 self.watcher.acting(action)
             return sending
 

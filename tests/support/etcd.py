@@ -9,8 +9,6 @@ failing test can show them. On exit every member is SIGKILLed and waited for, wh
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import signal
@@ -23,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
 
 from controller.runtime.config import EtcdConfig
+from controller.sim import pki as certificates
 
 START_DEADLINE = 20.0  # seconds; a fresh cluster elects a leader in ~1-2 s, this only bounds a broken start
 HEALTHY_DEADLINE = 15.0
@@ -70,91 +66,24 @@ class EtcdPki:
     client_key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)
-
-
 def make_etcd_pki(directory: Path) -> EtcdPki:
     """A self-signed CA, a 127.0.0.1/localhost server certificate and a client certificate it signed.
 
     The server certificate carries clientAuth as well as serverAuth: etcd 3.4's JSON gateway dials the
     member's own gRPC port with the server certificate as its client certificate, and with
     --client-cert-auth that certificate must be valid for client authentication too."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("stagectl etcd test CA"))
-        .issuer_name(_name("stagectl etcd test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def issue(
-        common_name: str, usages: list[x509.ObjectIdentifier], san: x509.SubjectAlternativeName | None
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-        )
-        if san is not None:
-            builder = builder.add_extension(san, critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    server_cert, server_key = issue(
-        "localhost",
-        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        ),
-    )
-    client_cert, client_key = issue("stagectl", [ExtendedKeyUsageOID.CLIENT_AUTH], None)
-
+    authority = certificates.Authority("stagectl etcd test CA")
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    server_cert, server_key = authority.issue("localhost", both, certificates.LOOPBACK, key_usage=True)
+    client_cert, client_key = authority.issue("stagectl", [ExtendedKeyUsageOID.CLIENT_AUTH], key_usage=True)
     directory.mkdir(parents=True, exist_ok=True)
-    pki = EtcdPki(
-        ca=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
+    return EtcdPki(
+        ca=certificates.write_cert(directory / "ca.pem", authority.cert),
+        server_cert=certificates.write_cert(directory / "server.pem", server_cert),
+        server_key=certificates.write_key(directory / "server.key", server_key),
+        client_cert=certificates.write_cert(directory / "client.pem", client_cert),
+        client_key=certificates.write_key(directory / "client.key", client_key),
     )
-    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki.server_key, server_key)
-    pki.client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki.client_key, client_key)
-    return pki
 
 
 @dataclass

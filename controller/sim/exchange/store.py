@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from controller import faults, fence
+from controller import faults
 from controller.exchange.errors import ExchangeError, PermanentError
 from controller.exchange.runner import CmdletOutput, project
 from controller.sim.exchange import database, params
@@ -308,7 +308,6 @@ class SimRunner:
         if error is not None:
             raise error
         output = CmdletOutput()
-        fence.check()  # as the PSRP runner does right before it sends the command
         with self.store.transaction() as simulator:
             latency = simulator.state.latency_seconds
             try:
