@@ -304,6 +304,47 @@ def test_every_tenant_is_led_when_instances_serve_overlapping_sets(cluster: Etcd
         ops2.close()
 
 
+class HeldOffWorker(FakeWorker):
+    """A FakeWorker that keeps its hold-off, as a TenantWorker does."""
+
+    def __init__(self, tenant: str, *, held_off_for: float) -> None:
+        super().__init__(tenant)
+        self.until = time.monotonic() + held_off_for
+
+    def holding_off(self) -> bool:
+        return time.monotonic() < self.until
+
+    def hold_off(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+
+def test_a_hold_off_ends_when_an_instance_serving_the_tenants_leaves(
+    cluster: EtcdCluster, prefix: str
+) -> None:
+    # Found by CI: ops-a handed contoso over, ops-b took it and was stopped (a rolling restart) before
+    # ops-a's next look saw ops-b lead it. Contoso was unled and ops-a, now with room for it, held off for
+    # the rest of a lease TTL (7.6 s for a clean stop).
+    tenants = ["contoso", "northwind"]
+    ops_a = _session(cluster, prefix, "ops-a", tenants)
+    ops_b = _session(cluster, prefix, "ops-b", tenants)
+    try:
+        handed = HeldOffWorker("contoso", held_off_for=60)
+        workers = [handed, FakeWorker("northwind", leading=True)]
+        serving = service._share(ops_a, workers)  # type: ignore[arg-type]
+        assert serving == {"ops-a", "ops-b"}
+        assert not handed.may_campaign.is_set(), "ops-a is at its share of 1"
+
+        ops_b.close()  # a clean stop: its lease is revoked, its tenants are free at once
+        serving = service._share(ops_a, workers, serving)  # type: ignore[arg-type]
+    finally:
+        ops_a.close()
+        ops_b.close()
+
+    assert serving == {"ops-a"}
+    assert not handed.holding_off(), "the instance it was handed to has left: the hold-off has done its work"
+    assert handed.may_campaign.is_set(), "ops-a alone serves both tenants: contoso is its to lead"
+
+
 # === 5. switching coordination on keeps the single-machine state ==========================================
 
 

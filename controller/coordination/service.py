@@ -403,31 +403,40 @@ def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Ev
 
 
 def _sharing(session: Session, workers: list[TenantWorker], stop: threading.Event) -> None:
+    serving: set[str] | None = None
     while not stop.is_set():
         if session.held():
-            _share(session, workers)
+            serving = _share(session, workers, serving)
         stop.wait(SUPERVISE * SHARE_EVERY)
 
 
-def _share(session: Session, workers: list[TenantWorker]) -> None:
+def _share(
+    session: Session, workers: list[TenantWorker], serving_before: set[str] | None = None
+) -> set[str] | None:
     """At most ceil(tenants / live instances) tenants each. Below the share, only as many workers as there
     are free places campaign, each for a tenant no one leads (or one this instance held before its lease
     was confirmed again); above it (another instance joined), the surplus is handed over, and this instance
     leaves those tenants alone for a lease TTL so that an instance below its share takes them (or until one
-    has: a tenant that instance gives up again, say on a clean stop, is anyone's at once)."""
+    has: a tenant that instance gives up again, say on a clean stop, is anyone's at once).
+
+    Returns the instances that serve these tenants, for the next look (`serving_before`): when one of
+    them has left since, every hold-off ends. A tenant handed over to it and given up again before this
+    instance saw it led there (a rolling restart stops an instance soon after it took its share) is free,
+    and the share has grown."""
     mine = {w.tenant for w in workers}
     try:  # the instances that stand by for any of these tenants (not those serving other tenants only)
-        live = max(1, sum(1 for tenants in session.live_instances().values() if mine & set(tenants)))
+        serving = {name for name, tenants in session.live_instances().items() if mine & set(tenants)}
         leaders = read_leaders(session.etcd, session.prefix, [w.tenant for w in workers])
     except errors.ExternalFailure:
         for worker in workers:
             worker.may_campaign.clear()
-        return
-    share = math.ceil(len(workers) / live)
+        return serving_before
+    share = math.ceil(len(workers) / max(1, len(serving)))
     now = time.monotonic()
+    someone_left = serving_before is not None and bool(serving_before - serving)
     for worker in workers:
-        if worker.tenant in leaders and leaders[worker.tenant].instance != session.instance:
-            worker.hold_off(0)  # another instance took it: the hold-off has done its work
+        if someone_left or (worker.tenant in leaders and leaders[worker.tenant].instance != session.instance):
+            worker.hold_off(0)  # another instance took it, or left: the hold-off has done its work
         worker.unled_since = None if worker.tenant in leaders else (worker.unled_since or now)
         if not worker.leading.is_set():
             worker.rescued = False
@@ -460,6 +469,7 @@ def _share(session: Session, workers: list[TenantWorker]) -> None:
     for worker in leading[share:]:
         worker.hold_off(session.ttl)
         worker.ask_to_step_down(f"{len(leading)} tenants led, more than its share of {share}")
+    return serving
 
 
 def _shared_settings(configs: list[ControllerConfig]) -> CoordinationConfig:
