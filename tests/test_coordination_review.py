@@ -219,6 +219,7 @@ class FakeWorker:
             self.leading.set()
         self.step_down = threading.Event()
         self.may_campaign = threading.Event()
+        self.nudge = threading.Event()
         self.asked: list[str] = []
         self.unled_since: float | None = None
         self.rescued = False
@@ -343,6 +344,7 @@ def test_a_hold_off_ends_when_an_instance_serving_the_tenants_leaves(
     assert serving == {"ops-a"}
     assert not handed.holding_off(), "the instance it was handed to has left: the hold-off has done its work"
     assert handed.may_campaign.is_set(), "ops-a alone serves both tenants: contoso is its to lead"
+    assert handed.nudge.is_set(), "the worker campaigns at once, not after its retry"
 
 
 # === 5. switching coordination on keeps the single-machine state ==========================================

@@ -89,6 +89,7 @@ class TenantWorker:
         self.metrics = metrics  # the leadership gauges
         self.pass_metrics = metrics  # a pass's figures: one tenant's only (see run)
         self.may_campaign = threading.Event()  # the supervisor's leave to campaign (this instance's share)
+        self.nudge = threading.Event()  # the supervisor: campaign now (leave given, or the instance stops)
         self.leading = threading.Event()
         self.step_down = threading.Event()  # the supervisor asks: end the passes, then resign or forget
         self.wake = threading.Event()
@@ -127,7 +128,8 @@ class TenantWorker:
                     self.exit_code = self._not_led_here()
                     return
                 else:
-                    self.stop.wait(self._retry())
+                    self.nudge.wait(self._retry())
+                    self.nudge.clear()
         finally:
             self.finished.set()
 
@@ -399,6 +401,8 @@ def _supervise(session: Session, workers: list[TenantWorker], stop: threading.Ev
                 worker.ask_to_step_down("its lease is not confirmed (etcd unreachable or the quorum lost)")
         stop.wait(SUPERVISE)
     stop.set()  # each worker's relay ends its passes, then wakes them
+    for worker in workers:
+        worker.nudge.set()  # a standing-by worker returns from its wait
     sharing.join(timeout=SUPERVISE * SHARE_EVERY)  # a read of etcd in flight is not waited for
 
 
@@ -463,6 +467,8 @@ def _share(
             worker.rescued = True
     for worker in workers:
         if worker.tenant in allowed:
+            if not worker.may_campaign.is_set():
+                worker.nudge.set()  # a takeover waits for no retry
             worker.may_campaign.set()
         else:
             worker.may_campaign.clear()
