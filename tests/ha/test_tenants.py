@@ -43,7 +43,7 @@ STABLE = 2.0  # seconds a spread must stay the same to count as settled
 POLL = 0.1
 HANDOVER_SLACK = 5.0  # after the TTL: etcd expires leases every 0.5 s, the instances recount their share
 # and the standbys campaign once a second each
-CLEAN_HANDOVER = 5.0  # a SIGTERMed instance's tenants: resigned in well under 1 s, taken within ~1 s (measured 0.7-0.9 s)
+CLEAN_HANDOVER = 5.0  # a SIGTERMed instance's tenants: resigned in well under 1 s, taken in ~1 s (0.7-0.9 s)
 STOP = 30.0  # bounds a clean stop
 
 # Both batches started in the repository: a tenant's first pass creates the endpoint and both batches,
