@@ -328,6 +328,36 @@ def test_a_bad_coordination_section_is_one_sentence_per_problem_naming_its_line(
     assert any(f"{path}:9:" in p and "leaseTtl is whole seconds from 3s" in p for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("etcd", "says"),
+    [
+        ("certificatePem: c.pem", "certificatePem and certificateKeyPem go together"),
+        ("username: stagectl", "username and passwordRef go together"),
+        (
+            "certificatePem: c.pem, certificateKeyPem: c.key, username: s, passwordRef: 'env:P'",
+            "a client certificate or an etcd user, not both",
+        ),
+    ],
+)
+def test_an_etcd_sign_in_that_cannot_work_is_refused_naming_its_line(
+    tmp_path: Path, etcd: str, says: str
+) -> None:
+    # A certificate without its key would go unsent, a user without a password would sign in with an empty
+    # one, and etcd's gateway refuses a request with both: each is refused before anything reaches etcd.
+    path = tmp_path / "stagectl.yaml"
+    body = "{endpoints: ['https://etcd-1:2379'], " + etcd + "}"
+    path.write_text(
+        "apiVersion: stagectl/v1\nkind: ControllerConfig\nstateDir: state\n"
+        "exchange: {backend: sim, state: x}\ndns: {backend: sim, state: y}\n"
+        f"coordination:\n  etcd: {body}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(errors.InvalidInput) as raised:
+        load_config(path)
+    problems = raised.value.problems
+    assert any(f"{path}:7:" in p and says in p for p in problems), problems
+
+
 # --- `stagectl apply` on a coordinated tenant ------------------------------------------------------------
 
 

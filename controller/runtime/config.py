@@ -133,6 +133,17 @@ class EtcdConfig(Model):
                 raise ValueError(f"an endpoint is https://host:port (or http:// on loopback), not {value!r}")
         return values
 
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> EtcdConfig:
+        if (self.certificate_pem is None) != (self.certificate_key_pem is None):
+            raise ValueError("certificatePem and certificateKeyPem go together: a certificate and its key")
+        if (self.username is None) != (self.password_ref is None):
+            raise ValueError("username and passwordRef go together: etcd's user and its password")
+        if self.certificate_pem is not None and self.username is not None:
+            # etcd 3.4's JSON gateway refuses a request that carries both (docs/ha.md).
+            raise ValueError("choose a client certificate or an etcd user, not both: etcd refuses both")
+        return self
+
 
 class CoordinationConfig(Model):
     """High availability and many tenants (docs/ha.md): absent, one process holds the state directory's
