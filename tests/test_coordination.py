@@ -313,14 +313,20 @@ def test_the_client_passes_over_a_member_that_refuses_and_says_so_when_none_answ
 # --- the configuration ---------------------------------------------------------------------------------
 
 
-def test_a_bad_coordination_section_is_one_sentence_per_problem_naming_its_line(tmp_path: Path) -> None:
+def _config_with(tmp_path: Path, coordination: str) -> Path:
+    """A controller configuration whose `coordination:` section (from line 6) is the text given."""
     path = tmp_path / "stagectl.yaml"
     path.write_text(
         "apiVersion: stagectl/v1\nkind: ControllerConfig\nstateDir: state\n"
         "exchange: {backend: sim, state: x}\ndns: {backend: sim, state: y}\n"
-        "coordination:\n  etcd:\n    endpoints: [etcd-1:2379]\n  leaseTtl: 1s\n",
+        f"coordination:\n{coordination}",
         encoding="utf-8",
     )
+    return path
+
+
+def test_a_bad_coordination_section_is_one_sentence_per_problem_naming_its_line(tmp_path: Path) -> None:
+    path = _config_with(tmp_path, "  etcd:\n    endpoints: [etcd-1:2379]\n  leaseTtl: 1s\n")
     with pytest.raises(errors.InvalidInput) as raised:
         load_config(path)
     problems = raised.value.problems
@@ -344,14 +350,7 @@ def test_an_etcd_sign_in_that_cannot_work_is_refused_naming_its_line(
 ) -> None:
     # A certificate without its key would go unsent, a user without a password would sign in with an empty
     # one, and etcd's gateway refuses a request with both: each is refused before anything reaches etcd.
-    path = tmp_path / "stagectl.yaml"
-    body = "{endpoints: ['https://etcd-1:2379'], " + etcd + "}"
-    path.write_text(
-        "apiVersion: stagectl/v1\nkind: ControllerConfig\nstateDir: state\n"
-        "exchange: {backend: sim, state: x}\ndns: {backend: sim, state: y}\n"
-        f"coordination:\n  etcd: {body}\n",
-        encoding="utf-8",
-    )
+    path = _config_with(tmp_path, "  etcd: {endpoints: ['https://etcd-1:2379'], " + etcd + "}\n")
     with pytest.raises(errors.InvalidInput) as raised:
         load_config(path)
     problems = raised.value.problems

@@ -151,7 +151,7 @@ class Etcd:
         # through a proxy: the configuration says how to reach etcd, the environment does not.
         session.trust_env = False
         session.verify = path(s.ca_bundle) or True
-        if s.certificate_pem and s.certificate_key_pem:
+        if s.certificate_pem:  # with its key: the settings validator pairs them
             session.cert = (str(path(s.certificate_pem)), str(path(s.certificate_key_pem)))
         return Etcd3Client(
             host=parts.hostname or "127.0.0.1",
@@ -219,7 +219,8 @@ class Etcd:
         return answer
 
     def _authenticate(self, member: Etcd3Client) -> None:
-        password = secrets.resolve(self.settings.password_ref) if self.settings.password_ref else ""
+        assert self.settings.password_ref is not None  # the settings validator pairs it with the user
+        password = secrets.resolve(self.settings.password_ref)
         answer = member.post(
             member.get_url("/auth/authenticate"), json={"name": self.settings.username, "password": password}
         )
